@@ -1,0 +1,168 @@
+"""Typed configuration: one dataclass per component of Mask R-CNN.
+
+Defaults follow the paper's ResNet-50-FPN recipe. `config_from_dict` builds a
+config from plain data (a checkpoint, a YAML file) and rejects unknown keys and
+values of the wrong type with a message naming the key.
+"""
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+
+
+@dataclass
+class BackboneConfig:
+    depth: int = 50  # 50 or 101
+    groups: int = 1  # 32 for ResNeXt
+    width_per_group: int = 64  # 4 for ResNeXt-50 32x4d, 8 for ResNeXt-101 32x8d
+    norm: str = "frozen_bn"  # "frozen_bn", "bn" or "gn"
+    norm_eps: float = 1e-5
+    freeze_at: int = 2  # 0 trains everything; 1 freezes the stem; k freezes the stem and res2..res{k}
+    stride_in_1x1: bool = False  # True for MSRA/detectron2 weights: stride on the first 1x1 conv
+    fpn_channels: int = 256
+
+
+@dataclass
+class AnchorConfig:
+    sizes: tuple[int, ...] = (32, 64, 128, 256, 512)  # one per FPN level P2-P6
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # height / width
+    round_to_integer: bool = True  # round cell anchors to whole pixels
+    # Stride of each level's anchor grid; None derives it as padded image size // feature size.
+    strides: tuple[int, ...] | None = (4, 8, 16, 32, 64)
+
+
+@dataclass
+class RPNConfig:
+    pre_nms_topk_train: int = 2000  # per level
+    pre_nms_topk_test: int = 1000
+    post_nms_topk_train: int = 2000  # per image
+    post_nms_topk_test: int = 1000
+    nms_threshold: float = 0.7
+    min_box_size: float = 1e-3
+    positive_iou: float = 0.7
+    negative_iou: float = 0.3
+    batch_size_per_image: int = 256
+    positive_fraction: float = 0.5
+    box_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+
+
+@dataclass
+class RoIHeadsConfig:
+    pooler: str = "align"  # "align" (RoIAlign) or "pool" (RoIPool)
+    sampling_ratio: int = 2
+    aligned: bool = False
+    box_resolution: int = 7
+    mask_resolution: int = 14
+    fc_dim: int = 1024
+    mask_conv_dim: int = 256
+    mask_num_convs: int = 4
+    batch_size_per_image: int = 512
+    positive_fraction: float = 0.25
+    foreground_iou: float = 0.5
+    box_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+    score_threshold: float = 0.05
+    nms_threshold: float = 0.5
+    detections_per_image: int = 100
+    mask_threshold: float = 0.5
+
+
+@dataclass
+class InputConfig:
+    min_size: int = 800
+    max_size: int = 1333
+    pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # RGB in [0, 1]
+    pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    size_divisibility: int = 32
+
+
+@dataclass
+class ModelConfig:
+    num_classes: int = 91  # including background at index 0
+    class_names: tuple[str, ...] = ()
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    anchors: AnchorConfig = field(default_factory=AnchorConfig)
+    rpn: RPNConfig = field(default_factory=RPNConfig)
+    roi_heads: RoIHeadsConfig = field(default_factory=RoIHeadsConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    masks: bool = True
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown or of the wrong type."""
+
+
+def config_to_dict(config) -> dict:
+    """A dataclass config -> plain nested dicts and lists (YAML/JSON/pickle friendly)."""
+    return _plain(dataclasses.asdict(config))
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def config_from_dict(cls, data: dict, path: str = ""):
+    """Build dataclass `cls` from nested dicts, checking every key and type.
+
+    path: dotted prefix used in error messages.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or cls.__name__}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in data.items():
+        dotted = f"{path}.{key}" if path else key
+        if key not in names:
+            raise ConfigError(f"unknown config key {dotted!r}; known keys here: {sorted(names)}")
+        values[key] = _coerce(hints[key], value, dotted)
+    return cls(**values)
+
+
+def _coerce(hint, value, dotted: str):
+    if dataclasses.is_dataclass(hint):
+        return config_from_dict(hint, value, dotted)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, dotted)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(
+            errors[0] if len(errors) == 1 else f"{dotted}: expected {_name(hint)}, got {value!r}"
+        )
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{dotted}: expected {_name(hint)}, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{dotted}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"{dotted}: expected {len(args)} values ({_name(hint)}), got {len(value)}")
+        return tuple(_coerce(a, v, f"{dotted}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is bool or hint is str:
+        if isinstance(value, hint):
+            return value
+    else:
+        raise ConfigError(f"{dotted}: unsupported config type {hint!r}")
+    raise ConfigError(f"{dotted}: expected {_name(hint)}, got {value!r} ({type(value).__name__})")
+
+
+def _name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

@@ -1,0 +1,1 @@
+"""Loading weights from other projects and from files on disk."""

@@ -1,0 +1,1 @@
+"""The parts of Mask R-CNN, each in the file named after it."""

@@ -1,0 +1,147 @@
+"""ResNet and ResNeXt trunks (stages res2-res5) with configurable normalization."""
+
+from torch import Tensor, nn
+
+from maskrcnn.config import BackboneConfig
+from maskrcnn.modeling.norm import make_norm
+
+BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+# Output channels of res2..res5 for every bottleneck trunk.
+STAGE_CHANNELS = (256, 512, 1024, 2048)
+STAGE_STRIDES = (4, 8, 16, 32)
+
+
+class Stem(nn.Module):
+    """7x7 stride-2 conv, norm, ReLU, 3x3 stride-2 max pool: (N, 3, H, W) -> (N, 64, H/4, W/4)."""
+
+    def __init__(self, norm: str, eps: float):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.norm = make_norm(norm, 64, eps)
+        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(self.norm(self.conv(x)).relu_())
+
+
+class Shortcut(nn.Module):
+    """Projection shortcut: 1x1 conv (with the block's stride) and norm."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, norm: str, eps: float):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
+        self.norm = make_norm(norm, out_channels, eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(self.conv(x))
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (grouped for ResNeXt), 1x1 expand, plus the shortcut."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        out_channels: int,
+        stride: int,
+        groups: int,
+        stride_in_1x1: bool,
+        norm: str,
+        eps: float,
+    ):
+        super().__init__()
+        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = nn.Conv2d(in_channels, width, 1, stride=stride_1x1, bias=False)
+        self.norm1 = make_norm(norm, width, eps)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride_3x3, padding=1, groups=groups, bias=False)
+        self.norm2 = make_norm(norm, width, eps)
+        self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
+        self.norm3 = make_norm(norm, out_channels, eps)
+        needs_projection = stride != 1 or in_channels != out_channels
+        self.shortcut = Shortcut(in_channels, out_channels, stride, norm, eps) if needs_projection else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.norm1(self.conv1(x)).relu_()
+        out = self.norm2(self.conv2(out)).relu_()
+        out = self.norm3(self.conv3(out))
+        identity = x if self.shortcut is None else self.shortcut(x)
+        return (out + identity).relu_()
+
+
+def make_stage(
+    in_channels: int, out_channels: int, blocks: int, stride: int, width: int, config: BackboneConfig
+) -> nn.Sequential:
+    layers = []
+    for index in range(blocks):
+        layers.append(
+            Bottleneck(
+                in_channels if index == 0 else out_channels,
+                width,
+                out_channels,
+                stride if index == 0 else 1,
+                config.groups,
+                config.stride_in_1x1,
+                config.norm,
+                config.norm_eps,
+            )
+        )
+    return nn.Sequential(*layers)
+
+
+class ResNet(nn.Module):
+    """Bottleneck ResNet / ResNeXt trunk.
+
+    forward: images (N, 3, H, W) -> [res2, res3, res4, res5] (or fewer, see `stages`),
+    with strides 4, 8, 16, 32 and channels 256, 512, 1024, 2048.
+    stages: how many of res2..res5 to build; the C4 variant builds 3 and uses res5 as its box head.
+    """
+
+    def __init__(self, config: BackboneConfig, stages: int = 4):
+        super().__init__()
+        if config.depth not in BLOCKS_PER_STAGE:
+            raise ValueError(f"backbone.depth must be one of {sorted(BLOCKS_PER_STAGE)}, got {config.depth}")
+        self.stem = Stem(config.norm, config.norm_eps)
+        self.stage_names = [f"res{i + 2}" for i in range(stages)]
+        in_channels = 64
+        for index, name in enumerate(self.stage_names):
+            out_channels = STAGE_CHANNELS[index]
+            width = stage_width(index, config)
+            stage = make_stage(
+                in_channels,
+                out_channels,
+                BLOCKS_PER_STAGE[config.depth][index],
+                1 if index == 0 else 2,
+                width,
+                config,
+            )
+            self.add_module(name, stage)
+            in_channels = out_channels
+        self.out_channels = STAGE_CHANNELS[:stages]
+        self.strides = STAGE_STRIDES[:stages]
+        freeze(self, config.freeze_at)
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        x = self.stem(images)
+        outputs = []
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+            outputs.append(x)
+        return outputs
+
+
+def stage_width(index: int, config: BackboneConfig) -> int:
+    """Bottleneck width of stage res{index+2}: 64 * 2^index for ResNet, scaled for ResNeXt."""
+    return config.groups * config.width_per_group * 2**index
+
+
+def freeze(trunk: ResNet, freeze_at: int) -> None:
+    """Stop gradients to the stem (freeze_at >= 1) and to res2..res{freeze_at} (freeze_at >= 2).
+
+    The paper's recipe freezes the stem and res2: their ImageNet features are generic
+    and training them with tiny detection batches gains nothing.
+    """
+    frozen = [trunk.stem] + [getattr(trunk, n) for n in trunk.stage_names[: max(freeze_at - 1, 0)]]
+    for module in frozen[: max(freeze_at, 0)]:
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)

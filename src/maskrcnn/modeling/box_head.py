@@ -1,0 +1,88 @@
+"""Box head: two fully connected layers, class scores and class-specific box deltas, and
+the inference that turns them into detections."""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import batched_nms
+
+from maskrcnn.ops import BoxCoder, clip_boxes, remove_small_boxes
+
+
+class BoxHead(nn.Module):
+    """pooled RoI features (K, C, S, S) -> (K, fc_dim) via fc6 and fc7 with ReLU."""
+
+    def __init__(self, in_channels: int, resolution: int, fc_dim: int = 1024):
+        super().__init__()
+        self.fc6 = nn.Linear(in_channels * resolution * resolution, fc_dim)
+        self.fc7 = nn.Linear(fc_dim, fc_dim)
+        self.out_features = fc_dim
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        return self.fc7(self.fc6(pooled.flatten(1)).relu_()).relu_()
+
+
+class BoxPredictor(nn.Module):
+    """(K, D) -> class_logits (K, num_classes) and box_deltas (K, num_classes * 4).
+
+    num_classes counts the background, which is class 0.
+    """
+
+    def __init__(self, in_features: int, num_classes: int):
+        super().__init__()
+        self.cls_score = nn.Linear(in_features, num_classes)
+        self.bbox_pred = nn.Linear(in_features, num_classes * 4)
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.zeros_(self.cls_score.bias)
+        nn.init.zeros_(self.bbox_pred.bias)
+
+    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        return self.cls_score(features), self.bbox_pred(features)
+
+
+@dataclass
+class BoxInference:
+    """Post-processing settings for detections (the paper's test-time procedure)."""
+
+    box_coder: BoxCoder
+    score_threshold: float = 0.05
+    nms_threshold: float = 0.5
+    detections_per_image: int = 100
+    min_box_size: float = 1e-2
+
+    def __call__(
+        self,
+        class_logits: Tensor,
+        box_deltas: Tensor,
+        proposals: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+    ) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """class_logits (K, C), box_deltas (K, 4C), proposals: per image (Ki, 4), sum Ki = K.
+
+        Returns per image (boxes (D, 4), scores (D,), labels (D,) int64), best first: each
+        proposal yields one candidate per foreground class, scored by softmax; candidates
+        below the score threshold are dropped and NMS runs per class.
+        """
+        num_classes = class_logits.shape[1]
+        boxes = self.box_coder.decode(box_deltas, torch.cat(proposals))  # (K, C, 4)
+        scores = F.softmax(class_logits, dim=-1)
+        counts = [len(p) for p in proposals]
+        results = []
+        for image_boxes, image_scores, image_size in zip(
+            boxes.split(counts), scores.split(counts), image_sizes
+        ):
+            image_boxes = clip_boxes(image_boxes, image_size)
+            labels = torch.arange(num_classes, device=boxes.device).expand_as(image_scores)
+            # Column 0 is the background; a candidate is a (proposal, foreground class) pair.
+            image_boxes = image_boxes[:, 1:].reshape(-1, 4)
+            image_scores = image_scores[:, 1:].reshape(-1)
+            labels = labels[:, 1:].reshape(-1)
+            keep = torch.where(image_scores > self.score_threshold)[0]
+            keep = keep[remove_small_boxes(image_boxes[keep], self.min_box_size)]
+            keep = keep[batched_nms(image_boxes[keep], image_scores[keep], labels[keep], self.nms_threshold)]
+            keep = keep[: self.detections_per_image]
+            results.append((image_boxes[keep], image_scores[keep], labels[keep]))
+        return results

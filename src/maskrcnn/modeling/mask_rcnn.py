@@ -1,0 +1,133 @@
+"""The meta-architecture: preprocess -> backbone -> FPN -> RPN -> RoI heads -> postprocess."""
+
+import torch
+from torch import Tensor, nn
+
+from maskrcnn.config import ModelConfig
+from maskrcnn.data.images import to_image_tensor
+from maskrcnn.modeling.anchors import AnchorGenerator
+from maskrcnn.modeling.backbone import ResNet
+from maskrcnn.modeling.box_head import BoxHead, BoxInference, BoxPredictor
+from maskrcnn.modeling.fpn import FPN
+from maskrcnn.modeling.mask_head import MaskHead, paste_masks
+from maskrcnn.modeling.preprocess import Preprocessor
+from maskrcnn.modeling.roi_heads import RoIHeads
+from maskrcnn.modeling.rpn import RPN, RPNHead
+from maskrcnn.ops import BoxCoder, MultiScaleRoIPooler
+from maskrcnn.structures import Detections
+
+
+class MaskRCNN(nn.Module):
+    """Mask R-CNN with a ResNet/ResNeXt-FPN backbone.
+
+    `predict` is the user-facing entry point; `forward` takes already-checked float
+    tensors and returns the same detections.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        preprocessor: Preprocessor,
+        trunk: ResNet,
+        fpn: FPN,
+        rpn: RPN,
+        roi_heads: RoIHeads,
+    ):
+        super().__init__()
+        self.config = config
+        self.preprocessor = preprocessor
+        self.trunk = trunk
+        self.fpn = fpn
+        self.rpn = rpn
+        self.roi_heads = roi_heads
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        names = self.config.class_names
+        return names if names else tuple(f"class_{i}" for i in range(self.config.num_classes))
+
+    def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        """images: N tensors (3, Hi, Wi) float RGB in [0, 1] on the model's device.
+
+        Returns per image a dict with boxes (D, 4) float xyxy in that image's pixels,
+        scores (D,), labels (D,) int64 and, with the mask branch, masks (D, Hi, Wi) bool.
+        """
+        image_list = self.preprocessor(images)
+        pyramid = self.fpn(self.trunk(image_list.tensor))
+        rpn_outputs = self.rpn(pyramid, image_list.padded_size)
+        proposals = self.rpn.predict(rpn_outputs, image_list.image_sizes)
+        # P6 serves the RPN only; RoIs are pooled from P2-P5.
+        detections = self.roi_heads.predict(pyramid[:-1], proposals, image_list.image_sizes)
+        original_sizes = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
+        return [
+            self.postprocess(d, resized, original)
+            for d, resized, original in zip(detections, image_list.image_sizes, original_sizes)
+        ]
+
+    def postprocess(
+        self, detections: Detections, resized_size: tuple[int, int], original_size: tuple[int, int]
+    ) -> dict[str, Tensor]:
+        """Map detections from the resized input back to the original image and paste masks."""
+        ratio_h = original_size[0] / resized_size[0]
+        ratio_w = original_size[1] / resized_size[1]
+        scale = torch.tensor([ratio_w, ratio_h, ratio_w, ratio_h], device=detections.boxes.device)
+        boxes = detections.boxes * scale
+        result = {"boxes": boxes, "scores": detections.scores, "labels": detections.labels}
+        if detections.mask_probs is not None:
+            result["masks"] = paste_masks(
+                detections.mask_probs, boxes, original_size, self.config.roi_heads.mask_threshold
+            )
+        return result
+
+    @torch.inference_mode()
+    def predict(self, images) -> list[dict[str, Tensor]]:
+        """Detect objects in a list of images (or a single image).
+
+        images: float tensors (3, H, W) RGB in [0, 1], uint8 tensors (3, H, W), uint8 numpy
+        arrays (H, W, 3) or PIL images; sizes may differ. Raises ValueError on bad input.
+        Returns one dict per image: boxes (N, 4) float xyxy in that image's pixels,
+        scores (N,), labels (N,) int64 and masks (N, H, W) bool.
+        """
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        tensors = [to_image_tensor(image, f"images[{i}]").to(self.device) for i, image in enumerate(images)]
+        if not tensors:
+            return []
+        was_training = self.training
+        self.eval()
+        try:
+            return self(tensors)
+        finally:
+            self.train(was_training)
+
+
+def build_model(config: ModelConfig) -> MaskRCNN:
+    """Wire Mask R-CNN from its config, following the paper's Figure 1 and FPN's design."""
+    trunk = ResNet(config.backbone)
+    fpn = FPN(trunk.out_channels, config.backbone.fpn_channels)
+    channels = fpn.out_channels
+    anchors = AnchorGenerator(config.anchors, num_levels=len(fpn.strides))
+    rpn = RPN(config.rpn, anchors, RPNHead(channels, anchors.num_anchors_per_location))
+
+    heads = config.roi_heads
+    pooler_strides = fpn.strides[:-1]
+    box_pooler = MultiScaleRoIPooler(
+        heads.box_resolution, pooler_strides, heads.sampling_ratio, heads.aligned, heads.pooler
+    )
+    box_head = BoxHead(channels, heads.box_resolution, heads.fc_dim)
+    box_predictor = BoxPredictor(box_head.out_features, config.num_classes)
+    box_inference = BoxInference(
+        BoxCoder(heads.box_weights), heads.score_threshold, heads.nms_threshold, heads.detections_per_image
+    )
+    mask_pooler = mask_head = None
+    if config.masks:
+        mask_pooler = MultiScaleRoIPooler(
+            heads.mask_resolution, pooler_strides, heads.sampling_ratio, heads.aligned, heads.pooler
+        )
+        mask_head = MaskHead(channels, config.num_classes, heads.mask_conv_dim, heads.mask_num_convs)
+    roi_heads = RoIHeads(box_pooler, box_head, box_predictor, box_inference, mask_pooler, mask_head)
+    return MaskRCNN(config, Preprocessor(config.input), trunk, fpn, rpn, roi_heads)

@@ -1,0 +1,88 @@
+"""Multi-level RoI feature extraction for FPN (FPN paper, eq. 1)."""
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from maskrcnn.ops.boxes import box_area
+from maskrcnn.ops.roi_align import roi_align
+from maskrcnn.ops.roi_pool import roi_pool
+
+POOLERS: dict[str, Callable[..., Tensor]] = {"align": roi_align, "pool": roi_pool}
+
+
+def assign_fpn_levels(
+    boxes: Tensor, min_level: int, max_level: int, canonical_size: float = 224.0, canonical_level: int = 4
+) -> Tensor:
+    """boxes: (K, 4) xyxy -> (K,) int64 FPN level of each box, in [min_level, max_level].
+
+    A 224x224 box (the ImageNet pre-training size) maps to level 4; each halving of
+    its side moves it one level down. The epsilon keeps exact powers of two on the
+    level they name despite float rounding.
+    """
+    size = torch.sqrt(box_area(boxes))
+    levels = torch.floor(canonical_level + torch.log2(size / canonical_size) + 1e-6)
+    return levels.clamp(min=min_level, max=max_level).to(torch.int64)
+
+
+class MultiScaleRoIPooler(nn.Module):
+    """Pools each RoI from the one feature level its size selects (or from a single level).
+
+    strides: stride of each given feature map, e.g. (4, 8, 16, 32) for P2-P5, or (16,) for C4.
+    kind: "align" (RoIAlign) or "pool" (RoIPool).
+    """
+
+    def __init__(
+        self,
+        output_size: int,
+        strides: tuple[int, ...],
+        sampling_ratio: int = 2,
+        aligned: bool = False,
+        kind: str = "align",
+        canonical_size: float = 224.0,
+        canonical_level: int = 4,
+    ):
+        super().__init__()
+        if kind not in POOLERS:
+            raise ValueError(f"pooler kind must be one of {sorted(POOLERS)}, got {kind!r}")
+        self.output_size = output_size
+        self.strides = tuple(strides)
+        self.levels = [int(round(math.log2(s))) for s in self.strides]
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+        self.kind = kind
+        self.canonical_size = canonical_size
+        self.canonical_level = canonical_level
+
+    def _pool(self, features: Tensor, rois: Tensor, stride: int) -> Tensor:
+        return POOLERS[self.kind](
+            features, rois, self.output_size, 1.0 / stride, self.sampling_ratio, self.aligned
+        )
+
+    def forward(self, features: list[Tensor], boxes: list[Tensor]) -> Tensor:
+        """features: one (N, C, Hl, Wl) map per stride; boxes: N tensors (Ki, 4) xyxy in image pixels.
+
+        Returns (sum Ki, C, S, S) in the order of the concatenated boxes.
+        """
+        if len(features) != len(self.strides):
+            raise ValueError(f"expected {len(self.strides)} feature maps, got {len(features)}")
+        batch_index = torch.cat(
+            [torch.full((len(b),), i, dtype=b.dtype, device=b.device) for i, b in enumerate(boxes)]
+        )
+        all_boxes = torch.cat(list(boxes))
+        rois = torch.cat((batch_index[:, None], all_boxes), dim=1)
+        if len(features) == 1:
+            return self._pool(features[0], rois, self.strides[0])
+
+        levels = assign_fpn_levels(
+            all_boxes, self.levels[0], self.levels[-1], self.canonical_size, self.canonical_level
+        )
+        first = features[0]
+        result = first.new_zeros((len(rois), first.shape[1], self.output_size, self.output_size))
+        for level, level_features, stride in zip(self.levels, features, self.strides):
+            index = torch.where(levels == level)[0]
+            if index.numel():
+                result[index] = self._pool(level_features, rois[index], stride).to(result.dtype)
+        return result

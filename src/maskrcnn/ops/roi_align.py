@@ -1,0 +1,128 @@
+"""RoIAlign (Mask R-CNN, section 3) in plain PyTorch tensor operations.
+
+Each output bin averages `grid` x `grid` bilinearly interpolated samples, with no
+rounding of the RoI or bin edges. Bilinear interpolation and the bin average are
+separable in y and x, so each RoI is described by two small weight tables: for
+every output row, which feature rows it reads and with what weight, and the same
+for columns. Their products form a sparse matrix from feature cells to output
+bins, applied to all RoIs at once.
+"""
+
+import warnings
+
+import torch
+from torch import Tensor
+
+from maskrcnn.ops._rois import pair, rois_as_tensor
+
+# PyTorch labels its CSR tensors "beta" on every first use; the operations used here
+# (construction and CSR @ dense with its backward) are long-standing and tested.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+
+
+def axis_sampling(start: Tensor, length: Tensor, bins: int, grid: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """Interpolation taps along one axis for every RoI.
+
+    start, length: (K,) RoI start and extent in feature cells; grid: (K,) samples per
+    bin (0 means none); size: feature extent along this axis.
+    Returns indices (K, bins, 2 * G) int64 and weights (K, bins, 2 * G) float, where G
+    is the largest grid; the weights already hold the 1/grid of the bin average and
+    are zero for padding samples and for samples more than one cell outside the map.
+    """
+    samples = max(int(grid.max().item()) if grid.numel() else 1, 1)
+    bin_size = (length / bins)[:, None, None]
+    step = torch.arange(samples, device=start.device, dtype=start.dtype)[None, None, :]
+    bin_index = torch.arange(bins, device=start.device, dtype=start.dtype)[None, :, None]
+    grid_f = grid.to(start.dtype)[:, None, None]
+    coord = start[:, None, None] + bin_index * bin_size + (step + 0.5) * bin_size / grid_f.clamp(min=1)
+
+    valid = (step < grid_f) & (coord >= -1.0) & (coord <= size)
+    coord = coord.clamp(min=0)
+    low = coord.floor()
+    # A sample in the last cell (or beyond) reads that cell alone.
+    at_edge = low >= size - 1
+    low = torch.where(at_edge, torch.full_like(low, size - 1), low)
+    coord = torch.where(at_edge, low, coord)
+    high = torch.where(at_edge, low, low + 1)
+    frac = coord - low
+
+    scale = valid.to(start.dtype) / grid_f.clamp(min=1)
+    indices = torch.cat((low, high), dim=-1).long()
+    weights = torch.cat(((1 - frac) * scale, frac * scale), dim=-1)
+    return indices, weights
+
+
+def roi_align(
+    input: Tensor,
+    boxes: Tensor | list[Tensor],
+    output_size: int | tuple[int, int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+) -> Tensor:
+    """Pool a fixed-size feature map for each RoI by bilinear sampling.
+
+    input: (N, C, H, W) features.
+    boxes: (K, 5) [batch_index, x1, y1, x2, y2] in image pixels, or a list of N (Ki, 4) tensors.
+    output_size: (PH, PW); spatial_scale: feature cells per image pixel (1/stride).
+    sampling_ratio: samples per bin along each axis; <= 0 means ceil(RoI size / output size).
+    aligned: shift by half a pixel so that box corners fall on pixel corners.
+    Returns (K, C, PH, PW).
+    """
+    out_h, out_w = pair(output_size)
+    num_images, channels, height, width = input.shape
+    coord_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
+    rois = rois_as_tensor(boxes, coord_dtype, input.device)
+    num_rois = rois.shape[0]
+    if num_rois == 0 or height == 0 or width == 0:
+        return input.new_zeros((num_rois, channels, out_h, out_w))
+
+    offset = 0.5 if aligned else 0.0
+    x1 = rois[:, 1] * spatial_scale - offset
+    y1 = rois[:, 2] * spatial_scale - offset
+    roi_w = rois[:, 3] * spatial_scale - offset - x1
+    roi_h = rois[:, 4] * spatial_scale - offset - y1
+    if not aligned:
+        # The original RoIAlign forces degenerate RoIs to one cell.
+        roi_w = roi_w.clamp(min=1.0)
+        roi_h = roi_h.clamp(min=1.0)
+    if sampling_ratio > 0:
+        grid_h = torch.full_like(roi_h, sampling_ratio, dtype=torch.int64)
+        grid_w = grid_h
+    else:
+        grid_h = torch.ceil(roi_h / out_h).long()
+        grid_w = torch.ceil(roi_w / out_w).long()
+
+    rows, row_weights = axis_sampling(y1, roi_h, out_h, grid_h, height)
+    cols, col_weights = axis_sampling(x1, roi_w, out_w, grid_w, width)
+    batch_offset = rois[:, 0].long() * (height * width)
+
+    # (K, PH, PW, Ty, Tx): which feature cell each tap of each bin reads, and its weight
+    index = (
+        batch_offset[:, None, None, None, None]
+        + rows[:, :, None, :, None] * width
+        + cols[:, None, :, None, :]
+    )
+    weight = row_weights[:, :, None, :, None] * col_weights[:, None, :, None, :]
+    keep = weight != 0
+    taps_per_bin = keep.sum(dim=(-2, -1)).reshape(-1)
+    row_pointers = torch.zeros(taps_per_bin.numel() + 1, dtype=torch.int64, device=input.device)
+    torch.cumsum(taps_per_bin, dim=0, out=row_pointers[1:])
+    # Every output bin is a weighted sum of a few feature cells: one sparse (bins x cells)
+    # matrix times the channels-last feature matrix does all RoIs in one library call,
+    # without materialising the gathered taps, and autograd gives the backward pass.
+    sampler = torch.sparse_csr_tensor(
+        row_pointers,
+        index[keep],
+        weight[keep].to(_matmul_dtype(input.dtype)),
+        size=(num_rois * out_h * out_w, num_images * height * width),
+        check_invariants=False,
+    )
+    features = input.permute(0, 2, 3, 1).reshape(num_images * height * width, channels)
+    pooled = sampler @ features.to(_matmul_dtype(input.dtype))
+    return pooled.to(input.dtype).reshape(num_rois, out_h, out_w, channels).permute(0, 3, 1, 2).contiguous()
+
+
+def _matmul_dtype(dtype: torch.dtype) -> torch.dtype:
+    # Sparse matrix products are implemented for float32 and float64 on every device.
+    return torch.float64 if dtype == torch.float64 else torch.float32
