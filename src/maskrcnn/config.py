@@ -13,9 +13,14 @@ from dataclasses import dataclass, field
 
 @dataclass
 class BackboneConfig:
-    depth: int = 50  # 50 or 101
+    depth: int = 50  # 50 or 101: the paper's trunks
     groups: int = 1  # 32 for ResNeXt
     width_per_group: int = 64  # 4 for ResNeXt-50 32x4d, 8 for ResNeXt-101 32x8d
+    # Scaling the trunk down for small CPU runs: blocks per stage (overrides depth),
+    # output channels of res2..res5 and of the stem.
+    stage_blocks: tuple[int, ...] | None = None
+    stage_channels: tuple[int, int, int, int] = (256, 512, 1024, 2048)
+    stem_channels: int = 64
     norm: str = "frozen_bn"  # "frozen_bn", "bn" or "gn"
     norm_eps: float = 1e-5
     freeze_at: int = 2  # 0 trains everything; 1 freezes the stem; k freezes the stem and res2..res{k}
@@ -80,12 +85,60 @@ class InputConfig:
 class ModelConfig:
     num_classes: int = 91  # including background at index 0
     class_names: tuple[str, ...] = ()
+    # The dataset's category id of each label 1..num_classes-1; empty: the label is the id.
+    category_ids: tuple[int, ...] = ()
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     anchors: AnchorConfig = field(default_factory=AnchorConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
     roi_heads: RoIHeadsConfig = field(default_factory=RoIHeadsConfig)
     input: InputConfig = field(default_factory=InputConfig)
     masks: bool = True
+
+
+@dataclass
+class DataConfig:
+    train_json: str = ""
+    train_images: str = ""
+    val_json: str = ""
+    val_images: str = ""
+    min_sizes_train: tuple[int, ...] = (800,)  # short side drawn from these per image
+    max_size_train: int = 1333
+    flip_probability: float = 0.5
+    images_per_batch: int = 2  # per process
+    num_workers: int = 2
+    group_by_aspect_ratio: bool = True
+    drop_images_without_annotations: bool = False
+    skip_bad_images: bool = False
+
+
+@dataclass
+class SolverConfig:
+    base_lr: float = 0.02  # for 16 images per batch; scale linearly with the batch
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    max_iter: int = 90000
+    steps: tuple[int, ...] = (60000, 80000)  # iterations where the learning rate drops
+    gamma: float = 0.1
+    warmup_iters: int = 1000
+    warmup_factor: float = 0.001
+    clip_grad_norm: float = 0.0  # 0 disables clipping
+    precision: str = "fp32"  # "fp32", or "bf16"/"fp16" autocast ("auto": bf16 on CPU, fp16 on CUDA)
+    checkpoint_period: int = 5000
+    log_period: int = 20
+    eval_period: int = 0  # 0: evaluate only at the end (when a validation split is given)
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    seed: int = 0
+    output_dir: str = "runs/train"
+    # A local torchvision ImageNet ResNet/ResNeXt state dict for the trunk, or a full
+    # Mask R-CNN file (ours or torchvision's) to fine-tune; empty trains from scratch.
+    init_weights: str = ""
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
 
 
 class ConfigError(ValueError):
@@ -166,3 +219,60 @@ def _coerce(hint, value, dotted: str):
 
 def _name(hint) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """["solver.base_lr=0.01", "data.min_sizes_train=[640,800]"] -> nested dict.
+
+    Values are read as YAML, so numbers, booleans, lists and null need no quoting.
+    """
+    import yaml
+
+    nested: dict = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
+        node[parts[-1]] = yaml.safe_load(text)
+    return nested
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Recursive dict update; returns a new dict."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
+    """A TrainConfig from a YAML file (keys omitted keep their defaults) and key=value overrides.
+
+    Raises ConfigError naming the file and the key for unknown keys, wrong types or bad YAML.
+    """
+    import yaml
+
+    data: dict = {}
+    if path:
+        try:
+            with open(path) as stream:
+                data = yaml.safe_load(stream) or {}
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read config ({error.strerror})") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: invalid YAML ({error})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the config must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return config_from_dict(TrainConfig, merge(data, parse_overrides(list(overrides))))
+    except ConfigError as error:
+        raise ConfigError(f"{path or 'config'}: {error}") from None

@@ -22,7 +22,10 @@ def to_image_tensor(image, name: str = "image") -> Tensor:
             image = image[:, :, None]
         if image.ndim != 3:
             raise ValueError(f"{name}: numpy image must be (H, W, 3), got shape {image.shape}")
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        if image.dtype.kind not in "uif":
+            raise ValueError(f"{name}: unsupported pixel type {image.dtype}")
+        # A copy: the caller keeps its array, and read-only arrays need one anyway.
+        tensor = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)
     elif isinstance(image, Tensor):
         tensor = image[None] if image.dim() == 2 else image
         if tensor.dim() != 3:
@@ -77,7 +80,7 @@ def pil_to_rgb_array(image: Image.Image) -> np.ndarray:
         scale = 65535.0 if image.mode.startswith("I") else max(values.max(), 1.0)
         gray = np.clip(values / scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
-    return np.asarray(image.convert("RGB"))
+    return np.array(image.convert("RGB"))
 
 
 def load_image(path) -> Tensor:

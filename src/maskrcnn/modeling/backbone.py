@@ -6,18 +6,16 @@ from maskrcnn.config import BackboneConfig
 from maskrcnn.modeling.norm import make_norm
 
 BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
-# Output channels of res2..res5 for every bottleneck trunk.
-STAGE_CHANNELS = (256, 512, 1024, 2048)
 STAGE_STRIDES = (4, 8, 16, 32)
 
 
 class Stem(nn.Module):
-    """7x7 stride-2 conv, norm, ReLU, 3x3 stride-2 max pool: (N, 3, H, W) -> (N, 64, H/4, W/4)."""
+    """7x7 stride-2 conv, norm, ReLU, 3x3 stride-2 max pool: (N, 3, H, W) -> (N, C, H/4, W/4)."""
 
-    def __init__(self, norm: str, eps: float):
+    def __init__(self, channels: int, norm: str, eps: float):
         super().__init__()
-        self.conv = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.norm = make_norm(norm, 64, eps)
+        self.conv = nn.Conv2d(3, channels, kernel_size=7, stride=2, padding=3, bias=False)
+        self.norm = make_norm(norm, channels, eps)
         self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -93,31 +91,29 @@ class ResNet(nn.Module):
     """Bottleneck ResNet / ResNeXt trunk.
 
     forward: images (N, 3, H, W) -> [res2, res3, res4, res5] (or fewer, see `stages`),
-    with strides 4, 8, 16, 32 and channels 256, 512, 1024, 2048.
+    with strides 4, 8, 16, 32 and channels `stage_channels` (256, 512, 1024, 2048).
     stages: how many of res2..res5 to build; the C4 variant builds 3 and uses res5 as its box head.
     """
 
     def __init__(self, config: BackboneConfig, stages: int = 4):
         super().__init__()
-        if config.depth not in BLOCKS_PER_STAGE:
+        blocks = config.stage_blocks or BLOCKS_PER_STAGE.get(config.depth)
+        if blocks is None:
             raise ValueError(f"backbone.depth must be one of {sorted(BLOCKS_PER_STAGE)}, got {config.depth}")
-        self.stem = Stem(config.norm, config.norm_eps)
+        if len(blocks) != 4 or min(blocks) < 1:
+            raise ValueError(f"backbone.stage_blocks needs 4 positive counts, got {blocks}")
+        self.stem = Stem(config.stem_channels, config.norm, config.norm_eps)
         self.stage_names = [f"res{i + 2}" for i in range(stages)]
-        in_channels = 64
+        in_channels = config.stem_channels
         for index, name in enumerate(self.stage_names):
-            out_channels = STAGE_CHANNELS[index]
-            width = stage_width(index, config)
+            out_channels = config.stage_channels[index]
+            stride = 1 if index == 0 else 2
             stage = make_stage(
-                in_channels,
-                out_channels,
-                BLOCKS_PER_STAGE[config.depth][index],
-                1 if index == 0 else 2,
-                width,
-                config,
+                in_channels, out_channels, blocks[index], stride, stage_width(index, config), config
             )
             self.add_module(name, stage)
             in_channels = out_channels
-        self.out_channels = STAGE_CHANNELS[:stages]
+        self.out_channels = tuple(config.stage_channels[:stages])
         self.strides = STAGE_STRIDES[:stages]
         freeze(self, config.freeze_at)
 

@@ -86,3 +86,21 @@ class BoxInference:
             keep = keep[: self.detections_per_image]
             results.append((image_boxes[keep], image_scores[keep], labels[keep]))
         return results
+
+
+def box_loss(
+    class_logits: Tensor, box_deltas: Tensor, labels: Tensor, regression_targets: Tensor, beta: float = 1 / 9
+) -> dict[str, Tensor]:
+    """class_logits (K, C), box_deltas (K, 4C): predictions for the sampled RoIs;
+    labels (K,) int64 (0 = background); regression_targets (K, 4).
+
+    Softmax cross-entropy over the K+1 classes, and smooth L1 on the deltas each
+    foreground RoI predicts for its own ground-truth class, averaged over all RoIs.
+    """
+    classification = F.cross_entropy(class_logits, labels)
+    foreground = torch.where(labels > 0)[0]
+    per_class = box_deltas.reshape(len(box_deltas), -1, 4)
+    regression = F.smooth_l1_loss(
+        per_class[foreground, labels[foreground]], regression_targets[foreground], beta=beta, reduction="sum"
+    )
+    return {"loss_cls": classification, "loss_box": regression / max(labels.numel(), 1)}

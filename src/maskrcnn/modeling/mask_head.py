@@ -82,3 +82,66 @@ def _grow_boxes(boxes: Tensor, factor: float) -> Tensor:
     center_x = (boxes[:, 2] + boxes[:, 0]) * 0.5
     center_y = (boxes[:, 3] + boxes[:, 1]) * 0.5
     return torch.stack((center_x - half_w, center_y - half_h, center_x + half_w, center_y + half_h), dim=1)
+
+
+def mask_targets(gt_masks: Tensor, matched: Tensor, boxes: Tensor, size: int) -> Tensor:
+    """Crop each RoI's ground-truth mask to the RoI and resample it to size x size.
+
+    gt_masks: (G, H, W) instance masks of one image (uint8/bool/float); matched: (K,) the
+    instance each RoI is matched to; boxes: (K, 4) xyxy RoIs in the same pixels.
+    Returns (K, size, size) float in [0, 1].
+
+    The resampling is RoIAlign with adaptive sampling (every mask pixel under a bin
+    counts, as in torchvision's targets). Bilinear sampling and bin averaging are
+    separable, so each target is Wy @ window @ Wx^T with small dense weight matrices over
+    a window of the mask around the RoI: the cost follows the box, not the image.
+    """
+    num_rois = len(boxes)
+    if num_rois == 0:
+        return torch.zeros((0, size, size), device=gt_masks.device)
+    height, width = gt_masks.shape[-2:]
+    boxes = boxes.to(torch.float32)
+    # Windows start a cell before the box and end two after it, so that every bilinear
+    # tap of the box's samples falls inside; rows past the image repeat its last row.
+    y0 = (boxes[:, 1].floor() - 1).clamp(min=0)
+    x0 = (boxes[:, 0].floor() - 1).clamp(min=0)
+    window_h = int((boxes[:, 3].ceil() + 3 - y0).max().clamp(min=1))
+    window_w = int((boxes[:, 2].ceil() + 3 - x0).max().clamp(min=1))
+    row_weights = _window_weights(boxes[:, 1] - y0, boxes[:, 3] - y0, size, window_h, height - y0)
+    col_weights = _window_weights(boxes[:, 0] - x0, boxes[:, 2] - x0, size, window_w, width - x0)
+
+    targets = []
+    chunk = max(1, (1 << 24) // (window_h * window_w))
+    steps_y = torch.arange(window_h, device=boxes.device)
+    steps_x = torch.arange(window_w, device=boxes.device)
+    for begin in range(0, num_rois, chunk):
+        part = slice(begin, begin + chunk)
+        rows = (y0[part, None].long() + steps_y).clamp(max=height - 1)
+        cols = (x0[part, None].long() + steps_x).clamp(max=width - 1)
+        windows = gt_masks[matched[part, None, None], rows[:, :, None], cols[:, None, :]].to(torch.float32)
+        targets.append(row_weights[part] @ windows @ col_weights[part].transpose(1, 2))
+    return torch.cat(targets)
+
+
+def _window_weights(start: Tensor, end: Tensor, bins: int, window: int, extent: Tensor) -> Tensor:
+    """Dense (K, bins, window) RoIAlign weights along one axis (aligned=False, adaptive grid)."""
+    from maskrcnn.ops.roi_align import axis_sampling
+
+    length = (end - start).clamp(min=1.0)
+    grid = torch.ceil(length / bins).long()
+    indices, weights = axis_sampling(start, length, bins, grid, extent)
+    dense = torch.zeros((len(start), bins, window), dtype=weights.dtype, device=weights.device)
+    return dense.scatter_add_(2, indices.clamp(max=window - 1), weights)
+
+
+def mask_loss(mask_logits: Tensor, labels: Tensor, targets: Tensor) -> Tensor:
+    """mask_logits (K, C, M, M) for the foreground RoIs; labels (K,) their ground-truth
+    classes; targets (K, M, M) in [0, 1].
+
+    Per-pixel sigmoid binary cross-entropy on the ground-truth class's mask alone: the
+    other classes' masks get no gradient, so classes do not compete (the paper's L_mask).
+    """
+    if targets.numel() == 0:
+        return mask_logits.sum() * 0
+    index = torch.arange(len(labels), device=labels.device)
+    return F.binary_cross_entropy_with_logits(mask_logits[index, labels], targets)

@@ -14,6 +14,8 @@ from maskrcnn.modeling.preprocess import Preprocessor
 from maskrcnn.modeling.roi_heads import RoIHeads
 from maskrcnn.modeling.rpn import RPN, RPNHead
 from maskrcnn.ops import BoxCoder, MultiScaleRoIPooler
+from maskrcnn.ops.matcher import Matcher
+from maskrcnn.ops.sampler import BalancedSampler
 from maskrcnn.structures import Detections
 
 
@@ -67,6 +69,23 @@ class MaskRCNN(nn.Module):
             self.postprocess(d, resized, original)
             for d, resized, original in zip(detections, image_list.image_sizes, original_sizes)
         ]
+
+    def losses(self, images: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """The training objective L = L_cls + L_box + L_mask + the RPN's two terms.
+
+        images: N tensors (3, Hi, Wi) float RGB in [0, 1], already resized by the data
+        pipeline (multi-scale training picks the size there); targets: per image boxes
+        (G, 4) xyxy, labels (G,) int64 in 1..num_classes-1, masks (G, Hi, Wi).
+        Returns the named loss terms; their sum is what is minimised.
+        """
+        image_list = self.preprocessor(images, resize=False)
+        pyramid = self.fpn(self.trunk(image_list.tensor))
+        rpn_outputs = self.rpn(pyramid, image_list.padded_size)
+        gt_boxes = [t["boxes"] for t in targets]
+        losses = self.rpn.loss(rpn_outputs, gt_boxes)
+        proposals = self.rpn.predict(rpn_outputs, image_list.image_sizes)
+        losses.update(self.roi_heads.loss(pyramid[:-1], proposals, targets))
+        return losses
 
     def postprocess(
         self, detections: Detections, resized_size: tuple[int, int], original_size: tuple[int, int]
@@ -129,5 +148,14 @@ def build_model(config: ModelConfig) -> MaskRCNN:
             heads.mask_resolution, pooler_strides, heads.sampling_ratio, heads.aligned, heads.pooler
         )
         mask_head = MaskHead(channels, config.num_classes, heads.mask_conv_dim, heads.mask_num_convs)
-    roi_heads = RoIHeads(box_pooler, box_head, box_predictor, box_inference, mask_pooler, mask_head)
+    roi_heads = RoIHeads(
+        box_pooler,
+        box_head,
+        box_predictor,
+        box_inference,
+        Matcher(heads.foreground_iou, heads.foreground_iou),
+        BalancedSampler(heads.batch_size_per_image, heads.positive_fraction),
+        mask_pooler,
+        mask_head,
+    )
     return MaskRCNN(config, Preprocessor(config.input), trunk, fpn, rpn, roi_heads)

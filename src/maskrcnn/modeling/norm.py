@@ -1,5 +1,7 @@
 """Normalization layers for the trunk."""
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -41,11 +43,12 @@ class FrozenBatchNorm2d(nn.Module):
 
 
 def make_norm(kind: str, channels: int, eps: float) -> nn.Module:
-    """kind: "frozen_bn", "bn" (trainable BatchNorm) or "gn" (GroupNorm, 32 groups)."""
+    """kind: "frozen_bn", "bn" (trainable BatchNorm) or "gn" (GroupNorm, 32 groups, fewer for
+    narrow layers so that the group count divides the channels)."""
     if kind == "frozen_bn":
         return FrozenBatchNorm2d(channels, eps=eps)
     if kind == "bn":
         return nn.BatchNorm2d(channels, eps=eps)
     if kind == "gn":
-        return nn.GroupNorm(32, channels, eps=eps)
+        return nn.GroupNorm(math.gcd(32, channels), channels, eps=eps)
     raise ValueError(f"backbone.norm must be 'frozen_bn', 'bn' or 'gn', got {kind!r}")

@@ -34,9 +34,13 @@ class Preprocessor(nn.Module):
             image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
         )[0]
 
-    def forward(self, images: list[Tensor]) -> ImageList:
-        """images: N tensors (3, Hi, Wi) float RGB in [0, 1] on the model's device."""
-        resized = [self.resize((image - self.pixel_mean) / self.pixel_std) for image in images]
+    def forward(self, images: list[Tensor], resize: bool = True) -> ImageList:
+        """images: N tensors (3, Hi, Wi) float RGB in [0, 1] on the model's device.
+
+        resize=False keeps each image's size (training data arrives already resized).
+        """
+        normalized = [(image - self.pixel_mean) / self.pixel_std for image in images]
+        resized = [self.resize(image) for image in normalized] if resize else normalized
         sizes = [(int(r.shape[-2]), int(r.shape[-1])) for r in resized]
         divisor = self.size_divisibility
         height = int(math.ceil(max(s[0] for s in sizes) / divisor) * divisor)

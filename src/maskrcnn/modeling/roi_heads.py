@@ -1,12 +1,32 @@
 """RoI heads: pool features for each RoI and run the box and mask branches on them."""
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
+from torchvision.ops import box_iou
 
-from maskrcnn.modeling.box_head import BoxHead, BoxInference, BoxPredictor
-from maskrcnn.modeling.mask_head import MaskHead, select_class_masks
+from maskrcnn.modeling.box_head import BoxHead, BoxInference, BoxPredictor, box_loss
+from maskrcnn.modeling.mask_head import MaskHead, mask_loss, mask_targets, select_class_masks
 from maskrcnn.ops import MultiScaleRoIPooler
+from maskrcnn.ops.matcher import Matcher
+from maskrcnn.ops.sampler import BalancedSampler
 from maskrcnn.structures import Detections
+
+
+@dataclass
+class SampledRoIs:
+    """The RoIs of one image chosen for the loss, with their targets.
+
+    boxes: (K, 4) xyxy; labels: (K,) int64 (0 = background); matched: (K,) index of the
+    ground-truth instance each RoI is matched to (meaningless for background);
+    regression_targets: (K, 4) box deltas towards that instance.
+    """
+
+    boxes: Tensor
+    labels: Tensor
+    matched: Tensor
+    regression_targets: Tensor
 
 
 class RoIHeads(nn.Module):
@@ -23,10 +43,14 @@ class RoIHeads(nn.Module):
         box_head: BoxHead,
         box_predictor: BoxPredictor,
         box_inference: BoxInference,
+        matcher: Matcher,
+        sampler: BalancedSampler,
         mask_pooler: MultiScaleRoIPooler | None = None,
         mask_head: MaskHead | None = None,
     ):
         super().__init__()
+        self.matcher = matcher
+        self.sampler = sampler
         self.box_pooler = box_pooler
         self.box_head = box_head
         self.box_predictor = box_predictor
@@ -60,3 +84,66 @@ class RoIHeads(nn.Module):
         probs = select_class_masks(mask_logits, labels)
         for detection, image_probs in zip(detections, probs.split([len(b) for b in boxes])):
             detection.mask_probs = image_probs
+
+    @torch.no_grad()
+    def sample(self, proposals: list[Tensor], targets: list[dict[str, Tensor]]) -> list[SampledRoIs]:
+        """Choose, per image, the RoIs the losses are computed on.
+
+        The ground-truth boxes join the proposals (so every object has a perfect RoI from
+        the first iteration); a RoI is foreground at IoU >= 0.5 with an object, background
+        otherwise; 512 RoIs per image with at most 25 % foreground.
+        """
+        sampled = []
+        for image_proposals, target in zip(proposals, targets):
+            gt_boxes, gt_labels = target["boxes"], target["labels"]
+            boxes = torch.cat((image_proposals, gt_boxes.to(image_proposals.dtype)))
+            if len(gt_boxes) == 0:
+                matched = torch.zeros(len(boxes), dtype=torch.int64, device=boxes.device)
+                labels = torch.zeros_like(matched)
+                reference = torch.zeros((1, 4), dtype=boxes.dtype, device=boxes.device)
+            else:
+                matches = self.matcher(box_iou(gt_boxes, boxes))
+                matched = matches.clamp(min=0)
+                labels = torch.where(matches >= 0, gt_labels[matched], torch.zeros_like(matched))
+                reference = gt_boxes
+            positive, negative = self.sampler(labels)
+            keep = torch.cat((positive, negative)).sort().values
+            matched, boxes = matched[keep], boxes[keep]
+            targets_ = self.box_inference.box_coder.encode(reference[matched].to(boxes.dtype), boxes)
+            sampled.append(SampledRoIs(boxes, labels[keep], matched, targets_))
+        return sampled
+
+    def loss(
+        self, features: list[Tensor], proposals: list[Tensor], targets: list[dict[str, Tensor]]
+    ) -> dict[str, Tensor]:
+        """Box classification, box regression and mask losses for one batch.
+
+        targets: per image boxes (G, 4), labels (G,), masks (G, H, W) in the padded input's pixels.
+        """
+        sampled = self.sample(proposals, targets)
+        pooled = self.box_pooler(features, [s.boxes for s in sampled])
+        class_logits, box_deltas = self.box_predictor(self.box_head(pooled))
+        losses = box_loss(
+            class_logits,
+            box_deltas,
+            torch.cat([s.labels for s in sampled]),
+            torch.cat([s.regression_targets for s in sampled]),
+        )
+        if self.mask_head is not None:
+            losses["loss_mask"] = self.mask_loss(features, sampled, targets)
+        return losses
+
+    def mask_loss(self, features: list[Tensor], sampled: list[SampledRoIs], targets: list[dict]) -> Tensor:
+        """The mask branch trains on the foreground RoIs only."""
+        foreground = [torch.where(s.labels > 0)[0] for s in sampled]
+        boxes = [s.boxes[f] for s, f in zip(sampled, foreground)]
+        mask_logits = self.mask_head(self.mask_pooler(features, boxes))
+        labels = torch.cat([s.labels[f] for s, f in zip(sampled, foreground)])
+        size = mask_logits.shape[-1]
+        mask_target = torch.cat(
+            [
+                mask_targets(target["masks"], s.matched[f], image_boxes, size)
+                for s, f, image_boxes, target in zip(sampled, foreground, boxes, targets)
+            ]
+        )
+        return mask_loss(mask_logits, labels, mask_target)

@@ -3,12 +3,15 @@
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, box_iou
 
 from maskrcnn.config import RPNConfig
 from maskrcnn.modeling.anchors import AnchorGenerator
 from maskrcnn.ops import BoxCoder, clip_boxes, remove_small_boxes
+from maskrcnn.ops.matcher import BETWEEN, Matcher
+from maskrcnn.ops.sampler import BalancedSampler
 
 
 class RPNHead(nn.Module):
@@ -58,6 +61,8 @@ class RPN(nn.Module):
         self.anchor_generator = anchor_generator
         self.head = head
         self.box_coder = BoxCoder(config.box_weights)
+        self.matcher = Matcher(config.positive_iou, config.negative_iou, allow_low_quality=True)
+        self.sampler = BalancedSampler(config.batch_size_per_image, config.positive_fraction)
 
     def forward(self, features: list[Tensor], padded_size: tuple[int, int]) -> RPNOutputs:
         """features: per level (N, C, Hl, Wl); padded_size: (H, W) of the image batch."""
@@ -108,3 +113,60 @@ class RPN(nn.Module):
             ]
             proposals.append(image_boxes[keep[:post_nms]])
         return proposals
+
+    def targets(self, anchors: Tensor, gt_boxes: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """anchors: (A, 4) all levels; gt_boxes: per image (G, 4).
+
+        Returns labels (N, A) float (1 object, 0 background, -1 ignored: IoU between the
+        two thresholds) and regression targets (N, A, 4) towards each anchor's match.
+        """
+        labels, deltas = [], []
+        for boxes in gt_boxes:
+            if boxes.numel() == 0:
+                labels.append(torch.zeros(len(anchors), device=anchors.device))
+                deltas.append(torch.zeros_like(anchors))
+                continue
+            matches = self.matcher(box_iou(boxes, anchors))
+            image_labels = (matches >= 0).to(anchors.dtype)
+            image_labels[matches == BETWEEN] = -1.0
+            labels.append(image_labels)
+            deltas.append(self.box_coder.encode(boxes[matches.clamp(min=0)], anchors))
+        return torch.stack(labels), torch.stack(deltas)
+
+    def loss(self, outputs: RPNOutputs, gt_boxes: list[Tensor]) -> dict[str, Tensor]:
+        """Objectness and box-regression losses of the RPN for one batch."""
+        labels, regression_targets = self.targets(torch.cat(outputs.anchors), gt_boxes)
+        objectness = torch.cat(outputs.objectness, dim=1)  # (N, A)
+        deltas = torch.cat(outputs.deltas, dim=1)  # (N, A, 4)
+        return rpn_loss(
+            objectness.flatten(), deltas.reshape(-1, 4), list(labels), list(regression_targets), self.sampler
+        )
+
+
+def rpn_loss(
+    objectness: Tensor,
+    deltas: Tensor,
+    labels: list[Tensor],
+    regression_targets: list[Tensor],
+    sampler: BalancedSampler,
+) -> dict[str, Tensor]:
+    """objectness (N*A,), deltas (N*A, 4): predictions, image-major.
+    labels: per image (A,) 1/0/-1; regression_targets: per image (A, 4).
+
+    Binary cross-entropy over the sampled anchors (256 per image, up to half positive);
+    smooth L1 (beta 1/9) on the positive anchors' deltas, normalised by the sample count.
+    """
+    positives, negatives = [], []
+    offset = 0
+    for image_labels in labels:
+        positive, negative = sampler(image_labels)
+        positives.append(positive + offset)
+        negatives.append(negative + offset)
+        offset += len(image_labels)
+    # Sorted, so that the same anchors contribute in the same order however they were drawn.
+    positive = torch.cat(positives).sort().values
+    sampled = torch.cat((positive, torch.cat(negatives).sort().values))
+    targets = torch.cat(regression_targets)
+    box_loss = F.smooth_l1_loss(deltas[positive], targets[positive], beta=1 / 9, reduction="sum")
+    objectness_loss = F.binary_cross_entropy_with_logits(objectness[sampled], torch.cat(labels)[sampled])
+    return {"loss_rpn_objectness": objectness_loss, "loss_rpn_box": box_loss / max(sampled.numel(), 1)}

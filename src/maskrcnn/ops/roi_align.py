@@ -24,7 +24,7 @@ def axis_sampling(start: Tensor, length: Tensor, bins: int, grid: Tensor, size: 
     """Interpolation taps along one axis for every RoI.
 
     start, length: (K,) RoI start and extent in feature cells; grid: (K,) samples per
-    bin (0 means none); size: feature extent along this axis.
+    bin (0 means none); size: feature extent along this axis, an int or (K,) per RoI.
     Returns indices (K, bins, 2 * G) int64 and weights (K, bins, 2 * G) float, where G
     is the largest grid; the weights already hold the 1/grid of the bin average and
     are zero for padding samples and for samples more than one cell outside the map.
@@ -34,6 +34,8 @@ def axis_sampling(start: Tensor, length: Tensor, bins: int, grid: Tensor, size: 
     step = torch.arange(samples, device=start.device, dtype=start.dtype)[None, None, :]
     bin_index = torch.arange(bins, device=start.device, dtype=start.dtype)[None, :, None]
     grid_f = grid.to(start.dtype)[:, None, None]
+    if isinstance(size, Tensor):
+        size = size.to(start.dtype)[:, None, None]
     coord = start[:, None, None] + bin_index * bin_size + (step + 0.5) * bin_size / grid_f.clamp(min=1)
 
     valid = (step < grid_f) & (coord >= -1.0) & (coord <= size)
@@ -41,7 +43,7 @@ def axis_sampling(start: Tensor, length: Tensor, bins: int, grid: Tensor, size: 
     low = coord.floor()
     # A sample in the last cell (or beyond) reads that cell alone.
     at_edge = low >= size - 1
-    low = torch.where(at_edge, torch.full_like(low, size - 1), low)
+    low = torch.where(at_edge, (size - 1) * torch.ones_like(low), low)
     coord = torch.where(at_edge, low, coord)
     high = torch.where(at_edge, low, low + 1)
     frac = coord - low

@@ -1,0 +1,239 @@
+"""The built-in synthetic dataset: circles, squares and triangles on noisy backgrounds, in COCO format.
+
+Each image holds 1-6 shapes of random colour, size, position and rotation, drawn in order so that
+later shapes occlude earlier ones. An instance's mask is what stays visible; one that is mostly
+hidden is left out of the image altogether, so that every visible shape is annotated. Masks that
+are one simple piece are stored as polygons traced along pixel edges (which pycocotools decodes
+back to exactly the same pixels), the others as RLE, so both COCO formats get exercised.
+
+Everything is drawn from a numpy Generator seeded by (seed, split, image index): the same seed
+gives byte-identical PNGs and JSON, and the validation images do not depend on `num_train`.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pycocotools.mask as mask_utils
+from PIL import Image, ImageDraw
+
+CATEGORIES = ({"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 3, "name": "triangle"})
+MIN_VISIBLE_FRACTION = 0.3  # of the shape's in-image area
+MIN_VISIBLE_PIXELS = 48
+_SPLITS = {"train": 0, "val": 1}
+
+
+def shapes_dataset_paths(out_dir) -> dict[str, Path]:
+    """The image folders and annotation files that `make_shapes(out_dir, ...)` writes."""
+    out_dir = Path(out_dir)
+    return {
+        "train_images": out_dir / "train",
+        "val_images": out_dir / "val",
+        "train_annotations": out_dir / "annotations" / "instances_train.json",
+        "val_annotations": out_dir / "annotations" / "instances_val.json",
+    }
+
+
+def make_shapes(
+    out_dir, num_train: int, num_val: int, seed: int = 0, image_size: tuple[int, int] = (192, 256)
+) -> dict[str, Path]:
+    """Write the shapes dataset under out_dir and return `shapes_dataset_paths(out_dir)`.
+
+    image_size: (height, width) of every image. Image ids and annotation ids start at 1 per split.
+    """
+    if num_train < 0 or num_val < 0:
+        raise ValueError(f"image counts must be >= 0, got train={num_train}, val={num_val}")
+    height, width = image_size
+    if min(height, width) < 32:
+        raise ValueError(f"image_size must be at least 32x32 pixels, got {image_size}")
+    paths = shapes_dataset_paths(out_dir)
+    paths["train_annotations"].parent.mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", num_train), ("val", num_val)):
+        image_dir = paths[f"{split}_images"]
+        image_dir.mkdir(parents=True, exist_ok=True)
+        images, annotations = [], []
+        for index in range(count):
+            rng = np.random.default_rng([seed % 2**64, _SPLITS[split], index])
+            pixels, instances = draw_shapes_image(rng, height, width)
+            image_id, file_name = index + 1, f"{index:06d}.png"
+            # Noisy pixels barely compress, so the fastest zlib level costs little space.
+            Image.fromarray(pixels).save(image_dir / file_name, compress_level=1)
+            images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
+            for category_id, mask in instances:
+                annotations.append(_annotation(len(annotations) + 1, image_id, category_id, mask))
+        coco = {
+            "info": {"description": "maskrcnn synthetic shapes", "seed": seed, "split": split},
+            "images": images,
+            "annotations": annotations,
+            "categories": [dict(c, supercategory="shape") for c in CATEGORIES],
+        }
+        paths[f"{split}_annotations"].write_text(json.dumps(coco, separators=(",", ":")))
+    return paths
+
+
+def draw_shapes_image(rng: np.random.Generator, height: int, width: int):
+    """One image -> ((H, W, 3) uint8 pixels, [(category_id, (H, W) bool visible mask), ...])."""
+    background = _background(rng, height, width)
+    shapes = []  # (category_id, full mask, colour), bottom to top
+    centre = None
+    for _ in range(int(rng.integers(1, 7))):
+        category_id = int(rng.integers(1, 4))
+        radius = rng.uniform(0.08, 0.22) * min(height, width)
+        if centre is not None and rng.random() < 0.5:
+            # Next to the previous shape, so that overlaps and occlusion are common.
+            centre = np.clip(centre + rng.normal(0, radius, 2), 0, [width - 1, height - 1])
+        else:
+            centre = rng.uniform([0, 0], [width, height])
+        mask = _shape_mask(category_id, centre, radius, rng.uniform(0, 2 * np.pi), rng, height, width)
+        under = background[mask] if mask.any() else background.reshape(-1, 3)
+        shapes.append((category_id, mask, _colour(rng, under.mean(axis=0))))
+
+    visible = _visible_masks([mask for _, mask, _ in shapes])
+    pixels = background
+    for (_, mask, colour), shown in zip(shapes, visible):
+        if shown is not None:
+            pixels[mask] = colour
+    noise = rng.standard_normal(pixels.shape, dtype=np.float32) * np.float32(rng.uniform(2.0, 10.0))
+    pixels = np.clip(pixels + noise, 0, 255).round().astype(np.uint8)
+    instances = [(category_id, v) for (category_id, _, _), v in zip(shapes, visible) if v is not None]
+    return pixels, instances
+
+
+def _visible_masks(full_masks: list[np.ndarray]) -> list[np.ndarray | None]:
+    """The visible part of each shape, or None for one hidden too much (which is then not drawn).
+
+    Leaving a shape out uncovers the shapes below it, so this repeats until nothing more is left out.
+    """
+    kept = [mask.sum() >= MIN_VISIBLE_PIXELS for mask in full_masks]
+    while True:
+        visible: list[np.ndarray | None] = [None] * len(full_masks)
+        covered = np.zeros_like(full_masks[0])
+        for i in reversed(range(len(full_masks))):
+            if kept[i]:
+                visible[i] = full_masks[i] & ~covered
+                covered |= full_masks[i]
+        hidden = [
+            i
+            for i, v in enumerate(visible)
+            if v is not None
+            and (v.sum() < MIN_VISIBLE_PIXELS or v.sum() < MIN_VISIBLE_FRACTION * full_masks[i].sum())
+        ]
+        if not hidden:
+            return visible
+        for i in hidden:
+            kept[i] = False
+
+
+def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """(H, W, 3) float: a linear gradient between two random colours in a random direction."""
+    start, end = rng.uniform(0, 255, (2, 3))
+    angle = rng.uniform(0, 2 * np.pi)
+    ys, xs = np.mgrid[0:height, 0:width]
+    ramp = xs * np.cos(angle) + ys * np.sin(angle)
+    ramp = ((ramp - ramp.min()) / max(np.ptp(ramp), 1e-6)).astype(np.float32)
+    return (start + ramp[:, :, None] * (end - start)).astype(np.float32)
+
+
+def _colour(rng: np.random.Generator, avoid: np.ndarray) -> np.ndarray:
+    """A random RGB colour, redrawn a few times if too close to the background under the shape."""
+    for _ in range(10):
+        colour = rng.uniform(0, 255, 3)
+        if np.linalg.norm(colour - avoid) > 90:
+            break
+    return colour
+
+
+def _shape_mask(category_id, centre, radius, angle, rng, height: int, width: int) -> np.ndarray:
+    """(H, W) bool mask of one whole shape (clipped by the image border)."""
+    canvas = Image.new("1", (width, height))
+    draw = ImageDraw.Draw(canvas)
+    cx, cy = centre
+    if category_id == 1:
+        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=1)
+    else:
+        # Squares and triangles are rotated; a triangle's corners are jittered so not all are equilateral.
+        corners = 4 if category_id == 2 else 3
+        angles = angle + 2 * np.pi * np.arange(corners) / corners
+        if corners == 3:
+            angles = angles + rng.uniform(-0.15, 0.15, 3)
+        scale = 1.25 if corners == 4 else 1.35
+        draw.polygon(
+            [(cx + scale * radius * np.cos(a), cy + scale * radius * np.sin(a)) for a in angles], fill=1
+        )
+    return np.array(canvas, dtype=bool)
+
+
+def _annotation(annotation_id: int, image_id: int, category_id: int, mask: np.ndarray) -> dict:
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    x, y = int(cols[0]), int(rows[0])
+    polygon = _outline(mask)
+    if polygon is not None:
+        segmentation = [polygon]
+    else:
+        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        segmentation = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    return {
+        "id": annotation_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "segmentation": segmentation,
+        "area": int(mask.sum()),
+        "bbox": [x, y, int(cols[-1]) + 1 - x, int(rows[-1]) + 1 - y],
+        "iscrowd": 0,
+    }
+
+
+def _outline(mask: np.ndarray) -> list[int] | None:
+    """The polygon along the pixel edges around a mask that is one piece without holes, else None.
+
+    Vertices are pixel corners (x, y), so the polygon encloses exactly the mask's pixels; only the
+    corners where the outline turns are kept. None when the mask has several pieces or holes
+    (their outlines are separate loops), pieces touching only at a corner, or when pycocotools
+    would not decode the polygon to the same mask.
+    """
+    # Working on the mask's bounding box only is several times faster than on the whole image.
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        return None
+    top, left = int(rows[0]), int(cols[0])
+    mask = mask[top : rows[-1] + 1, left : cols[-1] + 1]
+    height, width = mask.shape
+    padded = np.pad(mask, 1)
+    inside = padded[1:-1, 1:-1]
+    stride = width + 1  # corner (x, y) has id y * stride + x
+    # Directed edges with the mask on their right (y points down): top edges run +x, right
+    # edges +y, bottom edges -x, left edges -y, so each outline is one closed walk.
+    starts, ends = [], []
+    for border, (dx0, dy0), (dx1, dy1) in (
+        (~padded[:-2, 1:-1], (0, 0), (1, 0)),  # top
+        (~padded[1:-1, 2:], (1, 0), (1, 1)),  # right
+        (~padded[2:, 1:-1], (1, 1), (0, 1)),  # bottom
+        (~padded[1:-1, :-2], (0, 1), (0, 0)),  # left
+    ):
+        rows, cols = np.nonzero(inside & border)
+        starts.append((rows + dy0) * stride + cols + dx0)
+        ends.append((rows + dy1) * stride + cols + dx1)
+    starts, ends = np.concatenate(starts), np.concatenate(ends)
+    if len(np.unique(starts)) != len(starts):
+        return None  # a corner where two outlines meet: pieces touching diagonally
+    following = dict(zip(starts.tolist(), ends.tolist()))
+
+    first = int(np.flatnonzero(mask.ravel())[0])
+    start = (first // width) * stride + first % width
+    loop, corner = [start], following[start]
+    while corner != start:
+        loop.append(corner)
+        corner = following[corner]
+    if len(loop) != len(starts):
+        return None  # other loops remain: several pieces or holes
+
+    loop = np.array(loop)
+    points = np.stack([loop % stride, loop // stride], axis=1)  # (E, 2) x, y
+    incoming = points - np.roll(points, 1, axis=0)
+    outgoing = np.roll(points, -1, axis=0) - points
+    turns = (incoming != outgoing).any(axis=1)
+    corners = points[turns]
+    decoded = mask_utils.decode(mask_utils.frPyObjects([corners.ravel().tolist()], height, width)[0])
+    if not np.array_equal(decoded.astype(bool), mask):
+        return None
+    return (corners + [left, top]).ravel().tolist()

@@ -1,0 +1,130 @@
+"""Training and evaluation transforms on (image, target) pairs.
+
+Every transform is called as `transform(image, target, generator)`:
+
+- image: (3, H, W) float32 RGB in [0, 1];
+- target: a dict that may hold `boxes` (G, 4) float xyxy pixels and `masks` (G, H, W) uint8;
+  other keys (labels, image_id, file_name) pass through untouched;
+- generator: the torch.Generator that every random choice is drawn from, so that an
+  augmentation is reproducible from the generator's seed alone (exact resume, any worker).
+  None falls back to torch's global generator.
+
+The geometry is done by torchvision.transforms.v2's functional ops on tv_tensors, so that
+image, boxes and masks are resized and flipped by the same rules. Outputs are plain tensors.
+"""
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+Target = dict
+Transform = Callable[[Tensor, Target, "torch.Generator | None"], tuple[Tensor, Target]]
+
+
+class Compose:
+    """Apply transforms in order, all drawing from the same generator."""
+
+    def __init__(self, transforms: Sequence[Transform]):
+        self.transforms = list(transforms)
+
+    def __call__(
+        self, image: Tensor, target: Target, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Target]:
+        for transform in self.transforms:
+            image, target = transform(image, target, generator)
+        return image, target
+
+    def __repr__(self) -> str:
+        return f"Compose({self.transforms!r})"
+
+
+def resized_size(height: int, width: int, short_side: int, max_size: int) -> tuple[int, int]:
+    """The (height, width) with the short side at `short_side`, shrunk so the long side is <= max_size."""
+    scale = short_side / min(height, width)
+    if max(height, width) * scale > max_size:
+        scale = max_size / max(height, width)
+    # The floor on the long side keeps rounding from pushing it past max_size.
+    new_height = max(1, min(round(height * scale), max_size))
+    new_width = max(1, min(round(width * scale), max_size))
+    return new_height, new_width
+
+
+class ResizeShortestSide:
+    """Resize so the short side is one of `min_sizes` (drawn at random) and the long side <= max_size.
+
+    Several sizes give multi-scale training; one size is the deterministic evaluation resize.
+    Images are resized bilinearly without antialiasing (as the reference detectors do), masks by
+    nearest neighbour, and boxes scale by the exact per-axis factors new_size / old_size.
+    """
+
+    def __init__(self, min_sizes: Sequence[int] | int, max_size: int):
+        min_sizes = (min_sizes,) if isinstance(min_sizes, int) else tuple(min_sizes)
+        if not min_sizes or any(int(s) != s or s <= 0 for s in min_sizes):
+            raise ValueError(f"min_sizes must be positive integers, got {min_sizes}")
+        if max_size <= 0:
+            raise ValueError(f"max_size must be positive, got {max_size}")
+        self.min_sizes = tuple(int(s) for s in min_sizes)
+        self.max_size = int(max_size)
+
+    def choose_short_side(self, generator: torch.Generator | None) -> int:
+        # A single size draws nothing, so evaluation never advances the generator.
+        if len(self.min_sizes) == 1:
+            return self.min_sizes[0]
+        index = int(torch.randint(len(self.min_sizes), (), generator=generator))
+        return self.min_sizes[index]
+
+    def __call__(
+        self, image: Tensor, target: Target, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Target]:
+        height, width = image.shape[-2:]
+        size = list(resized_size(height, width, self.choose_short_side(generator), self.max_size))
+        if size == [height, width]:
+            return image, target
+        image = F.resize(tv_tensors.Image(image), size, InterpolationMode.BILINEAR, antialias=False)
+        return _plain(image), _apply_to_target(target, (height, width), lambda t: F.resize(t, size))
+
+    def __repr__(self) -> str:
+        return f"ResizeShortestSide(min_sizes={self.min_sizes}, max_size={self.max_size})"
+
+
+class RandomHorizontalFlip:
+    """Mirror image, boxes and masks left-right with probability p."""
+
+    def __init__(self, p: float = 0.5):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        self.p = float(p)
+
+    def __call__(
+        self, image: Tensor, target: Target, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Target]:
+        # Drawn even when p is 0 or 1, so that changing p does not shift the draws of later transforms.
+        if float(torch.rand((), generator=generator)) >= self.p:
+            return image, target
+        height, width = image.shape[-2:]
+        image = F.horizontal_flip(tv_tensors.Image(image))
+        return _plain(image), _apply_to_target(target, (height, width), F.horizontal_flip)
+
+    def __repr__(self) -> str:
+        return f"RandomHorizontalFlip(p={self.p})"
+
+
+def _apply_to_target(target: Target, canvas_size: tuple[int, int], op) -> Target:
+    """Run one v2 functional op on the target's boxes and masks (as tv_tensors); copy the rest."""
+    if target is None:
+        return None
+    target = dict(target)
+    if "boxes" in target:
+        boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=canvas_size)
+        target["boxes"] = _plain(op(boxes))
+    if "masks" in target:
+        target["masks"] = _plain(op(tv_tensors.Mask(target["masks"])))
+    return target
+
+
+def _plain(tensor: Tensor) -> Tensor:
+    return tensor.as_subclass(Tensor)

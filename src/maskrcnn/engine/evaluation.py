@@ -1,0 +1,164 @@
+"""COCO evaluation: inference over a split, the results file, and pycocotools' AP."""
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from tqdm import tqdm
+
+from maskrcnn.data.coco import CocoDataset
+from maskrcnn.engine.results import detections_to_coco
+from maskrcnn.modeling.mask_rcnn import MaskRCNN
+
+SUMMARY_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+IOU_TYPES = ("bbox", "segm")
+
+
+def label_to_category(model: MaskRCNN) -> dict[int, int] | None:
+    """Our label -> the dataset's category id, or None when labels are category ids."""
+    ids = model.config.category_ids
+    return {label: category for label, category in enumerate(ids, start=1)} if ids else None
+
+
+@torch.inference_mode()
+def predict_dataset(model: MaskRCNN, dataset: CocoDataset, progress: bool = True) -> list[dict]:
+    """COCO results entries (bbox xywh, RLE segmentation, dataset category ids) for every image."""
+    mapping = label_to_category(model)
+    results = []
+    for index in tqdm(range(len(dataset)), desc="eval", unit="image", disable=not progress):
+        sample = dataset[index]
+        if sample is None:  # an unreadable image skipped with --skip-bad-images
+            continue
+        image, target = sample
+        detections = model.predict([image])[0]
+        results.extend(detections_to_coco(target["image_id"], detections, category_ids=mapping))
+    return results
+
+
+def evaluate_results(ground_truth: str | Path, results: list[dict]) -> tuple[dict, dict[str, COCOeval]]:
+    """Run COCOeval for boxes and masks.
+
+    Returns metrics {"bbox": {"AP": ..., ...}, "segm": {...}, "per_class": {"bbox": {name: AP},
+    "segm": {...}}} with AP in [0, 1] exactly as pycocotools computes it (-1, "no such
+    objects", is reported as NaN), and the COCOeval objects for plots.
+    """
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(ground_truth))
+    names = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
+    metrics: dict = {"per_class": {}}
+    evaluations = {}
+    for iou_type in IOU_TYPES:
+        entries = [r for r in results if iou_type == "bbox" or "segmentation" in r]
+        if not entries:
+            metrics[iou_type] = {name: 0.0 for name in SUMMARY_NAMES}
+            metrics["per_class"][iou_type] = {name: 0.0 for name in names.values()}
+            continue
+        with contextlib.redirect_stdout(io.StringIO()):
+            detections = coco.loadRes(entries)
+            evaluation = COCOeval(coco, detections, iou_type)
+            evaluation.evaluate()
+            evaluation.accumulate()
+            evaluation.summarize()
+        metrics[iou_type] = {name: _ap(v) for name, v in zip(SUMMARY_NAMES, evaluation.stats[:6])}
+        metrics["per_class"][iou_type] = per_class_ap(evaluation, names)
+        evaluations[iou_type] = evaluation
+    return metrics, evaluations
+
+
+def per_class_ap(evaluation: COCOeval, names: dict[int, str]) -> dict[str, float]:
+    """AP@[.5:.95] of each category (all areas, 100 detections), as COCOeval's summary computes it."""
+    precision = evaluation.eval["precision"]  # (T IoUs, R recalls, K classes, A areas, M max-dets)
+    result = {}
+    for k, category in enumerate(evaluation.params.catIds):
+        values = precision[:, :, k, 0, -1]
+        values = values[values > -1]
+        result[names[category]] = float(values.mean()) if values.size else float("nan")
+    return result
+
+
+def _ap(value: float) -> float:
+    return float("nan") if value < 0 else float(value)
+
+
+def format_metrics(metrics: dict) -> str:
+    """The summary table (boxes and masks) and the per-class AP table, in percent."""
+    lines = [f"| {'':<6} | " + " | ".join(f"{n:>5}" for n in SUMMARY_NAMES) + " |"]
+    lines.append("|" + "-" * 8 + "|" + "|".join("-" * 7 for _ in SUMMARY_NAMES) + "|")
+    for iou_type, title in (("bbox", "box"), ("segm", "mask")):
+        values = metrics[iou_type]
+        lines.append(f"| {title:<6} | " + " | ".join(_percent(values[n]) for n in SUMMARY_NAMES) + " |")
+    lines.append("")
+    width = max([len(n) for n in metrics["per_class"]["bbox"]] + [5])
+    lines.append(f"| {'class':<{width}} | box AP | mask AP |")
+    lines.append("|" + "-" * (width + 2) + "|--------|---------|")
+    for name, box_ap in metrics["per_class"]["bbox"].items():
+        mask_ap = metrics["per_class"]["segm"].get(name, float("nan"))
+        lines.append(f"| {name:<{width}} | {_percent(box_ap):>6} | {_percent(mask_ap):>7} |")
+    return "\n".join(lines)
+
+
+def _percent(value: float) -> str:
+    return "  n/a" if np.isnan(value) else f"{100 * value:5.1f}"
+
+
+def plot_precision_recall(evaluations: dict[str, COCOeval], names: dict[int, str], path: Path) -> None:
+    """Precision-recall curves: per IoU type, one curve at IoU 0.5 and one at 0.75 (all
+    classes), and one per class at IoU 0.5."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not evaluations:
+        return
+    figure, axes = plt.subplots(1, len(evaluations), figsize=(6 * len(evaluations), 5), squeeze=False)
+    for axis, (iou_type, evaluation) in zip(axes[0], evaluations.items()):
+        recall = evaluation.params.recThrs
+        precision = evaluation.eval["precision"]
+        for threshold in (0.5, 0.75):
+            t = int(np.argmin(np.abs(evaluation.params.iouThrs - threshold)))
+            curve = _mean_over_classes(precision[t, :, :, 0, -1])
+            axis.plot(recall, curve, linewidth=2.5, label=f"all classes, IoU {threshold}")
+        t50 = int(np.argmin(np.abs(evaluation.params.iouThrs - 0.5)))
+        for k, category in enumerate(evaluation.params.catIds):
+            curve = precision[t50, :, k, 0, -1]
+            if (curve > -1).any():
+                axis.plot(
+                    recall,
+                    np.where(curve > -1, curve, np.nan),
+                    linewidth=1,
+                    alpha=0.8,
+                    label=f"{names[category]}, IoU 0.5",
+                )
+        axis.set_title({"bbox": "boxes", "segm": "masks"}[iou_type])
+        axis.set_xlabel("recall")
+        axis.set_ylabel("precision")
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1.02)
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=8, loc="lower left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _mean_over_classes(values: np.ndarray) -> np.ndarray:
+    """(R, K) precision with -1 for classes without ground truth -> (R,) mean over the others."""
+    valid = values > -1
+    counts = valid.sum(axis=1)
+    sums = np.where(valid, values, 0).sum(axis=1)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def write_metrics(metrics: dict, path: Path) -> None:
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        return None if isinstance(value, float) and np.isnan(value) else value
+
+    path.write_text(json.dumps(clean(metrics), indent=2))

@@ -1,0 +1,72 @@
+"""Training logs: metrics.jsonl, TensorBoard when installed, and the loss-curve plot."""
+
+import json
+from pathlib import Path
+
+
+class MetricsLog:
+    """Appends one JSON object per logged step to `metrics.jsonl` (and TensorBoard if present)."""
+
+    def __init__(self, output_dir: Path, enabled: bool = True):
+        self.path = output_dir / "metrics.jsonl"
+        self.enabled = enabled
+        self.tensorboard = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # TensorBoard is optional
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self.tensorboard = SummaryWriter(str(output_dir / "tensorboard"))
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as stream:
+            stream.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            for key, value in record.items():
+                if key != "iteration" and isinstance(value, (int, float)):
+                    self.tensorboard.add_scalar(key, value, record["iteration"])
+
+    def truncate_after(self, iteration: int) -> None:
+        """Drop records past `iteration` (a resumed run re-logs the steps after its checkpoint)."""
+        if not self.enabled or not self.path.exists():
+            return
+        records = read_metrics(self.path)
+        kept = [r for r in records if r.get("iteration", 0) <= iteration]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    with open(path) as stream:
+        return [json.loads(line) for line in stream if line.strip()]
+
+
+def plot_losses(metrics_path: Path, output_path: Path) -> None:
+    """One curve per loss term and the total against the iteration, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [r for r in read_metrics(metrics_path) if "loss" in r]
+    if not records:
+        return
+    names = sorted({k for r in records for k in r if k.startswith("loss")})
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for name in names:
+        points = [(r["iteration"], r[name]) for r in records if name in r]
+        axes.plot(*zip(*points), label=name, linewidth=2.0 if name == "loss" else 1.0)
+    axes.set_xlabel("iteration")
+    axes.set_ylabel("loss")
+    axes.set_yscale("log")
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(output_path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,324 @@
+"""The training loop: SGD with warm-up and step decay, exact resume, DDP, clean interruption."""
+
+import contextlib
+import math
+import random
+import signal
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from maskrcnn.config import TrainConfig, config_to_dict
+from maskrcnn.data.coco import CocoDataset, collate
+from maskrcnn.data.samplers import TrainingBatchSampler
+from maskrcnn.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestSide
+from maskrcnn.engine import distributed
+from maskrcnn.engine.checkpoint import atomic_save, save_checkpoint
+from maskrcnn.engine.metrics import MetricsLog, plot_losses
+from maskrcnn.engine.schedule import learning_rate_factor
+from maskrcnn.interop.init_weights import load_initial_weights
+from maskrcnn.modeling.mask_rcnn import MaskRCNN, build_model
+
+LAST_CHECKPOINT = "last.pt"
+FINAL_CHECKPOINT = "model_final.pt"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or infinite."""
+
+
+class _LossesOnly(torch.nn.Module):
+    """Wraps the model so that DDP synchronises the gradients of `losses`."""
+
+    def __init__(self, model: MaskRCNN):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images, targets):
+        return self.model.losses(images, targets)
+
+
+class StopRequest:
+    """Turns SIGINT/SIGTERM into a flag checked between iterations."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread: no handlers
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def build_training_data(config: TrainConfig, context: distributed.Context, start_iter: int):
+    data = config.data
+    transform = Compose(
+        [
+            ResizeShortestSide(tuple(data.min_sizes_train), data.max_size_train),
+            RandomHorizontalFlip(data.flip_probability),
+        ]
+    )
+    dataset = CocoDataset(
+        data.train_json,
+        data.train_images,
+        transform=transform,
+        drop_images_without_annotations=data.drop_images_without_annotations,
+        skip_bad_images=data.skip_bad_images,
+    )
+    sampler = TrainingBatchSampler(
+        dataset.aspect_ratios,
+        data.images_per_batch,
+        config.seed,
+        context.rank,
+        context.world_size,
+        data.group_by_aspect_ratio,
+        start_iter,
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=data.num_workers,
+        collate_fn=collate,
+        persistent_workers=data.num_workers > 0,
+    )
+    return dataset, loader
+
+
+def autocast_context(precision: str, device: torch.device):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "auto":
+        precision = "fp16" if device.type == "cuda" else "bf16"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    if dtype is None:
+        raise ValueError(f"solver.precision must be fp32, bf16, fp16 or auto, got {precision!r}")
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def rng_state() -> dict:
+    """Every RNG the training step draws from, in types `torch.load(weights_only=True)` reads."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    numpy_state = (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss)
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(config: TrainConfig, resume: bool = False) -> MaskRCNN:
+    """Train Mask R-CNN as `config` says; returns the trained model (on every process)."""
+    context = distributed.setup(config.device)
+    try:
+        return _train(config, resume, context)
+    finally:
+        distributed.teardown(context)
+
+
+def _train(config: TrainConfig, resume: bool, context: distributed.Context) -> MaskRCNN:
+    output_dir = Path(config.output_dir)
+    last_path = output_dir / LAST_CHECKPOINT
+    checkpoint = None
+    if resume:
+        if not last_path.exists():
+            raise FileNotFoundError(f"{last_path}: no checkpoint to resume from")
+        checkpoint = torch.load(last_path, map_location="cpu", weights_only=True)
+    start_iter = checkpoint["iteration"] if checkpoint else 0
+    if context.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    dataset, loader = build_training_data(config, context, start_iter)
+    # The number of classes and their names follow the training set.
+    model_config = replace(
+        config.model,
+        num_classes=dataset.num_classes,
+        class_names=tuple(dataset.class_names),
+        category_ids=tuple(dataset.category_ids),
+    )
+    config = replace(config, model=model_config)
+    model = build_model(model_config)
+    if config.init_weights and checkpoint is None:
+        load_initial_weights(model, config.init_weights)
+    model.to(context.device).train()
+
+    solver = config.solver
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(
+        parameters, lr=solver.base_lr, momentum=solver.momentum, weight_decay=solver.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: learning_rate_factor(i, solver))
+    # Creating the loader's iterator draws a seed from the global RNG: do it before the
+    # RNG state of a resumed run is restored, exactly as an uninterrupted run did.
+    batches = iter(loader)
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        states = checkpoint["rng"]
+        set_rng_state(states[context.rank] if context.rank < len(states) else states[0])
+
+    trainable = _LossesOnly(model)
+    if context.distributed:
+        trainable = DistributedDataParallel(
+            trainable, device_ids=[context.device] if context.device.type == "cuda" else None
+        )
+
+    log = MetricsLog(output_dir, enabled=context.is_main)
+    log.truncate_after(start_iter)
+
+    def save(path: Path, iteration: int) -> None:
+        states = _gather_rng_states(context)
+        if context.is_main:
+            atomic_save(
+                {
+                    "format": "maskrcnn",
+                    "version": 1,
+                    "config": config_to_dict(model_config),
+                    "train_config": config_to_dict(config),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "iteration": iteration,
+                    "rng": states,
+                },
+                path,
+            )
+
+    progress = tqdm(
+        total=solver.max_iter,
+        initial=start_iter,
+        disable=not context.is_main,
+        desc="train",
+        dynamic_ncols=True,
+    )
+    iteration = start_iter
+    with StopRequest() as stop:
+        while iteration < solver.max_iter:
+            started = time.perf_counter()
+            images, targets = next(batches)
+            images = [image.to(context.device, non_blocking=True) for image in images]
+            targets = [
+                {k: v.to(context.device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets
+            ]
+            data_time = time.perf_counter() - started
+
+            with autocast_context(solver.precision, context.device):
+                losses = trainable(images, targets)
+            losses = {k: v.float() for k, v in losses.items()}
+            total = sum(losses.values())
+            _check_finite(losses, iteration)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            if solver.clip_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(parameters, solver.clip_grad_norm)
+            optimizer.step()
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            iteration += 1
+
+            if iteration % solver.log_period == 0 or iteration == solver.max_iter:
+                values = distributed.all_reduce_mean({**losses, "loss": total}, context)
+                record = {"iteration": iteration, "lr": lr, **values}
+                record.update(time=time.perf_counter() - started, data_time=data_time)
+                log.write(record)
+                progress.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2e}")
+            progress.update(1)
+
+            if solver.eval_period and iteration % solver.eval_period == 0 and iteration < solver.max_iter:
+                _evaluate(model, config, log, iteration, context, final=False)
+                model.train()
+
+            stopping = _agree(stop.requested, context)
+            if stopping or iteration % solver.checkpoint_period == 0:
+                save(last_path, iteration)
+            if stopping:
+                if context.is_main:
+                    progress.write(f"stopped at iteration {iteration}; resume with --resume")
+                break
+    progress.close()
+    if iteration >= solver.max_iter:
+        save(last_path, iteration)
+        if context.is_main:
+            # The final model alone (no optimizer state): what predict, eval and export load.
+            save_checkpoint(output_dir / FINAL_CHECKPOINT, model, iteration=iteration)
+            plot_losses(log.path, output_dir / "loss_curves.png")
+        _evaluate(model, config, log, iteration, context, final=True)
+    log.close()
+    return model.eval()
+
+
+def _evaluate(
+    model: MaskRCNN, config: TrainConfig, log: MetricsLog, iteration: int, context, final: bool
+) -> None:
+    """COCO AP on the validation split (rank 0 only; the others wait at their next collective)."""
+    if not config.data.val_json or not context.is_main:
+        return
+    from maskrcnn.data.coco import CocoDataset
+    from maskrcnn.engine.evaluation import evaluate_results, format_metrics, predict_dataset, write_metrics
+
+    dataset = CocoDataset(
+        config.data.val_json, config.data.val_images, skip_bad_images=config.data.skip_bad_images
+    )
+    metrics, _ = evaluate_results(
+        config.data.val_json, predict_dataset(model.eval(), dataset, progress=False)
+    )
+    log.write(
+        {"iteration": iteration, **{f"{t}_{k}": v for t in ("bbox", "segm") for k, v in metrics[t].items()}}
+    )
+    box_ap, mask_ap = 100 * metrics["bbox"]["AP"], 100 * metrics["segm"]["AP"]
+    tqdm.write(f"iteration {iteration}: box AP {box_ap:.1f}, mask AP {mask_ap:.1f}")
+    if final:
+        tqdm.write(format_metrics(metrics))
+        write_metrics(metrics, Path(config.output_dir) / "metrics.json")
+
+
+def _check_finite(losses: dict[str, torch.Tensor], iteration: int) -> None:
+    for name, value in losses.items():
+        if not math.isfinite(value.item()):
+            raise NonFiniteLossError(
+                f"iteration {iteration + 1}: loss term {name} is {value.item()}; training stopped, "
+                "the last checkpoint is kept (lower solver.base_lr or set solver.clip_grad_norm)"
+            )
+
+
+def _agree(flag: bool, context: distributed.Context) -> bool:
+    """True on every process when any process was asked to stop."""
+    if not context.distributed:
+        return flag
+    value = torch.tensor([float(flag)], device=context.device)
+    torch.distributed.all_reduce(value)
+    return bool(value.item() > 0)
+
+
+def _gather_rng_states(context: distributed.Context) -> list:
+    state = rng_state()
+    if not context.distributed:
+        return [state]
+    states = [None] * context.world_size
+    torch.distributed.all_gather_object(states, state)
+    return states

@@ -1,0 +1,43 @@
+"""Helpers for tests and benchmarks that compare this project with torchvision."""
+
+import torch
+
+
+def randomize_for_parity(model: torch.nn.Module, seed: int = 1234) -> None:
+    """Give a randomly initialised torchvision Mask R-CNN weights that produce detections.
+
+    Fresh BatchNorm statistics are the identity and fresh class scores are nearly uniform
+    (no class passes the 0.05 threshold), so both are drawn at random: a comparison then
+    covers every stage, with varied labels and masks that cover a good share of their
+    boxes. BatchNorm eps is set to 0 as in torchvision's COCO checkpoints.
+    """
+    generator = torch.Generator().manual_seed(seed)
+
+    def uniform(n: int, low: float, high: float) -> torch.Tensor:
+        return torch.rand(n, generator=generator) * (high - low) + low
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.eps = 0.0
+                module.running_mean.copy_(uniform(module.num_features, -0.1, 0.1))
+                module.running_var.copy_(uniform(module.num_features, 0.5, 1.5))
+                module.weight.copy_(uniform(module.num_features, 0.5, 1.0))
+                module.bias.copy_(uniform(module.num_features, -0.1, 0.1))
+        predictor = model.roi_heads.box_predictor
+        predictor.cls_score.weight.normal_(0, 1.0, generator=generator)
+        predictor.cls_score.bias.normal_(0, 1.0, generator=generator)
+        predictor.bbox_pred.weight.normal_(0, 0.1, generator=generator)
+        mask_logits = model.roi_heads.mask_predictor.mask_fcn_logits
+        mask_logits.weight.normal_(0, 0.3, generator=generator)
+        mask_logits.bias.fill_(0.3)
+
+
+def torchvision_reference_model(seed: int = 0) -> torch.nn.Module:
+    """torchvision's maskrcnn_resnet50_fpn in eval mode with random informative weights."""
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    torch.manual_seed(seed)
+    model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval()
+    randomize_for_parity(model)
+    return model

@@ -1,0 +1,172 @@
+"""The trainer: learning, exact resume, clean interruption, NaN handling, DDP."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from maskrcnn.config import load_config
+from maskrcnn.data.shapes import make_shapes
+from maskrcnn.engine.metrics import read_metrics
+from maskrcnn.engine.trainer import NonFiniteLossError, train
+from maskrcnn.modeling.mask_rcnn import MaskRCNN
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "shapes.yaml"
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("shapes")
+    make_shapes(root, 8, 2, seed=0)
+    return root
+
+
+def tiny_config(shapes: Path, output: Path, *overrides: str):
+    return load_config(
+        str(CONFIG),
+        [
+            f"data.train_json={shapes / 'annotations' / 'instances_train.json'}",
+            f"data.train_images={shapes / 'train'}",
+            f"data.val_json={shapes / 'annotations' / 'instances_val.json'}",
+            f"data.val_images={shapes / 'val'}",
+            f"output_dir={output}",
+            "data.num_workers=0",
+            "data.images_per_batch=2",
+            "data.min_sizes_train=[128]",
+            "data.max_size_train=176",
+            "solver.log_period=1",
+            "solver.warmup_iters=2",
+            "solver.base_lr=0.01",
+            "device=cpu",
+            *overrides,
+        ],
+    )
+
+
+def logged_losses(output: Path) -> list[dict]:
+    """The per-iteration loss records (evaluation records carry AP instead)."""
+    records = [r for r in read_metrics(output / "metrics.jsonl") if "loss" in r]
+    return [{k: v for k, v in r.items() if k.startswith("loss") or k == "iteration"} for r in records]
+
+
+def test_a_tiny_model_learns(shapes, tmp_path):
+    # Four images seen again and again: the loss must fall well below where it started.
+    make_shapes(tmp_path / "four", 4, 1, seed=3)
+    config = tiny_config(tmp_path / "four", tmp_path / "run", "solver.max_iter=40", "solver.base_lr=0.02")
+    model = train(config)
+    losses = [r["loss"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "loss" in r]
+    assert len(losses) == 40
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    assert isinstance(model, MaskRCNN) and not model.training
+    assert model.config.class_names == ("__background__", "circle", "square", "triangle")
+    assert (tmp_path / "run" / "model_final.pt").exists() and (tmp_path / "run" / "loss_curves.png").exists()
+    # the final evaluation on the validation split is logged and written
+    final = read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]
+    assert final["iteration"] == 40 and 0 <= final["segm_AP"] <= 1
+    assert (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_resume_continues_exactly(shapes, tmp_path):
+    straight = tmp_path / "straight"
+    train(tiny_config(shapes, straight, "solver.max_iter=6"))
+    split = tmp_path / "split"
+    train(tiny_config(shapes, split, "solver.max_iter=3"))
+    assert torch.load(split / "last.pt", weights_only=True)["iteration"] == 3
+    train(tiny_config(shapes, split, "solver.max_iter=6"), resume=True)
+    expected, resumed = logged_losses(straight), logged_losses(split)
+    assert [r["iteration"] for r in resumed] == list(range(1, 7))
+    for a, b in zip(expected, resumed):
+        for key in a:
+            assert b[key] == pytest.approx(a[key], abs=1e-6, rel=0), (a["iteration"], key)
+
+
+def test_non_finite_loss_stops_with_the_term_and_keeps_the_last_checkpoint(shapes, tmp_path, monkeypatch):
+    calls = {"count": 0}
+    original = MaskRCNN.losses
+
+    def poisoned(self, images, targets):
+        losses = original(self, images, targets)
+        calls["count"] += 1
+        if calls["count"] == 3:
+            losses["loss_mask"] = losses["loss_mask"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(MaskRCNN, "losses", poisoned)
+    output = tmp_path / "nan"
+    with pytest.raises(NonFiniteLossError, match="iteration 3: loss term loss_mask is nan"):
+        train(tiny_config(shapes, output, "solver.max_iter=5", "solver.checkpoint_period=2"))
+    assert torch.load(output / "last.pt", weights_only=True)["iteration"] == 2
+
+
+def test_sigterm_saves_the_current_iteration_and_resume_finishes(shapes, tmp_path):
+    output = tmp_path / "interrupted"
+    overrides = [str(CONFIG), *_override_args(shapes, output, "solver.max_iter=400")]
+    script = "import sys; from maskrcnn.cli import main; sys.exit(main(['train', *sys.argv[1:]]))"
+    process = subprocess.Popen([sys.executable, "-c", script, *overrides], stderr=subprocess.PIPE, text=True)
+    metrics = output / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    saved = torch.load(output / "last.pt", weights_only=True)["iteration"]
+    assert 2 <= saved < 400
+    assert len([r for r in read_metrics(metrics) if "loss" in r]) == saved
+    assert not (output / "model_final.pt").exists()
+
+
+def _override_args(shapes: Path, output: Path, *extra: str) -> list[str]:
+    config = tiny_config(shapes, output)
+    return [
+        f"data.train_json={config.data.train_json}",
+        f"data.train_images={config.data.train_images}",
+        f"data.val_json={config.data.val_json}",
+        f"data.val_images={config.data.val_images}",
+        f"output_dir={output}",
+        "data.num_workers=0",
+        "data.min_sizes_train=[128]",
+        "data.max_size_train=176",
+        "solver.log_period=1",
+        "device=cpu",
+        *extra,
+    ]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, shapes: str, output: str, result_dir: str) -> None:
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    model = train(tiny_config(Path(shapes), Path(output), "solver.max_iter=3", "data.images_per_batch=1"))
+    torch.save(model.state_dict(), Path(result_dir) / f"rank{rank}.pt")
+
+
+def test_two_process_ddp_ends_with_identical_weights(shapes, tmp_path):
+    output = tmp_path / "ddp"
+    mp.spawn(
+        _ddp_worker, args=(2, _free_port(), str(shapes), str(output), str(tmp_path)), nprocs=2, join=True
+    )
+    first = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    second = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    saved = torch.load(output / "model_final.pt", weights_only=True)["model"]
+    for key, value in first.items():
+        assert torch.equal(value, second[key]), key
+        assert torch.equal(value, saved[key]), key  # rank 0's checkpoint holds the trained weights
+    # only rank 0 logs: one record per iteration, not two
+    assert [r["iteration"] for r in read_metrics(output / "metrics.jsonl") if "loss" in r] == [1, 2, 3]
+    assert json.loads((output / "metrics.jsonl").read_text().splitlines()[0])["loss"] > 0

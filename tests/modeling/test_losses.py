@@ -1,0 +1,176 @@
+"""The paper's targets, sampling and losses, each equal to torchvision's counterpart."""
+
+import pytest
+import torch
+from torchvision.models.detection import _utils as tv_utils
+from torchvision.models.detection.roi_heads import fastrcnn_loss, maskrcnn_loss
+from torchvision.models.detection.rpn import AnchorGenerator as TVAnchorGenerator
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.ops import box_iou
+
+from maskrcnn import ModelConfig, build_model
+from maskrcnn.config import InputConfig
+from maskrcnn.modeling.box_head import box_loss
+from maskrcnn.modeling.mask_head import mask_loss, mask_targets
+from maskrcnn.modeling.rpn import rpn_loss
+from maskrcnn.ops import BoxCoder
+from maskrcnn.ops.matcher import Matcher
+from maskrcnn.ops.sampler import BalancedSampler
+
+
+def random_boxes(count: int, size: float, generator: torch.Generator) -> torch.Tensor:
+    corners = torch.rand(count, 2, generator=generator) * size * 0.7
+    extents = torch.rand(count, 2, generator=generator) * size * 0.3 + 2
+    return torch.cat((corners, corners + extents), dim=1)
+
+
+@pytest.mark.parametrize("allow_low_quality", [False, True])
+def test_matcher_equals_torchvision(allow_low_quality):
+    generator = torch.Generator().manual_seed(0)
+    gt = random_boxes(6, 100, generator)
+    predictions = random_boxes(300, 100, generator)
+    iou = box_iou(gt, predictions)
+    reference = tv_utils.Matcher(0.7, 0.3, allow_low_quality_matches=allow_low_quality)(iou)
+    assert torch.equal(Matcher(0.7, 0.3, allow_low_quality)(iou), reference)
+    assert (reference == -2).any() and (reference == -1).any() and (reference >= 0).any()
+
+
+def test_low_quality_matches_give_every_object_an_anchor():
+    gt = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    anchors = torch.tensor([[0.0, 0.0, 40.0, 40.0], [50.0, 50.0, 60.0, 60.0]])  # IoU 1/16 and 0
+    iou = box_iou(gt, anchors)
+    assert Matcher(0.7, 0.3, allow_low_quality=True)(iou).tolist() == [0, -1]
+    assert Matcher(0.7, 0.3, allow_low_quality=False)(iou).tolist() == [-1, -1]
+
+
+def test_sampler_draws_what_torchvision_draws():
+    labels = torch.randint(-1, 3, (1000,), generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(7)
+    positive, negative = BalancedSampler(256, 0.25)(labels)
+    torch.manual_seed(7)
+    ref_pos, ref_neg = tv_utils.BalancedPositiveNegativeSampler(256, 0.25)([labels])
+    assert torch.equal(positive.sort().values, torch.where(ref_pos[0])[0])
+    assert torch.equal(negative.sort().values, torch.where(ref_neg[0])[0])
+    assert len(positive) == 64 and len(negative) == 192
+
+
+def test_sampler_fills_with_negatives_when_positives_are_few():
+    labels = torch.zeros(1000, dtype=torch.int64)
+    labels[:10] = 1
+    positive, negative = BalancedSampler(512, 0.25)(labels)
+    assert len(positive) == 10 and len(negative) == 502
+    assert (labels[positive] == 1).all() and (labels[negative] == 0).all()
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return build_model(ModelConfig(num_classes=4, input=InputConfig(min_size=96, max_size=128))).train()
+
+
+def test_rpn_targets_and_loss_equal_torchvision(tiny_model):
+    generator = torch.Generator().manual_seed(3)
+    rpn = tiny_model.rpn
+    features = [torch.randn(2, 256, 128 // s, 128 // s, generator=generator) for s in (4, 8, 16, 32, 64)]
+    outputs = rpn(features, (128, 128))
+    gt = [random_boxes(3, 128, generator), random_boxes(5, 128, generator)]
+
+    reference = RegionProposalNetwork(
+        TVAnchorGenerator(((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5),
+        RPNHead(256, 3),
+        0.7,
+        0.3,
+        256,
+        0.5,
+        dict(training=2000, testing=1000),
+        dict(training=2000, testing=1000),
+        0.7,
+    )
+    anchors = torch.cat(outputs.anchors)
+    ref_labels, ref_matched = reference.assign_targets_to_anchors(
+        [anchors, anchors], [{"boxes": b} for b in gt]
+    )
+    labels, regression_targets = rpn.targets(anchors, gt)
+    assert torch.equal(labels, torch.stack(ref_labels))
+    ref_targets = reference.box_coder.encode(ref_matched, [anchors, anchors])
+    positive = labels == 1
+    torch.testing.assert_close(regression_targets[positive], torch.cat(ref_targets)[positive.flatten()])
+
+    objectness = torch.cat(outputs.objectness, dim=1).flatten()
+    deltas = torch.cat(outputs.deltas, dim=1).reshape(-1, 4)
+    torch.manual_seed(11)
+    ours = rpn_loss(objectness, deltas, list(labels), list(regression_targets), rpn.sampler)
+    torch.manual_seed(11)
+    ref_objectness, ref_box = reference.compute_loss(
+        objectness, deltas, list(labels), list(regression_targets)
+    )
+    torch.testing.assert_close(ours["loss_rpn_objectness"], ref_objectness)
+    torch.testing.assert_close(ours["loss_rpn_box"], ref_box)
+
+
+def test_box_loss_equals_fastrcnn_loss():
+    generator = torch.Generator().manual_seed(4)
+    class_logits = torch.randn(40, 5, generator=generator)
+    deltas = torch.randn(40, 20, generator=generator)
+    labels = torch.randint(0, 5, (40,), generator=generator)
+    targets = torch.randn(40, 4, generator=generator)
+    ours = box_loss(class_logits, deltas, labels, targets)
+    ref_cls, ref_box = fastrcnn_loss(
+        class_logits, deltas, [labels[:25], labels[25:]], [targets[:25], targets[25:]]
+    )
+    torch.testing.assert_close(ours["loss_cls"], ref_cls)
+    torch.testing.assert_close(ours["loss_box"], ref_box)
+
+
+def test_mask_targets_and_loss_equal_maskrcnn_loss():
+    generator = torch.Generator().manual_seed(5)
+    gt_masks = [(torch.rand(4, 70, 90, generator=generator) > 0.5).to(torch.uint8) for _ in range(2)]
+    gt_labels = [torch.tensor([1, 2, 3, 1]), torch.tensor([3, 3, 2, 1])]
+    proposals = [random_boxes(12, 70, generator), random_boxes(9, 70, generator)]
+    matched = [
+        torch.randint(0, 4, (12,), generator=generator),
+        torch.randint(0, 4, (9,), generator=generator),
+    ]
+    mask_logits = torch.randn(21, 4, 28, 28, generator=generator)
+    reference = maskrcnn_loss(mask_logits, proposals, gt_masks, gt_labels, matched)
+    targets = torch.cat([mask_targets(m, i, p, 28) for m, i, p in zip(gt_masks, matched, proposals)])
+    labels = torch.cat([g[i] for g, i in zip(gt_labels, matched)])
+    torch.testing.assert_close(mask_loss(mask_logits, labels, targets), reference)
+
+
+def test_only_the_ground_truth_class_mask_gets_gradient():
+    mask_logits = torch.randn(3, 4, 28, 28, requires_grad=True)
+    labels = torch.tensor([1, 3, 3])
+    mask_loss(mask_logits, labels, torch.rand(3, 28, 28)).backward()
+    touched = mask_logits.grad.abs().sum(dim=(2, 3)) > 0
+    assert touched.tolist() == [
+        [False, True, False, False],
+        [False, False, False, True],
+        [False, False, False, True],
+    ]
+
+
+def test_image_without_annotations_trains_with_zero_box_and_mask_loss(tiny_model):
+    torch.manual_seed(0)
+    empty = {
+        "boxes": torch.zeros((0, 4)),
+        "labels": torch.zeros((0,), dtype=torch.int64),
+        "masks": torch.zeros((0, 96, 128), dtype=torch.uint8),
+    }
+    losses = tiny_model.losses([torch.rand(3, 96, 128)], [empty])
+    assert (
+        losses["loss_box"].item() == 0
+        and losses["loss_mask"].item() == 0
+        and losses["loss_rpn_box"].item() == 0
+    )
+    assert losses["loss_cls"].item() > 0 and losses["loss_rpn_objectness"].item() > 0
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in tiny_model.parameters() if p.grad is not None)
+
+
+def test_box_coder_weights_scale_targets():
+    reference = torch.tensor([[10.0, 10.0, 30.0, 50.0]])
+    box = torch.tensor([[12.0, 8.0, 36.0, 60.0]])
+    plain = BoxCoder((1, 1, 1, 1)).encode(box, reference)
+    weighted = BoxCoder((10, 10, 5, 5)).encode(box, reference)
+    torch.testing.assert_close(weighted, plain * torch.tensor([10.0, 10.0, 5.0, 5.0]))

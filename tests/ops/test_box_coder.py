@@ -1,0 +1,204 @@
+"""Box coding (R-CNN's dx, dy, dw, dh) and box arithmetic, against torchvision and hand-derived values."""
+
+import math
+
+import pytest
+import torch
+import torchvision
+from torchvision.models.detection._utils import BoxCoder as TorchvisionBoxCoder
+
+from maskrcnn.ops import BoxCoder, box_area, clip_boxes, remove_small_boxes
+from maskrcnn.ops.box_coder import DEFAULT_SCALE_CLAMP
+
+# The RPN's, the box head's, and distinct weights that catch a weight applied to the wrong coordinate.
+WEIGHTS = [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0), (2.0, 3.0, 4.0, 0.5)]
+
+
+def random_boxes(generator: torch.Generator, count: int, dtype=torch.float32) -> torch.Tensor:
+    """(count, 4) xyxy boxes with width and height between 5 and 300 pixels.
+
+    Any two differ in size by less than 1000 / 16 = 62.5 times, so decoding never reaches the clamp.
+    """
+    corner = torch.rand(count, 2, generator=generator, dtype=dtype) * 600 - 50
+    size = 5 + torch.rand(count, 2, generator=generator, dtype=dtype) * 295
+    return torch.cat((corner, corner + size), dim=1)
+
+
+@pytest.mark.parametrize("weights", WEIGHTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_encode_decode_round_trip(weights, dtype):
+    generator = torch.Generator().manual_seed(0)
+    boxes = random_boxes(generator, 200, dtype)
+    references = random_boxes(generator, 200, dtype)
+    coder = BoxCoder(weights)
+    deltas = coder.encode(boxes, references)
+    assert deltas.shape == (200, 4)
+    decoded = coder.decode(deltas, references)
+    assert decoded.shape == (200, 1, 4)
+    tolerance = 1e-3 if dtype == torch.float32 else 1e-9
+    torch.testing.assert_close(decoded[:, 0], boxes, rtol=0, atol=tolerance)
+
+
+def test_encode_by_hand():
+    """Reference (0, 0, 10, 20) -> box (5, 10, 25, 30): centre (5, 10) -> (15, 20), size (10, 20) -> 20."""
+    references = torch.tensor([[0.0, 0.0, 10.0, 20.0]])
+    boxes = torch.tensor([[5.0, 10.0, 25.0, 30.0]])
+    deltas = BoxCoder((10.0, 10.0, 5.0, 5.0)).encode(boxes, references)
+    expected = torch.tensor([[10 * 10 / 10, 10 * 10 / 20, 5 * math.log(2.0), 5 * math.log(1.0)]])
+    torch.testing.assert_close(deltas, expected, rtol=1e-6, atol=1e-6)
+    # Decoding a zero delta gives the reference back.
+    decoded = BoxCoder((10.0, 10.0, 5.0, 5.0)).decode(torch.zeros(1, 4), references)
+    torch.testing.assert_close(decoded, references[:, None], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("weights", WEIGHTS)
+def test_encode_equals_torchvision(weights):
+    generator = torch.Generator().manual_seed(1)
+    boxes = random_boxes(generator, 100)
+    references = random_boxes(generator, 100)
+    ours = BoxCoder(weights).encode(boxes, references)
+    # torchvision: encode_single(target boxes, proposals) gives the deltas turning proposals into targets.
+    reference = TorchvisionBoxCoder(weights).encode_single(boxes, references)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("weights", WEIGHTS)
+@pytest.mark.parametrize("num_classes", [1, 2, 5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_decode_equals_torchvision(weights, num_classes, dtype):
+    generator = torch.Generator().manual_seed(num_classes)
+    references = random_boxes(generator, 64, dtype)
+    # Scaled by the weights so that the decoded boxes move and resize by O(1) of the reference.
+    scale = torch.tensor(weights, dtype=dtype).repeat(num_classes)
+    deltas = torch.randn(64, 4 * num_classes, generator=generator, dtype=dtype) * scale
+    ours = BoxCoder(weights).decode(deltas, references)
+    reference = TorchvisionBoxCoder(weights).decode_single(deltas, references)
+    assert reference.shape == (64, 4 * num_classes)
+    assert ours.shape == (64, num_classes, 4)
+    assert ours.dtype == dtype
+    torch.testing.assert_close(ours, reference.reshape(64, num_classes, 4), rtol=1e-6, atol=1e-4)
+
+
+def test_class_specific_deltas_decode_each_class_independently():
+    generator = torch.Generator().manual_seed(3)
+    references = random_boxes(generator, 10)
+    deltas = torch.randn(10, 4 * 3, generator=generator)
+    coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+    decoded = coder.decode(deltas, references)
+    for c in range(3):
+        alone = coder.decode(deltas[:, 4 * c : 4 * c + 4], references)
+        torch.testing.assert_close(decoded[:, c : c + 1], alone, rtol=0, atol=0)
+
+
+def test_decode_casts_references_to_the_deltas_dtype():
+    generator = torch.Generator().manual_seed(4)
+    references = random_boxes(generator, 5, torch.float64)
+    deltas = torch.randn(5, 4, generator=generator)
+    assert BoxCoder((1.0, 1.0, 1.0, 1.0)).decode(deltas, references).dtype == torch.float32
+
+
+@pytest.mark.parametrize("weights", WEIGHTS)
+def test_huge_deltas_are_clamped_and_stay_finite(weights):
+    references = torch.tensor([[10.0, 20.0, 26.0, 52.0], [0.0, 0.0, 100.0, 50.0]])
+    deltas = torch.tensor([[0.0, 0.0, 1e4, 1e4], [0.0, 0.0, 80.0, 1e30]])
+    ours = BoxCoder(weights).decode(deltas, references)
+    assert torch.isfinite(ours).all()
+    # The log-size deltas are clamped at log(1000 / 16): the box grows at most 62.5 times, about its centre.
+    widths = ours[:, 0, 2] - ours[:, 0, 0]
+    heights = ours[:, 0, 3] - ours[:, 0, 1]
+    torch.testing.assert_close(widths, torch.tensor([16.0, 100.0]) * 62.5, rtol=1e-5, atol=0)
+    torch.testing.assert_close(heights, torch.tensor([32.0, 50.0]) * 62.5, rtol=1e-5, atol=0)
+    centres = (ours[:, 0, :2] + ours[:, 0, 2:]) / 2
+    torch.testing.assert_close(centres, torch.tensor([[18.0, 36.0], [50.0, 25.0]]), rtol=0, atol=1e-3)
+    reference = TorchvisionBoxCoder(weights).decode_single(deltas, references)
+    torch.testing.assert_close(ours.reshape(2, 4), reference, rtol=1e-6, atol=1e-3)
+
+
+def test_clamp_value_and_custom_clamp():
+    assert DEFAULT_SCALE_CLAMP == pytest.approx(math.log(1000.0 / 16))
+    references = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    # Below the clamp a delta is used as is: exp(2) times the size.
+    decoded = BoxCoder((1.0, 1.0, 1.0, 1.0)).decode(torch.tensor([[0.0, 0.0, 2.0, 2.0]]), references)
+    torch.testing.assert_close(decoded[0, 0, 2] - decoded[0, 0, 0], torch.tensor(10 * math.exp(2.0)))
+    # A custom clamp of log(2) caps the growth at 2x.
+    coder = BoxCoder((1.0, 1.0, 1.0, 1.0), scale_clamp=math.log(2.0))
+    decoded = coder.decode(torch.tensor([[0.0, 0.0, 5.0, 5.0]]), references)
+    torch.testing.assert_close(decoded[0, 0], torch.tensor([-5.0, -5.0, 15.0, 15.0]))
+
+
+def test_very_negative_size_deltas_shrink_without_clamping():
+    """Only growth is clamped; a large negative delta shrinks the box towards its centre (as torchvision)."""
+    references = torch.tensor([[0.0, 0.0, 40.0, 20.0]])
+    deltas = torch.tensor([[0.0, 0.0, -10.0, -50.0]])
+    ours = BoxCoder((1.0, 1.0, 1.0, 1.0)).decode(deltas, references)
+    assert torch.isfinite(ours).all()
+    torch.testing.assert_close(ours[0, 0, 2] - ours[0, 0, 0], torch.tensor(40 * math.exp(-10.0)))
+    reference = TorchvisionBoxCoder((1.0, 1.0, 1.0, 1.0)).decode_single(deltas, references)
+    torch.testing.assert_close(ours.reshape(1, 4), reference, rtol=0, atol=1e-6)
+
+
+def test_empty_inputs():
+    coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+    assert coder.encode(torch.zeros(0, 4), torch.zeros(0, 4)).shape == (0, 4)
+    assert coder.decode(torch.zeros(0, 8), torch.zeros(0, 4)).shape == (0, 2, 4)
+
+
+# Box arithmetic
+
+
+def test_box_area_equals_torchvision():
+    boxes = random_boxes(torch.Generator().manual_seed(5), 50)
+    torch.testing.assert_close(box_area(boxes), torchvision.ops.box_area(boxes), rtol=0, atol=0)
+    assert box_area(torch.tensor([[1.0, 2.0, 4.0, 7.0]])).tolist() == [15.0]
+
+
+@pytest.mark.parametrize("image_size", [(100, 200), (300, 50), (64, 64)])
+def test_clip_boxes_equals_torchvision(image_size):
+    generator = torch.Generator().manual_seed(6)
+    boxes = torch.rand(80, 4, generator=generator) * 500 - 150
+    ours = clip_boxes(boxes, image_size)
+    reference = torchvision.ops.clip_boxes_to_image(boxes, image_size)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=0)
+    # Class-specific boxes (N, C, 4) are clipped the same way.
+    per_class = boxes.reshape(20, 4, 4)
+    torch.testing.assert_close(
+        clip_boxes(per_class, image_size),
+        torchvision.ops.clip_boxes_to_image(per_class, image_size),
+        rtol=0,
+        atol=0,
+    )
+
+
+def test_clip_boxes_by_hand():
+    """image_size is (height, width): x is clipped to the width, y to the height."""
+    boxes = torch.tensor([[-5.0, -5.0, 500.0, 500.0], [10.0, 20.0, 30.0, 40.0]])
+    clipped = clip_boxes(boxes, (100, 200))
+    assert clipped.tolist() == [[0.0, 0.0, 200.0, 100.0], [10.0, 20.0, 30.0, 40.0]]
+
+
+@pytest.mark.parametrize("min_size", [0.0, 1e-3, 1.0, 10.0, 50.0])
+def test_remove_small_boxes_equals_torchvision(min_size):
+    generator = torch.Generator().manual_seed(7)
+    corner = torch.rand(200, 2, generator=generator) * 100
+    size = torch.rand(200, 2, generator=generator) * 60 - 5  # some negative, some tiny
+    boxes = torch.cat((corner, corner + size), 1)
+    # Exactly min_size wide and tall: kept (>=).
+    boxes = torch.cat((boxes, torch.tensor([[0.0, 0.0, min_size, min_size]])))
+    ours = remove_small_boxes(boxes, min_size)
+    reference = torchvision.ops.remove_small_boxes(boxes, min_size)
+    assert torch.equal(ours, reference)
+    assert ours[-1] == len(boxes) - 1
+
+
+def test_remove_small_boxes_by_hand():
+    boxes = torch.tensor(
+        [
+            [0.0, 0.0, 5.0, 5.0],
+            [0.0, 0.0, 1.0, 9.0],
+            [0.0, 0.0, 9.0, 1.0],
+            [2.0, 2.0, 4.0, 4.0],
+            [0, 0, 3.0, 3.0],
+        ]
+    )
+    assert remove_small_boxes(boxes, 2.0).tolist() == [0, 3, 4]
+    assert remove_small_boxes(boxes, 3.0).tolist() == [0, 4]
