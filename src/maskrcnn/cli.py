@@ -1,101 +1,182 @@
-"""The `maskrcnn` command: predict, train, eval, make-shapes.
+"""The `maskrcnn` command line: a thin argparse front end that dispatches to engine functions.
 
-The parser only parses; each subcommand's work lives in the engine module named after it.
+Commands: predict, train, eval, make-shapes. Each is one `_add_<name>` function that
+declares its arguments and sets `run` to a callable taking the parsed namespace and
+returning the exit code; the work lives in the engine module named after the command
+(`maskrcnn.engine.predict`, `train_command`, `evaluate_command`). To add a command, write
+its `_add_<name>` and list it in SUBCOMMANDS.
 """
 
 import argparse
 import sys
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="maskrcnn", description="Mask R-CNN in plain PyTorch.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    predict = commands.add_parser("predict", help="detect and segment objects in images or folders")
-    predict.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
-    predict.add_argument("--weights", required=True, help="a maskrcnn checkpoint or a torchvision state dict")
-    predict.add_argument("--out", required=True, help="folder for overlays and predictions.json")
-    predict.add_argument("--score-threshold", type=float, default=0.5)
-    predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    predict.add_argument(
-        "--polygons", action="store_true", help="masks as polygons instead of RLE in the JSON"
-    )
-
-    train = commands.add_parser("train", help="train on a COCO-format dataset")
-    train.add_argument("config", help="a YAML config, e.g. configs/shapes.yaml")
-    train.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. solver.base_lr=0.01"
-    )
-    train.add_argument("--train-json")
-    train.add_argument("--train-images")
-    train.add_argument("--val-json")
-    train.add_argument("--val-images")
-    train.add_argument("--out", help="run folder (output_dir)")
-    train.add_argument("--max-iter", type=int)
-    train.add_argument("--resume", action="store_true", help="continue from the run folder's last.pt")
-    train.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning")
-
-    evaluate = commands.add_parser("eval", help="COCO box and mask AP on a COCO-format split")
-    evaluate.add_argument("config", help="a YAML config (its validation split is the default)")
-    evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    evaluate.add_argument("--weights", help="the model to evaluate")
-    evaluate.add_argument("--json", help="annotations (default: data.val_json)")
-    evaluate.add_argument("--images", help="image folder (default: data.val_images)")
-    evaluate.add_argument("--out", help="folder for results.json, metrics.json and plots")
-    evaluate.add_argument("--results", help="evaluate this COCO results file instead of running a model")
-    evaluate.add_argument(
-        "--vis", type=int, default=0, metavar="N", help="write N ground-truth/prediction pairs"
-    )
-    evaluate.add_argument("--device", default="auto")
-
-    shapes = commands.add_parser("make-shapes", help="write the synthetic shapes dataset (COCO format)")
-    shapes.add_argument("out")
-    shapes.add_argument("--train", type=int, default=1000)
-    shapes.add_argument("--val", type=int, default=100)
-    shapes.add_argument("--seed", type=int, default=0)
-    return parser
+from maskrcnn import __version__
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "predict":
-        from maskrcnn.engine.predict import predict_command
+    """Parse `argv` (default: sys.argv[1:]) and run the chosen subcommand; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version or a usage error: argparse has printed it
+        return exit_.code if isinstance(exit_.code, int) else 2
+    return args.run(args)
 
-        return predict_command(
-            args.inputs, args.weights, args.out, args.score_threshold, args.device, args.polygons
-        )
-    if args.command == "train":
-        from maskrcnn.engine.train_command import train_command
 
-        return train_command(
-            args.config,
-            args.overrides,
-            train_json=args.train_json,
-            train_images=args.train_images,
-            val_json=args.val_json,
-            val_images=args.val_images,
-            out=args.out,
-            max_iter=args.max_iter,
-            resume=args.resume,
-            skip_bad_images=args.skip_bad_images,
-        )
-    if args.command == "eval":
-        from maskrcnn.engine.evaluate_command import evaluate_command
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="maskrcnn", description="Mask R-CNN in plain PyTorch.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subcommands)
+    return parser
 
-        return evaluate_command(
-            args.config,
-            args.weights,
-            annotation_json=args.json,
-            image_dir=args.images,
-            out_dir=args.out,
-            results_file=args.results,
-            vis=args.vis,
-            overrides=args.overrides,
-            device=args.device,
-        )
+
+def _add_predict(subcommands) -> None:
+    parser = subcommands.add_parser(
+        "predict",
+        help="detect objects in images; write overlays and COCO results JSON",
+        description=(
+            "Detect objects in images and write, in --out, <stem>.png overlays, predictions.json "
+            "(COCO results with RLE masks, or polygons with --polygons) and images.json. Exit code "
+            "1 if some images could not be read, 2 if nothing could run."
+        ),
+    )
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="IMAGE_OR_DIR",
+        help="image files, or directories to scan (not recursively)",
+    )
+    parser.add_argument(
+        "--weights", required=True, metavar="FILE", help="maskrcnn checkpoint or torchvision state dict"
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+    parser.add_argument(
+        "--score-threshold",
+        type=_probability,
+        default=0.5,
+        help="keep detections scoring at least this (0.5)",
+    )
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda", "auto"), default="auto", help="auto: CUDA if available"
+    )
+    parser.add_argument(
+        "--polygons",
+        action="store_true",
+        help="polygon segmentations instead of RLE (pycocotools' loadRes/COCOeval read only RLE)",
+    )
+    parser.set_defaults(run=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    # Each command imports its engine module when run, so none pays for the others' imports.
+    from maskrcnn.engine.predict import predict_command
+
+    return predict_command(
+        args.inputs,
+        weights=args.weights,
+        out_dir=args.out,
+        score_threshold=args.score_threshold,
+        device=args.device,
+        polygons=args.polygons,
+    )
+
+
+def _add_train(subcommands) -> None:
+    parser = subcommands.add_parser("train", help="train on a COCO-format dataset")
+    parser.add_argument("config", help="a YAML config, e.g. configs/shapes.yaml")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. solver.base_lr=0.01"
+    )
+    parser.add_argument("--train-json")
+    parser.add_argument("--train-images")
+    parser.add_argument("--val-json")
+    parser.add_argument("--val-images")
+    parser.add_argument("--out", help="run folder (output_dir)")
+    parser.add_argument("--max-iter", type=int)
+    parser.add_argument("--resume", action="store_true", help="continue from the run folder's last.pt")
+    parser.add_argument(
+        "--skip-bad-images", action="store_true", help="skip unreadable images with a warning"
+    )
+    parser.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from maskrcnn.engine.train_command import train_command
+
+    return train_command(
+        args.config,
+        args.overrides,
+        train_json=args.train_json,
+        train_images=args.train_images,
+        val_json=args.val_json,
+        val_images=args.val_images,
+        out=args.out,
+        max_iter=args.max_iter,
+        resume=args.resume,
+        skip_bad_images=args.skip_bad_images,
+    )
+
+
+def _add_eval(subcommands) -> None:
+    parser = subcommands.add_parser("eval", help="COCO box and mask AP on a COCO-format split")
+    parser.add_argument("config", help="a YAML config (its validation split is the default)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    parser.add_argument("--weights", help="the model to evaluate")
+    parser.add_argument("--json", help="annotations (default: data.val_json)")
+    parser.add_argument("--images", help="image folder (default: data.val_images)")
+    parser.add_argument("--out", help="folder for results.json, metrics.json and plots")
+    parser.add_argument("--results", help="evaluate this COCO results file instead of running a model")
+    parser.add_argument(
+        "--vis", type=int, default=0, metavar="N", help="write N ground-truth/prediction pairs"
+    )
+    parser.add_argument("--device", default="auto")
+    parser.set_defaults(run=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from maskrcnn.engine.evaluate_command import evaluate_command
+
+    return evaluate_command(
+        args.config,
+        args.weights,
+        annotation_json=args.json,
+        image_dir=args.images,
+        out_dir=args.out,
+        results_file=args.results,
+        vis=args.vis,
+        overrides=args.overrides,
+        device=args.device,
+    )
+
+
+def _add_make_shapes(subcommands) -> None:
+    parser = subcommands.add_parser("make-shapes", help="write the synthetic shapes dataset (COCO format)")
+    parser.add_argument("out")
+    parser.add_argument("--train", type=int, default=1000)
+    parser.add_argument("--val", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(run=_run_make_shapes)
+
+
+def _run_make_shapes(args: argparse.Namespace) -> int:
     from maskrcnn.engine.train_command import make_shapes_command
 
     return make_shapes_command(args.out, args.train, args.val, args.seed)
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
+    return value
+
+
+SUBCOMMANDS = [_add_predict, _add_train, _add_eval, _add_make_shapes]
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ import pycocotools.mask as mask_utils
 from PIL import Image, ImageDraw
 
 CATEGORIES = ({"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 3, "name": "triangle"})
-MIN_VISIBLE_FRACTION = 0.3  # of the shape's in-image area
+# A shape hidden by more than 40 % is left out: what remains would not tell its class.
+MIN_VISIBLE_FRACTION = 0.6
 MIN_VISIBLE_PIXELS = 48
 _SPLITS = {"train": 0, "val": 1}
 
@@ -79,11 +80,15 @@ def draw_shapes_image(rng: np.random.Generator, height: int, width: int):
     for _ in range(int(rng.integers(1, 7))):
         category_id = int(rng.integers(1, 4))
         radius = rng.uniform(0.08, 0.22) * min(height, width)
+        # Shapes lie wholly inside the image, so every annotation shows a whole object's outline
+        # (less what later shapes occlude).
+        margin = 1.35 * radius  # the largest corner distance of any shape
+        low, high = [margin, margin], [width - margin, height - margin]
         if centre is not None and rng.random() < 0.5:
             # Next to the previous shape, so that overlaps and occlusion are common.
-            centre = np.clip(centre + rng.normal(0, radius, 2), 0, [width - 1, height - 1])
+            centre = np.clip(centre + rng.normal(0, radius, 2), low, high)
         else:
-            centre = rng.uniform([0, 0], [width, height])
+            centre = rng.uniform(low, high)
         mask = _shape_mask(category_id, centre, radius, rng.uniform(0, 2 * np.pi), rng, height, width)
         under = background[mask] if mask.any() else background.reshape(-1, 3)
         shapes.append((category_id, mask, _colour(rng, under.mean(axis=0))))

@@ -1,0 +1,152 @@
+"""End-to-end tests of `maskrcnn predict` on a tiny randomly initialised model."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+import maskrcnn
+from maskrcnn.cli import main
+from maskrcnn.config import InputConfig, ModelConfig, RoIHeadsConfig
+from maskrcnn.engine.checkpoint import save_checkpoint
+
+SIZES = {"first.png": (64, 48), "second.png": (40, 72)}  # name -> (width, height)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    config = ModelConfig(
+        num_classes=3,
+        class_names=("__background__", "a", "b"),
+        input=InputConfig(min_size=64, max_size=96),
+        # Random weights score every class about equally: a zero threshold still yields detections,
+        # and capping them keeps the mask head (the slow part on CPU) quick.
+        roi_heads=RoIHeadsConfig(score_threshold=0.0, detections_per_image=10),
+    )
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    save_checkpoint(path, maskrcnn.build_model(config))
+    return path
+
+
+def write_images(folder, names=SIZES):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in names:
+        width, height = SIZES[name]
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(folder / name)
+    return folder
+
+
+def test_predict_folder_with_a_corrupt_image(tmp_path, checkpoint, capsys):
+    folder = write_images(tmp_path / "images")
+    (folder / "broken.png").write_bytes(b"\x00 definitely not a png \xff" * 10)
+    (folder / "notes.txt").write_text("not an image, not scanned")
+    out = tmp_path / "out"
+
+    code = main(
+        ["predict", str(folder), "--weights", str(checkpoint), "--out", str(out), "--score-threshold", "0"]
+    )
+
+    captured = capsys.readouterr()
+    assert code == 1
+    error_lines = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and str(folder / "broken.png") in error_lines[0]
+    assert "Traceback" not in captured.err
+    for name, size in SIZES.items():
+        assert Image.open(out / name).size == size
+        assert f"{folder / name}: " in captured.out
+    images = json.loads((out / "images.json").read_text())
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert {(i["file_name"], i["width"], i["height"]) for i in images} == {
+        (str(folder / n), w, h) for n, (w, h) in SIZES.items()
+    }
+    ids = {i["id"]: i["file_name"] for i in images}
+    assert predictions and all(p["image_id"] in ids for p in predictions)
+    assert all(ids[p["image_id"]] == p["file_name"] for p in predictions)
+    assert all(p["category_id"] in (1, 2) and "counts" in p["segmentation"] for p in predictions)
+    assert f"{len(predictions)} detections in 2 of 3 images" in captured.out
+
+
+def test_predict_good_images_exits_zero_and_applies_threshold(tmp_path, checkpoint, capsys):
+    folder = write_images(tmp_path / "images")
+    out = tmp_path / "out"
+    args = ["predict", str(folder / "first.png"), str(folder / "second.png"), "--weights", str(checkpoint)]
+
+    code = main([*args, "--out", str(out), "--score-threshold", "0.4", "--device", "cpu", "--polygons"])
+
+    assert code == 0, capsys.readouterr().err
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert all(p["score"] >= 0.4 for p in predictions)
+    assert all(isinstance(p["segmentation"], list) for p in predictions)
+    assert [i["id"] for i in json.loads((out / "images.json").read_text())] == [1, 2]
+
+
+@pytest.mark.parametrize("content", [None, b"garbage bytes, not a checkpoint"], ids=["missing", "garbage"])
+def test_bad_weights_exit_2_naming_the_file(tmp_path, capsys, content):
+    folder = write_images(tmp_path / "images")
+    weights = tmp_path / "weights.pt"
+    if content is not None:
+        weights.write_bytes(content)
+
+    code = main(["predict", str(folder), "--weights", str(weights), "--out", str(tmp_path / "out")])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and str(weights) in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_torchvision_state_dict_is_accepted(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = torchvision.models.detection.maskrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=3, min_size=64, max_size=96
+    )
+    weights = tmp_path / "torchvision.pth"
+    torch.save(model.state_dict(), weights)
+    folder = write_images(tmp_path / "images", names=["first.png"])
+
+    code = main(
+        ["predict", str(folder / "first.png"), "--weights", str(weights), "--out", str(tmp_path / "out")]
+    )
+
+    assert code == 0, capsys.readouterr().err
+    assert Image.open(tmp_path / "out" / "first.png").size == SIZES["first.png"]
+
+
+def test_overlay_must_not_overwrite_an_input(tmp_path, checkpoint, capsys):
+    folder = write_images(tmp_path / "images")
+
+    code = main(["predict", str(folder), "--weights", str(checkpoint), "--out", str(folder)])
+
+    assert code == 2 and "overwrite" in capsys.readouterr().err
+
+
+def test_usage_errors_return_2(capsys):
+    assert main(["predict", "x.png", "--weights", "w.pt", "--out", "o", "--score-threshold", "2"]) == 2
+    assert main([]) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_cli(tmp_path):
+    missing = tmp_path / "missing.pt"
+    command = [
+        sys.executable,
+        "-m",
+        "maskrcnn",
+        "predict",
+        "x.png",
+        "--weights",
+        str(missing),
+        "--out",
+        str(tmp_path),
+    ]
+
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    assert completed.returncode == 2
+    assert completed.stderr.strip() == f"error: {missing}: weights file not found"

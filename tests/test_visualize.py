@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from maskrcnn.visualize import PALETTE, draw_instances
+
+NAMES = ("__background__", "cat", "dog")
+
+
+def two_instances(height=120, width=160):
+    masks = np.zeros((2, height, width), dtype=bool)
+    masks[0, 20:50, 20:60] = True
+    masks[1, 30:60, 70:100] = True
+    boxes = np.array([[20, 20, 60, 50], [70, 30, 100, 60]], dtype=np.float32)
+    return boxes, np.array([1, 2]), np.array([0.9, 0.8]), masks
+
+
+def test_overlay_keeps_size_and_changes_only_drawn_pixels():
+    image = np.full((120, 160, 3), 200, dtype=np.uint8)
+    boxes, labels, scores, masks = two_instances()
+
+    overlay = draw_instances(image, boxes, labels, scores, masks, NAMES)
+
+    pixels = np.asarray(overlay)
+    assert isinstance(overlay, Image.Image) and overlay.mode == "RGB"
+    assert overlay.size == (160, 120)
+    assert (pixels[35, 40] != image[35, 40]).any()  # inside mask 0
+    assert (pixels[45, 85] != image[45, 85]).any()  # inside mask 1
+    # Far below and right of every mask, box and label (labels sit above the boxes).
+    assert (pixels[90:, :] == image[90:, :]).all()
+    assert (pixels[:, 130:] == image[:, 130:]).all()
+
+
+def test_instances_get_different_colours_from_the_palette():
+    image = np.full((120, 160, 3), 128, dtype=np.uint8)
+    boxes, labels, scores, masks = two_instances()
+
+    pixels = np.asarray(draw_instances(image, boxes, labels, scores, masks, NAMES)).astype(int)
+
+    inside_first, inside_second = pixels[35, 40], pixels[45, 85]
+    assert np.abs(inside_first - inside_second).sum() > 60
+    # The tint moves each pixel towards its instance's palette colour.
+    for inside, colour in ((inside_first, PALETTE[0]), (inside_second, PALETTE[1])):
+        assert np.abs(inside - colour).sum() < np.abs(128 - colour).sum()
+
+
+def test_mask_outline_is_darker_than_fill():
+    image = np.full((120, 160, 3), 255, dtype=np.uint8)
+    boxes, labels, scores, masks = two_instances()
+    boxes = boxes + np.array([-5, -5, 5, 5], dtype=np.float32)  # keep the box off the outline
+
+    pixels = np.asarray(draw_instances(image, boxes, labels, scores, masks, NAMES)).astype(int)
+
+    assert pixels[35, 20].sum() < pixels[35, 40].sum()  # left edge of mask 0 vs its inside
+
+
+def test_zero_instances_returns_the_image_unchanged():
+    image = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+
+    overlay = draw_instances(
+        image, np.zeros((0, 4)), np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros((0, 40, 50), bool), NAMES
+    )
+
+    assert (np.asarray(overlay) == image).all()
+
+
+def test_score_threshold_hides_weak_instances():
+    image = np.full((120, 160, 3), 200, dtype=np.uint8)
+    boxes, labels, scores, masks = two_instances()
+
+    pixels = np.asarray(draw_instances(image, boxes, labels, scores, masks, NAMES, score_threshold=0.85))
+
+    assert (pixels[45, 85] == image[45, 85]).all()
+    assert (pixels[35, 40] != image[35, 40]).any()
+
+
+def test_accepts_tensors_empty_masks_and_missing_masks():
+    image = np.zeros((64, 64, 3), dtype=np.uint8)
+    boxes = torch.tensor([[5.0, 20.0, 30.0, 40.0]])
+    labels, scores = torch.tensor([7]), torch.tensor([0.5])  # label beyond class_names
+
+    with_empty_mask = draw_instances(
+        image, boxes, labels, scores, torch.zeros(1, 64, 64, dtype=torch.bool), NAMES
+    )
+    without_masks = draw_instances(image, boxes, labels, scores, None, NAMES)
+
+    assert np.asarray(with_empty_mask).any()  # box and label still drawn
+    assert (np.asarray(with_empty_mask) == np.asarray(without_masks)).all()
+
+
+def test_rejects_masks_of_another_size():
+    image = np.zeros((64, 64, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="masks"):
+        draw_instances(image, np.zeros((1, 4)), [1], [0.9], np.zeros((1, 32, 32), bool), NAMES)
