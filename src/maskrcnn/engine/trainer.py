@@ -98,15 +98,19 @@ def build_training_data(config: TrainConfig, context: distributed.Context, start
     return dataset, loader
 
 
-def autocast_context(precision: str, device: torch.device):
-    if precision == "fp32":
-        return contextlib.nullcontext()
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """None for float32; "auto" is bfloat16 on the CPU and float16 on CUDA."""
     if precision == "auto":
         precision = "fp16" if device.type == "cuda" else "bf16"
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    if dtype is None:
+    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
         raise ValueError(f"solver.precision must be fp32, bf16, fp16 or auto, got {precision!r}")
-    return torch.autocast(device.type, dtype=dtype)
+    return dtypes[precision]
+
+
+def autocast_context(precision: str, device: torch.device):
+    dtype = _autocast_dtype(precision, device)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def rng_state() -> dict:
@@ -209,6 +213,10 @@ def _train(config: TrainConfig, resume: bool, context: distributed.Context) -> M
                 path,
             )
 
+    # float16 gradients underflow without loss scaling; bfloat16 has float32's range and needs none.
+    scaler = torch.amp.GradScaler(
+        context.device.type, enabled=_autocast_dtype(solver.precision, context.device) == torch.float16
+    )
     progress = tqdm(
         total=solver.max_iter,
         initial=start_iter,
@@ -233,10 +241,12 @@ def _train(config: TrainConfig, resume: bool, context: distributed.Context) -> M
             total = sum(losses.values())
             _check_finite(losses, iteration)
             optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            scaler.scale(total).backward()
             if solver.clip_grad_norm > 0:
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(parameters, solver.clip_grad_norm)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             iteration += 1

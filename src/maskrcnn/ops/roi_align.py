@@ -121,7 +121,9 @@ def roi_align(
         check_invariants=False,
     )
     features = input.permute(0, 2, 3, 1).reshape(num_images * height * width, channels)
-    pooled = sampler @ features.to(_matmul_dtype(input.dtype))
+    # Under autocast the product would be cast to bfloat16/float16, which sparse kernels lack.
+    with torch.autocast(input.device.type, enabled=False):
+        pooled = sampler @ features.to(_matmul_dtype(input.dtype))
     return pooled.to(input.dtype).reshape(num_rois, out_h, out_w, channels).permute(0, 3, 1, 2).contiguous()
 
 
