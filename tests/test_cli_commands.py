@@ -56,3 +56,11 @@ def test_train_without_data_says_so(tmp_path, capsys):
     code = main(["train", "configs/shapes.yaml", "data.train_json=''", "--out", str(tmp_path / "run")])
     assert code == 2
     assert "--train-json" in capsys.readouterr().err
+
+
+def test_overrides_may_follow_the_options(tmp_path, capsys):
+    code = main(["train", "configs/shapes.yaml", "--out", str(tmp_path / "run"), "solver.learning_rate=0.1"])
+    assert code == 2
+    assert "solver.learning_rate" in capsys.readouterr().err
+    assert main(["train", "configs/shapes.yaml", "--out", str(tmp_path), "--no-such-flag"]) == 2
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err

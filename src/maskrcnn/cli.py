@@ -17,7 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     """Parse `argv` (default: sys.argv[1:]) and run the chosen subcommand; returns the exit code."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        # key=value overrides may also follow the options (argparse stops collecting them there).
+        if extras and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extras):
+            args.overrides = [*args.overrides, *extras]
+        elif extras:
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
     except SystemExit as exit_:  # --help, --version or a usage error: argparse has printed it
         return exit_.code if isinstance(exit_.code, int) else 2
     return args.run(args)
