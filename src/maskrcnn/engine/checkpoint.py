@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from maskrcnn.config import ModelConfig, config_from_dict, config_to_dict
+from maskrcnn.config import ConfigError, ModelConfig, config_from_dict, config_to_dict
 
 FORMAT = "maskrcnn"
 VERSION = 1
@@ -48,8 +48,6 @@ def is_checkpoint(payload) -> bool:
 
 
 def model_config_of(payload: dict, source: str) -> ModelConfig:
-    from maskrcnn.config import ConfigError
-
     try:
         return config_from_dict(ModelConfig, payload["config"])
     except (KeyError, ConfigError) as error:

@@ -19,6 +19,7 @@ from maskrcnn.data.samplers import TrainingBatchSampler
 from maskrcnn.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestSide
 from maskrcnn.engine import distributed
 from maskrcnn.engine.checkpoint import atomic_save, save_checkpoint
+from maskrcnn.engine.evaluation import evaluate_results, format_metrics, predict_dataset, write_metrics
 from maskrcnn.engine.metrics import MetricsLog, plot_losses
 from maskrcnn.engine.schedule import learning_rate_factor
 from maskrcnn.interop.init_weights import load_initial_weights
@@ -288,9 +289,6 @@ def _evaluate(
     """COCO AP on the validation split (rank 0 only; the others wait at their next collective)."""
     if not config.data.val_json or not context.is_main:
         return
-    from maskrcnn.data.coco import CocoDataset
-    from maskrcnn.engine.evaluation import evaluate_results, format_metrics, predict_dataset, write_metrics
-
     dataset = CocoDataset(
         config.data.val_json, config.data.val_images, skip_bad_images=config.data.skip_bad_images
     )

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from maskrcnn.ops.roi_align import axis_sampling
+
 
 class MaskHead(nn.Module):
     """pooled RoI features (K, C, S, S) -> mask_logits (K, num_classes, 2S, 2S).
@@ -125,8 +127,6 @@ def mask_targets(gt_masks: Tensor, matched: Tensor, boxes: Tensor, size: int) ->
 
 def _window_weights(start: Tensor, end: Tensor, bins: int, window: int, extent: Tensor) -> Tensor:
     """Dense (K, bins, window) RoIAlign weights along one axis (aligned=False, adaptive grid)."""
-    from maskrcnn.ops.roi_align import axis_sampling
-
     length = (end - start).clamp(min=1.0)
     grid = torch.ceil(length / bins).long()
     indices, weights = axis_sampling(start, length, bins, grid, extent)
