@@ -52,7 +52,7 @@ def evaluate_command(
         else:
             if not weights:
                 raise ValueError("give --weights FILE (or --results FILE to evaluate saved detections)")
-            model = load_model(weights, device=None if device == "auto" else device)
+            model = load_model(weights, device=device)
             dataset = CocoDataset(annotation_json, image_dir, skip_bad_images=config.data.skip_bad_images)
             results = predict_dataset(model, dataset)
             write_json_atomic(results, out / RESULTS_FILE)

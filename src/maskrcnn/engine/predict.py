@@ -55,7 +55,7 @@ def predict_command(
         if not images:
             raise ValueError(f"no images found in {', '.join(inputs)} (extensions: {_extensions()})")
         overlays = overlay_paths(images, Path(out_dir))
-        model = load_model(weights, device=_resolve_device(device))
+        model = load_model(weights, device=device)
     except (CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FATAL
@@ -165,14 +165,6 @@ def _save_overlay(image, detections: dict, class_names, path: Path) -> None:
         class_names,
     )
     overlay.save(path)
-
-
-def _resolve_device(device: str) -> torch.device | None:
-    if device == "auto":
-        return None  # load_model picks CUDA when available
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: CUDA is not available on this machine")
-    return torch.device(device)
 
 
 def _problem(error: Exception, path: Path) -> str:

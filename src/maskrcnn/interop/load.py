@@ -5,6 +5,7 @@ from pathlib import Path
 import torch
 
 from maskrcnn.engine.checkpoint import is_checkpoint, model_config_of
+from maskrcnn.engine.distributed import resolve_device
 from maskrcnn.interop.state_dicts import CheckpointError, load_strict
 from maskrcnn.interop.torchvision import from_torchvision, is_torchvision_state_dict
 from maskrcnn.modeling.mask_rcnn import MaskRCNN, build_model
@@ -24,6 +25,8 @@ def read_weights_file(path) -> object:
 def load_model(path, device: str | torch.device | None = None) -> MaskRCNN:
     """A model in eval mode from this project's checkpoint or torchvision's state-dict file.
 
+    device: "auto" or None (CUDA when present, else the CPU), "cpu", "cuda", "cuda:N".
+
     torchvision files may hold the state dict itself or wrap it under "model" or "state_dict".
     """
     payload = read_weights_file(path)
@@ -40,8 +43,4 @@ def load_model(path, device: str | torch.device | None = None) -> MaskRCNN:
                 f"{source}: not a maskrcnn checkpoint nor a torchvision Mask R-CNN state dict"
             )
         model = from_torchvision(state_dict, source=source)
-    return model.to(device or default_device()).eval()
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(resolve_device(str(device) if device is not None else "auto")).eval()

@@ -109,8 +109,8 @@ class RoIHeads(nn.Module):
             positive, negative = self.sampler(labels)
             keep = torch.cat((positive, negative)).sort().values
             matched, boxes = matched[keep], boxes[keep]
-            targets_ = self.box_inference.box_coder.encode(reference[matched].to(boxes.dtype), boxes)
-            sampled.append(SampledRoIs(boxes, labels[keep], matched, targets_))
+            deltas = self.box_inference.box_coder.encode(reference[matched].to(boxes.dtype), boxes)
+            sampled.append(SampledRoIs(boxes, labels[keep], matched, deltas))
         return sampled
 
     def loss(
