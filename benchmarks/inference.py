@@ -40,7 +40,7 @@ def staged_forward(model: maskrcnn.MaskRCNN, image: torch.Tensor, timer: StageTi
     with timer("preprocess"):
         images = model.preprocessor([image])
     with timer("backbone+FPN"):
-        pyramid = model.fpn(model.trunk(images.tensor))
+        pyramid = model.features(images.tensor)
     with timer("RPN"):
         proposals = model.rpn.predict(model.rpn(pyramid, images.padded_size), images.image_sizes)
     heads = model.roi_heads

@@ -67,6 +67,13 @@ def _add_predict(subcommands) -> None:
         "--device", choices=("cpu", "cuda", "auto"), default="auto", help="auto: CUDA if available"
     )
     parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16", "auto"),
+        default="fp32",
+        help="bf16: bfloat16 autocast, several times faster on CPUs with bfloat16 units; "
+        "fp16: CUDA; auto: bf16 on the CPU, fp16 on CUDA (default fp32)",
+    )
+    parser.add_argument(
         "--polygons",
         action="store_true",
         help="polygon segmentations instead of RLE (pycocotools' loadRes/COCOeval read only RLE)",
@@ -85,6 +92,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         score_threshold=args.score_threshold,
         device=args.device,
         polygons=args.polygons,
+        precision=args.precision,
     )
 
 
@@ -137,6 +145,13 @@ def _add_eval(subcommands) -> None:
         "--vis", type=int, default=0, metavar="N", help="write N ground-truth/prediction pairs"
     )
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16", "auto"),
+        default="fp32",
+        help="bf16: bfloat16 autocast, several times faster on CPUs with bfloat16 units; "
+        "fp16: CUDA; auto: bf16 on the CPU, fp16 on CUDA (default fp32)",
+    )
     parser.set_defaults(run=_run_eval)
 
 
@@ -153,6 +168,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         vis=args.vis,
         overrides=args.overrides,
         device=args.device,
+        precision=args.precision,
     )
 
 

@@ -36,6 +36,7 @@ def evaluate_command(
     vis: int = 0,
     overrides: list[str] = (),
     device: str = "auto",
+    precision: str = "fp32",
 ) -> int:
     """Returns the exit code: 0 evaluated, 2 bad input (printed as one `error:` line)."""
     try:
@@ -54,7 +55,7 @@ def evaluate_command(
                 raise ValueError("give --weights FILE (or --results FILE to evaluate saved detections)")
             model = load_model(weights, device=device)
             dataset = CocoDataset(annotation_json, image_dir, skip_bad_images=config.data.skip_bad_images)
-            results = predict_dataset(model, dataset)
+            results = predict_dataset(model, dataset, precision=precision)
             write_json_atomic(results, out / RESULTS_FILE)
         metrics, evaluations = evaluate_results(annotation_json, results)
     except (ConfigError, CheckpointError, ValueError, OSError) as error:
@@ -65,7 +66,7 @@ def evaluate_command(
     names = {c["id"]: c["name"] for c in json.loads(Path(annotation_json).read_text())["categories"]}
     plot_precision_recall(evaluations, names, out / PR_PLOT_FILE)
     if vis and model is not None:
-        write_side_by_side(model, dataset, vis, out / "vis")
+        write_side_by_side(model, dataset, vis, out / "vis", precision)
     print(f"metrics, results and plots written to {out}")
     return 0
 
@@ -84,7 +85,7 @@ def _read_results(path: str) -> list[dict]:
     return results
 
 
-def write_side_by_side(model, dataset: CocoDataset, count: int, out: Path) -> None:
+def write_side_by_side(model, dataset: CocoDataset, count: int, out: Path, precision: str = "fp32") -> None:
     """Ground truth on the left, predictions on the right, for the first `count` images."""
     out.mkdir(parents=True, exist_ok=True)
     for index in range(min(count, len(dataset))):
@@ -101,7 +102,7 @@ def write_side_by_side(model, dataset: CocoDataset, count: int, out: Path) -> No
             target["masks"] > 0,
             model.class_names,
         )
-        detections = model.predict([image])[0]
+        detections = model.predict([image], precision)[0]
         predicted = draw_instances(
             pixels,
             detections["boxes"],

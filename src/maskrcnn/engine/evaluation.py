@@ -26,8 +26,13 @@ def label_to_category(model: MaskRCNN) -> dict[int, int] | None:
 
 
 @torch.inference_mode()
-def predict_dataset(model: MaskRCNN, dataset: CocoDataset, progress: bool = True) -> list[dict]:
-    """COCO results entries (bbox xywh, RLE segmentation, dataset category ids) for every image."""
+def predict_dataset(
+    model: MaskRCNN, dataset: CocoDataset, progress: bool = True, precision: str = "fp32"
+) -> list[dict]:
+    """COCO results entries (bbox xywh, RLE segmentation, dataset category ids) for every image.
+
+    precision: as for `MaskRCNN.predict`.
+    """
     mapping = label_to_category(model)
     results = []
     for index in tqdm(range(len(dataset)), desc="eval", unit="image", disable=not progress):
@@ -35,7 +40,7 @@ def predict_dataset(model: MaskRCNN, dataset: CocoDataset, progress: bool = True
         if sample is None:  # an unreadable image skipped with --skip-bad-images
             continue
         image, target = sample
-        detections = model.predict([image])[0]
+        detections = model.predict([image], precision)[0]
         results.extend(detections_to_coco(target["image_id"], detections, category_ids=mapping))
     return results
 

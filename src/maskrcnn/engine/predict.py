@@ -44,6 +44,7 @@ def predict_command(
     score_threshold: float = 0.5,
     device: str = "auto",
     polygons: bool = False,
+    precision: str = "fp32",
 ) -> int:
     """Run `maskrcnn predict`; returns the exit code (0 ok, 1 some images failed, 2 nothing ran).
 
@@ -61,7 +62,9 @@ def predict_command(
         return EXIT_FATAL
     try:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        run = predict_to_directory(model, images, overlays, Path(out_dir), score_threshold, polygons)
+        run = predict_to_directory(
+            model, images, overlays, Path(out_dir), score_threshold, polygons, precision
+        )
     except OSError as error:  # the output directory or its JSON files cannot be written
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FATAL
@@ -77,6 +80,7 @@ def predict_to_directory(
     out_dir: Path,
     score_threshold: float,
     polygons: bool = False,
+    precision: str = "fp32",
 ) -> PredictionRun:
     """Detect in each image, write its overlay, then both JSON files; report as it goes.
 
@@ -89,7 +93,7 @@ def predict_to_directory(
     for image_id, (path, overlay) in enumerate(zip(progress, overlays), start=1):
         try:
             image = load_image(path)  # (3, H, W) float in [0, 1]
-            detections = model.predict(image)[0]
+            detections = model.predict(image, precision)[0]
             kept = _above(detections, score_threshold)
             _save_overlay(image, kept, model.class_names, overlay)
         except (ValueError, OSError, torch.cuda.OutOfMemoryError) as error:

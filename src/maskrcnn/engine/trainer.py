@@ -24,6 +24,7 @@ from maskrcnn.engine.metrics import MetricsLog, plot_losses
 from maskrcnn.engine.schedule import learning_rate_factor
 from maskrcnn.interop.init_weights import load_initial_weights
 from maskrcnn.modeling.mask_rcnn import MaskRCNN, build_model
+from maskrcnn.precision import autocast_context, autocast_dtype
 
 LAST_CHECKPOINT = "last.pt"
 FINAL_CHECKPOINT = "model_final.pt"
@@ -97,21 +98,6 @@ def build_training_data(config: TrainConfig, context: distributed.Context, start
         persistent_workers=data.num_workers > 0,
     )
     return dataset, loader
-
-
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """None for float32; "auto" is bfloat16 on the CPU and float16 on CUDA."""
-    if precision == "auto":
-        precision = "fp16" if device.type == "cuda" else "bf16"
-    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision not in dtypes:
-        raise ValueError(f"solver.precision must be fp32, bf16, fp16 or auto, got {precision!r}")
-    return dtypes[precision]
-
-
-def autocast_context(precision: str, device: torch.device):
-    dtype = _autocast_dtype(precision, device)
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def rng_state() -> dict:
@@ -215,9 +201,8 @@ def _train(config: TrainConfig, resume: bool, context: distributed.Context) -> M
             )
 
     # float16 gradients underflow without loss scaling; bfloat16 has float32's range and needs none.
-    scaler = torch.amp.GradScaler(
-        context.device.type, enabled=_autocast_dtype(solver.precision, context.device) == torch.float16
-    )
+    autocast = autocast_dtype(solver.precision, context.device, "solver.precision")
+    scaler = torch.amp.GradScaler(context.device.type, enabled=autocast == torch.float16)
     progress = tqdm(
         total=solver.max_iter,
         initial=start_iter,
@@ -236,7 +221,7 @@ def _train(config: TrainConfig, resume: bool, context: distributed.Context) -> M
             ]
             data_time = time.perf_counter() - started
 
-            with autocast_context(solver.precision, context.device):
+            with autocast_context(solver.precision, context.device, "solver.precision"):
                 losses = trainable(images, targets)
             losses = {k: v.float() for k, v in losses.items()}
             total = sum(losses.values())

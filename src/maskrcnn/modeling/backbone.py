@@ -1,9 +1,10 @@
 """ResNet and ResNeXt trunks (stages res2-res5) with configurable normalization."""
 
+import torch
 from torch import Tensor, nn
 
 from maskrcnn.config import BackboneConfig
-from maskrcnn.modeling.norm import make_norm
+from maskrcnn.modeling.norm import conv_norm, make_norm
 
 BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 STAGE_STRIDES = (4, 8, 16, 32)
@@ -19,7 +20,7 @@ class Stem(nn.Module):
         self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.pool(self.norm(self.conv(x)).relu_())
+        return self.pool(conv_norm(self.conv, self.norm, x).relu_())
 
 
 class Shortcut(nn.Module):
@@ -31,7 +32,7 @@ class Shortcut(nn.Module):
         self.norm = make_norm(norm, out_channels, eps)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.norm(self.conv(x))
+        return conv_norm(self.conv, self.norm, x)
 
 
 class Bottleneck(nn.Module):
@@ -60,11 +61,13 @@ class Bottleneck(nn.Module):
         self.shortcut = Shortcut(in_channels, out_channels, stride, norm, eps) if needs_projection else None
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.norm1(self.conv1(x)).relu_()
-        out = self.norm2(self.conv2(out)).relu_()
-        out = self.norm3(self.conv3(out))
+        out = conv_norm(self.conv1, self.norm1, x).relu_()
+        out = conv_norm(self.conv2, self.norm2, out).relu_()
+        out = conv_norm(self.conv3, self.norm3, out)
         identity = x if self.shortcut is None else self.shortcut(x)
-        return (out + identity).relu_()
+        if torch.is_grad_enabled():
+            return (out + identity).relu_()
+        return out.add_(identity).relu_()  # no autograd graph to protect: reuse the buffer
 
 
 def make_stage(

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
+from maskrcnn.modeling.weight_cache import derived_weight
 from maskrcnn.ops import BoxCoder, clip_boxes, remove_small_boxes
 
 
@@ -18,10 +19,28 @@ class BoxHead(nn.Module):
         super().__init__()
         self.fc6 = nn.Linear(in_channels * resolution * resolution, fc_dim)
         self.fc7 = nn.Linear(fc_dim, fc_dim)
+        self.resolution = resolution
         self.out_features = fc_dim
 
     def forward(self, pooled: Tensor) -> Tensor:
-        return self.fc7(self.fc6(pooled.flatten(1)).relu_()).relu_()
+        """pooled (K, C, S, S), either memory layout -> (K, fc_dim)."""
+        if pooled.numel() and pooled.stride(1) == 1 and pooled.shape[1] > 1:
+            # Channels-last RoI features (as RoIAlign gives them): flatten them as they lie
+            # and reorder fc6's (much smaller, cached) weight to match instead of the features.
+            hidden = F.linear(pooled.permute(0, 2, 3, 1).flatten(1), self._fc6_weight_hwc(), self.fc6.bias)
+        else:
+            hidden = self.fc6(pooled.flatten(1))
+        return self.fc7(hidden.relu_()).relu_()
+
+    def _fc6_weight_hwc(self) -> Tensor:
+        """fc6's weight with its input features in (S, S, C) order instead of (C, S, S)."""
+        weight = self.fc6.weight
+        return derived_weight(self, "_fc6_hwc", (weight,), lambda: self._reorder(weight))
+
+    def _reorder(self, weight: Tensor) -> Tensor:
+        channels = weight.shape[1] // (self.resolution * self.resolution)
+        shape = (weight.shape[0], channels, self.resolution, self.resolution)
+        return weight.view(shape).permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
 
 
 class BoxPredictor(nn.Module):
@@ -40,7 +59,8 @@ class BoxPredictor(nn.Module):
         nn.init.zeros_(self.bbox_pred.bias)
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
-        return self.cls_score(features), self.bbox_pred(features)
+        # float32 out of any autocast: detections are scored and decoded from these
+        return self.cls_score(features).float(), self.bbox_pred(features).float()
 
 
 @dataclass

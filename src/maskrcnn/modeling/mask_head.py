@@ -33,7 +33,25 @@ class MaskHead(nn.Module):
         x = pooled
         for conv in self.convs:
             x = conv(x).relu_()
-        return self.predictor(self.deconv(x).relu_())
+        # float32 out of any autocast: masks are thresholded and pasted from these
+        return self.predictor(upsample_2x2(self.deconv, x).relu_()).float()
+
+
+def upsample_2x2(deconv: nn.ConvTranspose2d, x: Tensor) -> Tensor:
+    """deconv(x) for a 2x2 stride-2 transposed conv: (K, C, S, S) -> (K, D, 2S, 2S).
+
+    Its output windows do not overlap, so it is one matrix product (K*S*S, C) @ (C, D*4)
+    followed by a reshuffle of the 2x2 blocks, several times faster than the generic
+    transposed-convolution kernel on the CPU. The result is channels-last.
+    """
+    num, channels, size_h, size_w = x.shape
+    out_channels = deconv.out_channels
+    rows = x.permute(0, 2, 3, 1).reshape(-1, channels)
+    # weight (C, D, 2, 2) -> (C, 2, 2, D): each input cell gives its 2x2 block, channels last
+    weight = deconv.weight.permute(0, 2, 3, 1).reshape(channels, 4 * out_channels)
+    blocks = (rows @ weight).view(num, size_h, size_w, 2, 2, out_channels) + deconv.bias
+    out = blocks.permute(0, 1, 3, 2, 4, 5).reshape(num, 2 * size_h, 2 * size_w, out_channels)
+    return out.permute(0, 3, 1, 2)
 
 
 def select_class_masks(mask_logits: Tensor, labels: Tensor) -> Tensor:

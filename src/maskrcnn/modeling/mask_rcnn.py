@@ -16,6 +16,7 @@ from maskrcnn.modeling.rpn import RPN, RPNHead
 from maskrcnn.ops import BoxCoder, MultiScaleRoIPooler
 from maskrcnn.ops.matcher import Matcher
 from maskrcnn.ops.sampler import BalancedSampler
+from maskrcnn.precision import autocast_context
 from maskrcnn.structures import Detections
 
 
@@ -52,23 +53,34 @@ class MaskRCNN(nn.Module):
         names = self.config.class_names
         return names if names else tuple(f"class_{i}" for i in range(self.config.num_classes))
 
-    def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+    def forward(self, images: list[Tensor], precision: str = "fp32") -> list[dict[str, Tensor]]:
         """images: N tensors (3, Hi, Wi) float RGB in [0, 1] on the model's device.
+        precision: "fp32", or "bf16" / "fp16" / "auto" to run the networks under autocast
+        (boxes, scores and masks are still decoded in float32).
 
         Returns per image a dict with boxes (D, 4) float xyxy in that image's pixels,
         scores (D,), labels (D,) int64 and, with the mask branch, masks (D, Hi, Wi) bool.
         """
         image_list = self.preprocessor(images)
-        pyramid = self.fpn(self.trunk(image_list.tensor))
-        rpn_outputs = self.rpn(pyramid, image_list.padded_size)
-        proposals = self.rpn.predict(rpn_outputs, image_list.image_sizes)
-        # P6 serves the RPN only; RoIs are pooled from P2-P5.
-        detections = self.roi_heads.predict(pyramid[:-1], proposals, image_list.image_sizes)
+        with autocast_context(precision, image_list.tensor.device):
+            pyramid = self.features(image_list.tensor)
+            rpn_outputs = self.rpn(pyramid, image_list.padded_size)
+            proposals = self.rpn.predict(rpn_outputs, image_list.image_sizes)
+            # P6 serves the RPN only; RoIs are pooled from P2-P5.
+            detections = self.roi_heads.predict(pyramid[:-1], proposals, image_list.image_sizes)
         original_sizes = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
         return [
             self.postprocess(d, resized, original)
             for d, resized, original in zip(detections, image_list.image_sizes, original_sizes)
         ]
+
+    def features(self, images: Tensor) -> list[Tensor]:
+        """images (N, 3, H, W) normalized and padded -> [P2, ..., P6], each (N, C, Hl, Wl).
+
+        The pyramid is computed in channels-last layout: the CPU and GPU convolution
+        kernels are fastest there, and RoIAlign reads channels-last features directly.
+        """
+        return self.fpn(self.trunk(images.contiguous(memory_format=torch.channels_last)))
 
     def losses(self, images: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """The training objective L = L_cls + L_box + L_mask + the RPN's two terms.
@@ -79,7 +91,7 @@ class MaskRCNN(nn.Module):
         Returns the named loss terms; their sum is what is minimised.
         """
         image_list = self.preprocessor(images, resize=False)
-        pyramid = self.fpn(self.trunk(image_list.tensor))
+        pyramid = self.features(image_list.tensor)
         rpn_outputs = self.rpn(pyramid, image_list.padded_size)
         gt_boxes = [t["boxes"] for t in targets]
         losses = self.rpn.loss(rpn_outputs, gt_boxes)
@@ -103,8 +115,11 @@ class MaskRCNN(nn.Module):
         return result
 
     @torch.inference_mode()
-    def predict(self, images) -> list[dict[str, Tensor]]:
+    def predict(self, images, precision: str = "fp32") -> list[dict[str, Tensor]]:
         """Detect objects in a list of images (or a single image).
+
+        precision: "fp32" (default), "bf16" (fast on CPUs with bfloat16 units), "fp16" (CUDA)
+        or "auto" (bf16 on the CPU, fp16 on CUDA): see `forward`.
 
         images: float tensors (3, H, W) RGB in [0, 1], uint8 tensors (3, H, W), uint8 numpy
         arrays (H, W, 3) or PIL images; sizes may differ. Raises ValueError on bad input.
@@ -119,7 +134,7 @@ class MaskRCNN(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return self(tensors)
+            return self(tensors, precision)
         finally:
             self.train(was_training)
 
@@ -158,4 +173,6 @@ def build_model(config: ModelConfig) -> MaskRCNN:
         mask_pooler,
         mask_head,
     )
-    return MaskRCNN(config, Preprocessor(config.input), trunk, fpn, rpn, roi_heads)
+    model = MaskRCNN(config, Preprocessor(config.input), trunk, fpn, rpn, roi_heads)
+    # Convolution weights in the layout the features use: no reorder on every call.
+    return model.to(memory_format=torch.channels_last)

@@ -33,8 +33,9 @@ class RPNHead(nn.Module):
         objectness, deltas = [], []
         for feature in features:
             hidden = self.conv(feature).relu_()
-            objectness.append(self.objectness(hidden))
-            deltas.append(self.deltas(hidden))
+            # float32 out of any autocast: proposals are ranked and decoded from these
+            objectness.append(self.objectness(hidden).float())
+            deltas.append(self.deltas(hidden).float())
         return objectness, deltas
 
 

@@ -80,9 +80,12 @@ class MultiScaleRoIPooler(nn.Module):
             all_boxes, self.levels[0], self.levels[-1], self.canonical_size, self.canonical_level
         )
         first = features[0]
-        result = first.new_zeros((len(rois), first.shape[1], self.output_size, self.output_size))
+        # Levels partition the RoIs, so every row is written: no need to zero the result.
+        # Channels-last, like what RoIAlign produces, so that the copy is contiguous.
+        size = self.output_size
+        result = first.new_empty((len(rois), size, size, first.shape[1])).permute(0, 3, 1, 2)
         for level, level_features, stride in zip(self.levels, features, self.strides):
             index = torch.where(levels == level)[0]
             if index.numel():
-                result[index] = self._pool(level_features, rois[index], stride).to(result.dtype)
+                result.index_copy_(0, index, self._pool(level_features, rois[index], stride).to(result.dtype))
         return result

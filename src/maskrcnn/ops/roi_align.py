@@ -69,7 +69,7 @@ def roi_align(
     output_size: (PH, PW); spatial_scale: feature cells per image pixel (1/stride).
     sampling_ratio: samples per bin along each axis; <= 0 means ceil(RoI size / output size).
     aligned: shift by half a pixel so that box corners fall on pixel corners.
-    Returns (K, C, PH, PW).
+    Returns (K, C, PH, PW), channels-last in memory.
     """
     out_h, out_w = pair(output_size)
     num_images, channels, height, width = input.shape
@@ -124,7 +124,7 @@ def roi_align(
     # Under autocast the product would be cast to bfloat16/float16, which sparse kernels lack.
     with torch.autocast(input.device.type, enabled=False):
         pooled = sampler @ features.to(_matmul_dtype(input.dtype))
-    return pooled.to(input.dtype).reshape(num_rois, out_h, out_w, channels).permute(0, 3, 1, 2).contiguous()
+    return pooled.to(input.dtype).reshape(num_rois, out_h, out_w, channels).permute(0, 3, 1, 2)
 
 
 def _matmul_dtype(dtype: torch.dtype) -> torch.dtype:

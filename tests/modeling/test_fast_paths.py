@@ -1,0 +1,98 @@
+"""The inference and training fast paths compute what the plain layers compute."""
+
+import pytest
+import torch
+from torch import nn
+
+from maskrcnn.modeling.box_head import BoxHead
+from maskrcnn.modeling.mask_head import upsample_2x2
+from maskrcnn.modeling.norm import FrozenBatchNorm2d, conv_norm
+
+
+def random_frozen_norm(channels: int, seed: int = 0) -> FrozenBatchNorm2d:
+    generator = torch.Generator().manual_seed(seed)
+    norm = FrozenBatchNorm2d(channels)
+    norm.weight.copy_(torch.rand(channels, generator=generator) + 0.5)
+    norm.bias.copy_(torch.randn(channels, generator=generator))
+    norm.running_mean.copy_(torch.randn(channels, generator=generator))
+    norm.running_var.copy_(torch.rand(channels, generator=generator) + 0.1)
+    return norm
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_folded_norm_equals_conv_then_norm_with_gradients(bias):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 8, 3, stride=2, padding=1, bias=bias)
+    norm = random_frozen_norm(8)
+    x = torch.randn(2, 6, 11, 9, requires_grad=True)
+    expected = norm(conv(x))
+    expected.square().sum().backward()
+    expected_grads = (x.grad.clone(), conv.weight.grad.clone())
+    x.grad = None
+    conv.weight.grad = None
+    folded = conv_norm(conv, norm, x)
+    folded.square().sum().backward()
+    torch.testing.assert_close(folded, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, expected_grads[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(conv.weight.grad, expected_grads[1], rtol=1e-4, atol=1e-4)
+
+
+def test_cached_fold_follows_weight_and_norm_updates():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 4, 1, bias=False)
+    norm = random_frozen_norm(4)
+    x = torch.randn(1, 4, 5, 5)
+    with torch.no_grad():
+        first = conv_norm(conv, norm, x)
+        torch.testing.assert_close(first, norm(conv(x)))
+        conv.weight.mul_(2)  # an optimizer step or a state-dict load writes in place
+        torch.testing.assert_close(conv_norm(conv, norm, x), norm(conv(x)))
+        norm.running_var.fill_(4.0)
+        second = conv_norm(conv, norm, x)
+        torch.testing.assert_close(second, norm(conv(x)))
+        assert not torch.allclose(first, second)
+    assert "_folded_conv" not in str(norm.state_dict().keys())
+
+
+def test_non_frozen_norms_are_applied_as_layers():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 8, 3, padding=1)
+    norm = nn.GroupNorm(2, 8)
+    x = torch.randn(2, 4, 6, 6)
+    torch.testing.assert_close(conv_norm(conv, norm, x), norm(conv(x)))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_upsample_2x2_equals_transposed_conv_with_gradients(channels_last):
+    torch.manual_seed(0)
+    deconv = nn.ConvTranspose2d(5, 7, 2, stride=2)
+    x = torch.randn(3, 5, 4, 6)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    expected = deconv(x)
+    expected.square().sum().backward()
+    expected_grads = (x.grad.clone(), deconv.weight.grad.clone(), deconv.bias.grad.clone())
+    x.grad = None
+    deconv.zero_grad()
+    out = upsample_2x2(deconv, x)
+    out.square().sum().backward()
+    assert out.shape == (3, 7, 8, 12)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    for got, want in zip((x.grad, deconv.weight.grad, deconv.bias.grad), expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_box_head_reads_channels_last_features_like_contiguous_ones():
+    torch.manual_seed(0)
+    head = BoxHead(in_channels=6, resolution=3, fc_dim=16)
+    pooled = torch.randn(5, 6, 3, 3)
+    expected = head.fc7(head.fc6(pooled.flatten(1)).relu()).relu()
+    channels_last = pooled.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(head(pooled), expected)
+    torch.testing.assert_close(head(channels_last), expected)
+    with torch.no_grad():
+        torch.testing.assert_close(head(channels_last), expected)  # the cached reordered weight
+        head.fc6.weight.add_(1.0)
+        changed = head.fc7(head.fc6(pooled.flatten(1)).relu()).relu()
+        torch.testing.assert_close(head(channels_last), changed)
