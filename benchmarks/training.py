@@ -1,0 +1,151 @@
+"""Training step time of our Mask R-CNN and torchvision's, same weights, same batch, one process.
+
+    python benchmarks/training.py [--runs 5] [--workload r50-800 shapes]
+
+r50-800: ResNet-50-FPN (FrozenBatchNorm, res2 and the stem frozen, as when fine-tuning
+from ImageNet), a batch of 2 800x1067 images, the paper's 512 RoIs per image.
+shapes: the model of configs/shapes.yaml (GroupNorm trunk, 64-channel FPN and heads, 64
+RoIs per image), a batch of 4 shapes images at 208x277; torchvision's Mask R-CNN is built
+around a plain copy of the same trunk and FPN with the same anchors, proposal counts,
+RoI sampling and heads.
+A step is loss, backward and an SGD update; the median of --runs steps after a warm-up.
+"""
+
+import argparse
+import copy
+import statistics
+import time
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.models.detection import MaskRCNN as TorchvisionMaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.rpn import RPNHead
+from torchvision.models.resnet import resnet50
+from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
+
+import maskrcnn
+from maskrcnn.config import load_config
+from maskrcnn.data.shapes import draw_shapes_image
+
+
+def shapes_batch(count: int, height: int, width: int, seed: int = 0):
+    """count shapes images (3, H, W) in [0, 1] and their targets."""
+    rng = np.random.default_rng(seed)
+    images, targets = [], []
+    for _ in range(count):
+        pixels, instances = draw_shapes_image(rng, height, width)
+        masks = torch.from_numpy(np.stack([m for _, m in instances])).to(torch.uint8)
+        ys, xs = [], []
+        for mask in masks:
+            rows, cols = torch.where(mask > 0)
+            ys.append((rows.min(), rows.max() + 1))
+            xs.append((cols.min(), cols.max() + 1))
+        boxes = torch.tensor([[x[0], y[0], x[1], y[1]] for x, y in zip(xs, ys)], dtype=torch.float32)
+        labels = torch.tensor([c for c, _ in instances], dtype=torch.int64)
+        images.append(torch.from_numpy(pixels).permute(2, 0, 1).float() / 255)
+        targets.append({"boxes": boxes, "labels": labels, "masks": masks})
+    return images, targets
+
+
+class PlainBackbone(nn.Module):
+    """Our trunk and FPN in torchvision's backbone interface, in the default memory layout."""
+
+    def __init__(self, model: maskrcnn.MaskRCNN):
+        super().__init__()
+        self.trunk = copy.deepcopy(model.trunk).to(memory_format=torch.contiguous_format)
+        self.fpn = copy.deepcopy(model.fpn).to(memory_format=torch.contiguous_format)
+        self.out_channels = model.fpn.out_channels
+
+    def forward(self, x):
+        return OrderedDict(zip(["0", "1", "2", "3", "pool"], self.fpn(self.trunk(x))))
+
+
+def shapes_models():
+    config = load_config("configs/shapes.yaml").model
+    torch.manual_seed(0)
+    ours = maskrcnn.build_model(config)
+    channels = config.backbone.fpn_channels
+    sizes = tuple((s,) for s in config.anchors.sizes)
+    heads = config.roi_heads
+    num_classes = config.num_classes
+    theirs = TorchvisionMaskRCNN(
+        PlainBackbone(ours),
+        min_size=config.input.min_size,
+        max_size=config.input.max_size,
+        rpn_anchor_generator=AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes)),
+        rpn_head=RPNHead(channels, 3),
+        rpn_pre_nms_top_n_train=config.rpn.pre_nms_topk_train,
+        rpn_post_nms_top_n_train=config.rpn.post_nms_topk_train,
+        box_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2),
+        box_head=TwoMLPHead(channels * 49, heads.fc_dim),
+        box_predictor=FastRCNNPredictor(heads.fc_dim, num_classes),
+        box_batch_size_per_image=heads.batch_size_per_image,
+        mask_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2),
+        mask_head=MaskRCNNHeads(channels, [heads.mask_conv_dim] * heads.mask_num_convs, 1),
+        mask_predictor=MaskRCNNPredictor(heads.mask_conv_dim, heads.mask_conv_dim, num_classes),
+    )
+    images, targets = shapes_batch(4, 208, 277)
+    return ours, theirs, images, targets
+
+
+def r50_models():
+    torch.manual_seed(0)
+    trunk = resnet50(norm_layer=FrozenBatchNorm2d)
+    theirs = TorchvisionMaskRCNN(_resnet_fpn_extractor(trunk, 3), num_classes=91)
+    ours = maskrcnn.from_torchvision(theirs.state_dict())
+    images, targets = shapes_batch(2, 800, 1067, seed=1)
+    return ours, theirs, images, targets
+
+
+WORKLOADS = {"r50-800": r50_models, "shapes": shapes_models}
+
+
+def step_function(model, images, targets, ours: bool):
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(parameters, lr=1e-4, momentum=0.9, weight_decay=1e-4)
+    model.train()
+
+    def step():
+        losses = model.losses(images, targets) if ours else model(images, targets)
+        optimizer.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        optimizer.step()
+
+    return step
+
+
+def median_time(function, runs: int) -> float:
+    function()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--workload", nargs="+", choices=sorted(WORKLOADS), default=["shapes", "r50-800"])
+    args = parser.parse_args()
+    print(f"# training step (loss + backward + SGD), {torch.get_num_threads()} threads, median of {args.runs}")
+    print(f"| {'workload':<8} | {'ours (s)':>9} | {'torchvision (s)':>15} | {'speed-up':>8} |")
+    print(f"|{'-' * 10}|{'-' * 11}|{'-' * 17}|{'-' * 10}|")
+    for name in args.workload:
+        ours, theirs, images, targets = WORKLOADS[name]()
+        their_time = median_time(step_function(theirs, images, targets, ours=False), args.runs)
+        our_time = median_time(step_function(ours, images, targets, ours=True), args.runs)
+        print(f"| {name:<8} | {our_time:>9.3f} | {their_time:>15.3f} | {their_time / our_time:>7.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
