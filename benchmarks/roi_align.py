@@ -9,6 +9,7 @@ Prints the median time of each and checks that outputs and feature gradients agr
 """
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -77,7 +78,8 @@ def main() -> None:
     features, rois = workload(args.rois)
     print(f"# RoIAlign forward+backward, {args.rois} RoIs over P2-P5 (per level {[len(r) for r in rois]}),")
     print(f"# 256 channels, sampling ratio 2, {torch.get_num_threads()} threads, median of {args.runs}")
-    print(f"| {'output':<6} | {'ours (s)':>9} | {'torchvision (s)':>15} | {'speed-up':>8} | {'max |grad diff|':>15} |")
+    header = ["output", "ours (s)", "torchvision (s)", "speed-up", "max |grad diff|"]
+    print(f"| {header[0]:<6} | {header[1]:>9} | {header[2]:>15} | {header[3]:>8} | {header[4]:>15} |")
     print(f"|{'-' * 8}|{'-' * 11}|{'-' * 17}|{'-' * 10}|{'-' * 17}|")
     for output_size in (7, 14):
         generator = torch.Generator().manual_seed(output_size)
@@ -87,9 +89,9 @@ def main() -> None:
         for a, b in zip(ours[0], theirs[0]):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
         grad_diff = max((a - b).abs().max().item() for a, b in zip(ours[1], theirs[1]))
-        our_time = median_time(lambda: forward_backward(roi_align, features, rois, output_size, grads), args.runs)
-        their_time = median_time(
-            lambda: forward_backward(torchvision.ops.roi_align, features, rois, output_size, grads), args.runs
+        our_time, their_time = (
+            median_time(functools.partial(forward_backward, f, features, rois, output_size, grads), args.runs)
+            for f in (roi_align, torchvision.ops.roi_align)
         )
         print(
             f"| {f'{output_size}x{output_size}':<6} | {our_time:>9.3f} | {their_time:>15.3f} | "

@@ -137,7 +137,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--workload", nargs="+", choices=sorted(WORKLOADS), default=["shapes", "r50-800"])
     args = parser.parse_args()
-    print(f"# training step (loss + backward + SGD), {torch.get_num_threads()} threads, median of {args.runs}")
+    threads = torch.get_num_threads()
+    print(f"# training step (loss + backward + SGD), {threads} threads, median of {args.runs}")
     print(f"| {'workload':<8} | {'ours (s)':>9} | {'torchvision (s)':>15} | {'speed-up':>8} |")
     print(f"|{'-' * 10}|{'-' * 11}|{'-' * 17}|{'-' * 10}|")
     for name in args.workload:

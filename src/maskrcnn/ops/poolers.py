@@ -7,10 +7,16 @@ import torch
 from torch import Tensor, nn
 
 from maskrcnn.ops.boxes import box_area
-from maskrcnn.ops.roi_align import roi_align
+from maskrcnn.ops.roi_align import roi_align_rows
 from maskrcnn.ops.roi_pool import roi_pool
 
-POOLERS: dict[str, Callable[..., Tensor]] = {"align": roi_align, "pool": roi_pool}
+
+def _roi_pool_rows(*args) -> Tensor:
+    return roi_pool(*args).permute(0, 2, 3, 1).contiguous()
+
+
+# Each gives (K, S, S, C) rows: RoIs from all levels are then gathered without transposing.
+POOLERS: dict[str, Callable[..., Tensor]] = {"align": roi_align_rows, "pool": _roi_pool_rows}
 
 
 def assign_fpn_levels(
@@ -64,7 +70,7 @@ class MultiScaleRoIPooler(nn.Module):
     def forward(self, features: list[Tensor], boxes: list[Tensor]) -> Tensor:
         """features: one (N, C, Hl, Wl) map per stride; boxes: N tensors (Ki, 4) xyxy in image pixels.
 
-        Returns (sum Ki, C, S, S) in the order of the concatenated boxes.
+        Returns (sum Ki, C, S, S) in the order of the concatenated boxes, channels-last in memory.
         """
         if len(features) != len(self.strides):
             raise ValueError(f"expected {len(self.strides)} feature maps, got {len(features)}")
@@ -74,18 +80,24 @@ class MultiScaleRoIPooler(nn.Module):
         all_boxes = torch.cat(list(boxes))
         rois = torch.cat((batch_index[:, None], all_boxes), dim=1)
         if len(features) == 1:
-            return self._pool(features[0], rois, self.strides[0])
+            return self._pool(features[0], rois, self.strides[0]).permute(0, 3, 1, 2)
 
         levels = assign_fpn_levels(
             all_boxes, self.levels[0], self.levels[-1], self.canonical_size, self.canonical_level
         )
-        first = features[0]
-        # Levels partition the RoIs, so every row is written: no need to zero the result.
-        # Channels-last, like what RoIAlign produces, so that the copy is contiguous.
-        size = self.output_size
-        result = first.new_empty((len(rois), size, size, first.shape[1])).permute(0, 3, 1, 2)
+        # Pool each level's RoIs, then put the rows back in the RoIs' order with one gather:
+        # out of place, so that autograd's backward is a scatter-add, not a copy per level.
+        pooled, order = [], []
         for level, level_features, stride in zip(self.levels, features, self.strides):
             index = torch.where(levels == level)[0]
             if index.numel():
-                result.index_copy_(0, index, self._pool(level_features, rois[index], stride).to(result.dtype))
-        return result
+                pooled.append(self._pool(level_features, rois[index], stride))
+                order.append(index)
+        if not pooled:  # no RoIs at all
+            return self._pool(features[0], rois, self.strides[0]).permute(0, 3, 1, 2)
+        order = torch.cat(order)
+        position = torch.empty_like(order)
+        position[order] = torch.arange(len(order), device=order.device)
+        dtype = features[0].dtype
+        rows = torch.cat([p.to(dtype) for p in pooled]).index_select(0, position)
+        return rows.permute(0, 3, 1, 2)

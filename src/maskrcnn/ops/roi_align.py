@@ -71,13 +71,27 @@ def roi_align(
     aligned: shift by half a pixel so that box corners fall on pixel corners.
     Returns (K, C, PH, PW), channels-last in memory.
     """
+    rows = roi_align_rows(input, boxes, output_size, spatial_scale, sampling_ratio, aligned)
+    return rows.permute(0, 3, 1, 2)
+
+
+def roi_align_rows(
+    input: Tensor,
+    boxes: Tensor | list[Tensor],
+    output_size: int | tuple[int, int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+) -> Tensor:
+    """`roi_align` (same arguments) with the result as a contiguous (K, PH, PW, C) tensor:
+    the layout the matrix product produces, whose backward pass needs no transposing copy."""
     out_h, out_w = pair(output_size)
     num_images, channels, height, width = input.shape
     coord_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
     rois = rois_as_tensor(boxes, coord_dtype, input.device)
     num_rois = rois.shape[0]
     if num_rois == 0 or height == 0 or width == 0:
-        return input.new_zeros((num_rois, channels, out_h, out_w))
+        return input.new_zeros((num_rois, out_h, out_w, channels))
 
     offset = 0.5 if aligned else 0.0
     x1 = rois[:, 1] * spatial_scale - offset
@@ -124,7 +138,7 @@ def roi_align(
     # Under autocast the product would be cast to bfloat16/float16, which sparse kernels lack.
     with torch.autocast(input.device.type, enabled=False):
         pooled = sampler @ features.to(_matmul_dtype(input.dtype))
-    return pooled.to(input.dtype).reshape(num_rois, out_h, out_w, channels).permute(0, 3, 1, 2)
+    return pooled.to(input.dtype).reshape(num_rois, out_h, out_w, channels)
 
 
 def _matmul_dtype(dtype: torch.dtype) -> torch.dtype:
