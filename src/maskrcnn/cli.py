@@ -187,6 +187,35 @@ def _run_make_shapes(args: argparse.Namespace) -> int:
     return make_shapes_command(args.out, args.train, args.val, args.seed)
 
 
+def _add_export(subcommands) -> None:
+    parser = subcommands.add_parser(
+        "export",
+        help="export a model to ONNX (dynamic image size, pasted masks in the graph)",
+        description=(
+            "Export to ONNX: input 'image' (3, H, W) float32 RGB in [0, 1] of any size; outputs "
+            "boxes (D, 4) xyxy pixels, scores (D,), labels (D,) int64, masks (D, H, W) bool. The "
+            "file is then run with ONNX Runtime and compared with the eager model. Exit code 1 if "
+            "that check fails, 2 if nothing was written."
+        ),
+    )
+    parser.add_argument("out", metavar="OUT.onnx")
+    parser.add_argument(
+        "--weights", required=True, metavar="FILE", help="maskrcnn checkpoint or torchvision state dict"
+    )
+    parser.add_argument("--format", choices=("onnx",), default="onnx")
+    parser.add_argument("--check-image", metavar="IMAGE", help="compare on this image (default: random)")
+    parser.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime comparison")
+    parser.set_defaults(run=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from maskrcnn.engine.export_command import export_command
+
+    return export_command(
+        args.weights, args.out, format=args.format, check_image=args.check_image, check=not args.no_check
+    )
+
+
 def _probability(text: str) -> float:
     try:
         value = float(text)
@@ -197,7 +226,7 @@ def _probability(text: str) -> float:
     return value
 
 
-SUBCOMMANDS = [_add_predict, _add_train, _add_eval, _add_make_shapes]
+SUBCOMMANDS = [_add_predict, _add_train, _add_eval, _add_export, _add_make_shapes]
 
 
 if __name__ == "__main__":

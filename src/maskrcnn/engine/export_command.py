@@ -1,0 +1,63 @@
+"""`maskrcnn export`: write a model as an ONNX graph and check it against the eager model."""
+
+import sys
+from pathlib import Path
+
+import torch
+
+from maskrcnn.data.images import load_image
+from maskrcnn.interop.load import load_model
+from maskrcnn.interop.state_dicts import CheckpointError
+
+FORMATS = ("onnx",)
+
+
+def export_command(
+    weights: str, out: str, format: str = "onnx", check_image: str | None = None, check: bool = True
+) -> int:
+    """Returns the exit code: 0 exported (and checked), 1 exported but the check failed,
+    2 nothing written (bad weights, missing packages, unwritable output)."""
+    if format not in FORMATS:
+        print(f"error: --format must be one of {', '.join(FORMATS)}, got {format!r}", file=sys.stderr)
+        return 2
+    try:
+        from maskrcnn.export.onnx import compare_with_eager, export_onnx, onnx_session
+    except ImportError as error:
+        print(
+            f"error: ONNX export needs the onnx and onnxruntime packages ({error}); "
+            "install them with: pip install 'maskrcnn[export]'",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        model = load_model(weights, device="cpu")
+        image = load_image(Path(check_image)) if check_image else None
+        path = export_onnx(model, out)
+    except (CheckpointError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    size_mb = path.stat().st_size / 2**20
+    print(f"exported {weights} -> {path} ({size_mb:.1f} MiB, dynamic image size)")
+    if not check:
+        return 0
+    if image is None:
+        image = torch.rand(3, *_check_size(model), generator=torch.Generator().manual_seed(0))
+    result = compare_with_eager(model, onnx_session(path), image)
+    where = check_image or f"a random {image.shape[1]}x{image.shape[2]} image"
+    print(
+        f"check on {where}: {result.detections} detections, "
+        f"same count {result.same_count}, max box difference {result.max_box_difference:.2e} px, "
+        f"max score difference {result.max_score_difference:.2e}, same labels {result.same_labels}, "
+        f"mask pixels agreeing {100 * result.mask_agreement:.3f} %"
+    )
+    if not result.ok:
+        print("error: the exported graph does not reproduce the eager model's detections", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check_size(model) -> tuple[int, int]:
+    """A 3:4 image at the model's input size: resizing it changes nothing, so the comparison
+    measures the exported graph, not two libraries' bilinear resampling of a random image."""
+    pre = model.preprocessor
+    return pre.min_size, min(round(pre.min_size * 4 / 3), pre.max_size)

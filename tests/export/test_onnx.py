@@ -1,0 +1,112 @@
+"""ONNX export: the exported graph, run by ONNX Runtime, gives the eager model's detections."""
+
+import pytest
+import torch
+
+from maskrcnn import ModelConfig, build_model
+from maskrcnn.cli import main
+from maskrcnn.config import BackboneConfig, InputConfig, RoIHeadsConfig
+from maskrcnn.engine.checkpoint import save_checkpoint
+from maskrcnn.export.graph import paste_masks_in_graph
+from maskrcnn.export.onnx import compare_with_eager, export_onnx, onnx_session, run_onnx
+from maskrcnn.modeling.mask_head import paste_masks
+
+pytest.importorskip("onnxruntime")
+
+
+def tiny_config(**roi_heads) -> ModelConfig:
+    """A narrow trunk (exports in a second or two) with frozen norms, as pre-trained models have."""
+    return ModelConfig(
+        num_classes=4,
+        backbone=BackboneConfig(
+            stage_blocks=(1, 1, 1, 1),
+            stage_channels=(64, 128, 256, 512),
+            stem_channels=32,
+            width_per_group=16,
+            fpn_channels=64,
+        ),
+        input=InputConfig(min_size=64, max_size=96),
+        roi_heads=RoIHeadsConfig(
+            **{"score_threshold": 0.0, "fc_dim": 128, "mask_conv_dim": 32, "mask_num_convs": 2, **roi_heads}
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model(tiny_config()).eval()
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx", example_size=(48, 64))
+    return model, onnx_session(path)
+
+
+@pytest.mark.parametrize("size", [(48, 64), (70, 50), (100, 130), (33, 200)])
+def test_onnx_runtime_matches_eager_at_sizes_other_than_the_traced_one(exported, size):
+    model, session = exported
+    image = torch.rand(3, *size, generator=torch.Generator().manual_seed(size[0] + size[1]))
+    check = compare_with_eager(model, session, image)
+    assert check.detections > 10
+    assert check.same_count and check.same_labels
+    assert check.max_box_difference <= 1e-3
+    assert check.max_score_difference <= 1e-4
+    assert check.mask_agreement >= 0.999
+    outputs = run_onnx(session, image)
+    assert outputs["masks"].shape[1:] == size and outputs["masks"].dtype == torch.bool
+    assert outputs["labels"].dtype == torch.int64
+
+
+def test_no_detection_gives_empty_outputs(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(tiny_config(score_threshold=0.999)).eval()
+    session = onnx_session(export_onnx(model, tmp_path / "strict.onnx", example_size=(48, 64)))
+    image = torch.rand(3, 60, 80, generator=torch.Generator().manual_seed(1))
+    assert len(model.predict(image)[0]["boxes"]) == 0
+    outputs = run_onnx(session, image)
+    assert outputs["boxes"].shape == (0, 4)
+    assert outputs["masks"].shape == (0, 60, 80)
+
+
+def test_loopless_paste_equals_the_eager_paste():
+    generator = torch.Generator().manual_seed(0)
+    masks = torch.rand(40, 28, 28, generator=generator)
+    corners = torch.rand(40, 2, generator=generator) * torch.tensor([140.0, 110.0]) - 20
+    sides = torch.rand(40, 2, generator=generator) * 90 + 0.5
+    boxes = torch.cat((corners, corners + sides), dim=1)  # some stick out of the image
+    boxes[0] = torch.tensor([10.0, 10.0, 10.2, 10.2])  # thinner than a pixel
+    expected = paste_masks(masks, boxes, (100, 120))
+    pasted = paste_masks_in_graph(masks, boxes, torch.tensor([100, 120]), 0.5)
+    assert pasted.shape == expected.shape
+    assert expected.any(dim=(1, 2)).sum() > 30
+    assert (pasted != expected).sum().item() <= 0.0001 * expected.numel()
+
+
+def test_export_command_writes_a_checked_file(tmp_path, capsys):
+    torch.manual_seed(0)
+    weights = tmp_path / "model.pt"
+    save_checkpoint(weights, build_model(tiny_config()))
+    out = tmp_path / "model.onnx"
+    assert main(["export", "--weights", str(weights), "--format", "onnx", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert out.stat().st_size > 100_000
+    again = tmp_path / "again.onnx"
+    assert main(["export", "--weights", str(weights), str(again), "--format", "tflite"]) == 2
+    assert not again.exists()
+    assert "same count True" in printed and "same labels True" in printed
+
+
+def test_export_command_with_bad_weights_writes_nothing_and_keeps_an_old_file(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"an earlier export")
+    assert main(["export", "--weights", str(bad), str(out)]) == 2
+    assert str(bad) in capsys.readouterr().err
+    assert out.read_bytes() == b"an earlier export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pt", "model.onnx"]
+
+
+def test_models_without_masks_are_refused(tmp_path):
+    model = build_model(ModelConfig(num_classes=3, masks=False))
+    with pytest.raises(ValueError, match="mask head"):
+        export_onnx(model, tmp_path / "x.onnx")
+    assert not list(tmp_path.iterdir())
