@@ -1,26 +1,43 @@
-"""Inference time of our Mask R-CNN and torchvision's, same weights, same image, one process.
+"""Inference time of our Mask R-CNN and torchvision's, same weights, same images, one process.
 
-    python benchmarks/inference.py [--runs 5] [--size 800 1067] [--weights TORCHVISION_FILE]
+    python benchmarks/inference.py [--runs 5] [--weights TORCHVISION_FILE] [--quick]
 
 Without --weights both models get the same random weights, drawn so that they produce
-detections (see maskrcnn.testing). Prints the median of --runs timed runs after a warm-up,
-the ratio, and our time per stage.
+detections (see maskrcnn.testing). Every figure is the median of --runs timed runs after
+a warm-up. Prints, for an 800x1067 image with 100 detections:
+- per stage: ours (float32), torchvision (float32), the speed-up, ours with bfloat16
+  autocast, and the stage's floor: its convolution and matrix FLOPs divided by the
+  matrix-multiply throughput measured on this machine (float32 and bfloat16);
+- end to end: both models in float32, ours in bfloat16, ONNX Runtime on our exported graph,
+  with 100 and with 10 detections, and the peak memory each inference adds;
+- how time grows with the short side: 512, 800 and 1200 pixels (both models resize to it).
 """
 
 import argparse
 import contextlib
+import functools
+import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections import defaultdict
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision.models.detection.roi_heads import maskrcnn_inference
 
 import maskrcnn
 from maskrcnn.modeling.mask_head import select_class_masks
+from maskrcnn.precision import autocast_context
 from maskrcnn.structures import Detections
 from maskrcnn.testing import torchvision_reference_model
+
+STAGES = ("preprocess", "backbone+FPN", "RPN", "box head", "mask head", "paste")
 
 
 class StageTimer:
@@ -33,30 +50,74 @@ class StageTimer:
         yield
         self.times[name].append(time.perf_counter() - start)
 
+    def medians(self) -> dict[str, float]:
+        return {name: statistics.median(times[1:]) for name, times in self.times.items()}
+
+
+class StageFlops:
+    """Convolution and matrix-product FLOPs of each stage (other operations are not counted)."""
+
+    def __init__(self):
+        self.flops = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        counter = FlopCounterMode(display=False)
+        with counter:
+            yield
+        self.flops[name] = counter.get_total_flops()
+
 
 @torch.inference_mode()
-def staged_forward(model: maskrcnn.MaskRCNN, image: torch.Tensor, timer: StageTimer):
+def our_stages(model: maskrcnn.MaskRCNN, image: torch.Tensor, timer, precision: str = "fp32"):
     """model([image]) split into the paper's stages, each timed."""
     with timer("preprocess"):
         images = model.preprocessor([image])
-    with timer("backbone+FPN"):
-        pyramid = model.features(images.tensor)
-    with timer("RPN"):
-        proposals = model.rpn.predict(model.rpn(pyramid, images.padded_size), images.image_sizes)
-    heads = model.roi_heads
-    features = pyramid[:-1]
-    with timer("box head"):
-        class_logits, deltas = heads.box_predictor(heads.box_head(heads.box_pooler(features, proposals)))
-        boxes, scores, labels = heads.box_inference(class_logits, deltas, proposals, images.image_sizes)[0]
-    with timer("mask head"):
-        mask_logits = heads.mask_head(heads.mask_pooler(features, [boxes]))
-        detection = Detections(boxes, scores, labels, select_class_masks(mask_logits, labels))
+    with autocast_context(precision, image.device):
+        with timer("backbone+FPN"):
+            pyramid = model.features(images.tensor)
+        with timer("RPN"):
+            proposals = model.rpn.predict(model.rpn(pyramid, images.padded_size), images.image_sizes)
+        heads = model.roi_heads
+        features = pyramid[:-1]
+        with timer("box head"):
+            class_logits, deltas = heads.box_predictor(heads.box_head(heads.box_pooler(features, proposals)))
+            boxes, scores, labels = heads.box_inference(class_logits, deltas, proposals, images.image_sizes)[
+                0
+            ]
+        with timer("mask head"):
+            mask_logits = heads.mask_head(heads.mask_pooler(features, [boxes]))
+            detection = Detections(boxes, scores, labels, select_class_masks(mask_logits, labels))
     with timer("paste"):
         return model.postprocess(detection, images.image_sizes[0], tuple(image.shape[-2:]))
 
 
+@torch.inference_mode()
+def torchvision_stages(model, image: torch.Tensor, timer):
+    """torchvision's model([image]) split into the same stages."""
+    with timer("preprocess"):
+        images, _ = model.transform([image])
+    with timer("backbone+FPN"):
+        features = model.backbone(images.tensors)
+    with timer("RPN"):
+        proposals, _ = model.rpn(images, features)
+    heads = model.roi_heads
+    with timer("box head"):
+        pooled = heads.box_roi_pool(features, proposals, images.image_sizes)
+        class_logits, deltas = heads.box_predictor(heads.box_head(pooled))
+        boxes, scores, labels = heads.postprocess_detections(
+            class_logits, deltas, proposals, images.image_sizes
+        )
+    with timer("mask head"):
+        pooled = heads.mask_roi_pool(features, boxes, images.image_sizes)
+        probs = maskrcnn_inference(heads.mask_predictor(heads.mask_head(pooled)), labels)
+    with timer("paste"):
+        result = [{"boxes": boxes[0], "scores": scores[0], "labels": labels[0], "masks": probs[0]}]
+        return model.transform.postprocess(result, images.image_sizes, [tuple(image.shape[-2:])])
+
+
 def median_time(function, runs: int) -> float:
-    function()  # warm-up: first-call allocations and kernel selection
+    function()  # warm-up: first-call allocations, kernel selection, weight caches
     times = []
     for _ in range(runs):
         start = time.perf_counter()
@@ -65,45 +126,178 @@ def median_time(function, runs: int) -> float:
     return statistics.median(times)
 
 
+def gemm_throughput(dtype: torch.dtype, size: int = 2048, runs: int = 5) -> float:
+    """Measured FLOP/s of a square matrix product: the ceiling for convolutions and fc layers."""
+    a = torch.randn(size, size, dtype=dtype)
+    b = torch.randn(size, size, dtype=dtype)
+    return 2 * size**3 / median_time(lambda: a @ b, runs)
+
+
+def set_input_size(ours, reference, short_side: int) -> None:
+    """Both models resize every image to this short side (the long side is not capped)."""
+    ours.preprocessor.min_size = short_side
+    ours.preprocessor.max_size = 10 * short_side
+    reference.transform.min_size = (short_side,)
+    reference.transform.max_size = 10 * short_side
+
+
+def set_detections(ours, reference, count: int) -> None:
+    ours.roi_heads.box_inference.detections_per_image = count
+    reference.roi_heads.detections_per_img = count
+
+
+def build_models(weights: str | None):
+    reference = torchvision_reference_model()
+    if weights:
+        reference.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return maskrcnn.from_torchvision(reference.state_dict()), reference
+
+
+def test_image(short_side: int) -> torch.Tensor:
+    return torch.rand(3, short_side, round(short_side * 4 / 3), generator=torch.Generator().manual_seed(0))
+
+
+def peak_memory_child(which: str, weights: str | None) -> None:
+    """Print how much the peak resident memory grows over two inferences (MiB)."""
+    ours, reference = build_models(weights)
+    image = test_image(800)
+    model, precision = {
+        "ours": (ours, "fp32"),
+        "ours-bf16": (ours, "bf16"),
+        "torchvision": (reference, None),
+    }[which]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with torch.inference_mode():
+        for _ in range(2):
+            model([image]) if precision is None else model([image], precision)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_mib": (after - before) / 1024}))
+
+
+def peak_memory(which: str, weights: str | None) -> float:
+    """Each model in a fresh process: the peak of one process says nothing about another's."""
+    command = [sys.executable, __file__, "--memory-child", which] + (
+        ["--weights", weights] if weights else []
+    )
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])["peak_mib"]
+
+
+def onnx_time(ours, image: torch.Tensor, runs: int) -> float | None:
+    try:
+        from maskrcnn.export.onnx import export_onnx, onnx_session, run_onnx
+    except ImportError:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        session = onnx_session(export_onnx(ours, os.path.join(folder, "model.onnx")))
+        return median_time(lambda: run_onnx(session, image), runs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--size", type=int, nargs=2, default=(800, 1067), metavar=("H", "W"))
     parser.add_argument("--weights", help="a torchvision maskrcnn_resnet50_fpn state-dict file")
+    parser.add_argument("--quick", action="store_true", help="stage table and end-to-end rows only")
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_child:
+        peak_memory_child(args.memory_child, args.weights)
+        return
 
-    reference = torchvision_reference_model()
-    if args.weights:
-        reference.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
-    ours = maskrcnn.from_torchvision(reference.state_dict())
-    image = torch.rand(3, *args.size, generator=torch.Generator().manual_seed(0))
-
-    with torch.inference_mode():
-        reference_time = median_time(lambda: reference([image]), args.runs)
-        our_time = median_time(lambda: ours([image]), args.runs)
-        detections = len(ours([image])[0]["boxes"])
-    timer = StageTimer()
-    for _ in range(args.runs + 1):
-        staged_forward(ours, image, timer)
-
-    print(f"# Mask R-CNN R50-FPN inference, {args.size[0]}x{args.size[1]} image, {detections} detections")
+    ours, reference = build_models(args.weights)
+    image = test_image(800)
     print(
-        f"# {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+        f"# Mask R-CNN R50-FPN inference, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
         f"{os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"median of {args.runs} runs"
     )
-    print(f"| {'stage':<14} | {'ours (s)':>9} |")
-    print(f"|{'-' * 16}|{'-' * 11}|")
-    for name, times in timer.times.items():
-        print(f"| {name:<14} | {statistics.median(times[1:]):>9.3f} |")
-    print()
-    print(f"| {'model':<14} | {'total (s)':>9} |")
-    print(f"|{'-' * 16}|{'-' * 11}|")
-    print(f"| {'torchvision':<14} | {reference_time:>9.3f} |")
-    print(f"| {'maskrcnn':<14} | {our_time:>9.3f} |")
-    print(f"\nspeed-up over torchvision: {reference_time / our_time:.2f}x")
+    fp32_rate, bf16_rate = gemm_throughput(torch.float32), gemm_throughput(torch.bfloat16)
+    print(
+        f"# matrix-multiply throughput: float32 {fp32_rate / 1e9:.0f} GFLOP/s, "
+        f"bfloat16 {bf16_rate / 1e9:.0f} GFLOP/s"
+    )
+
+    timers = {"ours": StageTimer(), "torchvision": StageTimer(), "ours bf16": StageTimer()}
+    for _ in range(args.runs + 1):
+        our_stages(ours, image, timers["ours"])
+        torchvision_stages(reference, image, timers["torchvision"])
+        our_stages(ours, image, timers["ours bf16"], "bf16")
+    flops = StageFlops()
+    torchvision_stages(reference, image, flops)
+    medians = {name: timer.medians() for name, timer in timers.items()}
+
+    print(f"\n## Stages, 800x1067 image, {len(ours([image])[0]['boxes'])} detections\n")
+    print(
+        "| stage | ours fp32 (s) | torchvision (s) | speed-up | ours bf16 (s) | GFLOP | "
+        "floor fp32 (s) | floor bf16 (s) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    totals = defaultdict(float)
+    for stage in STAGES:
+        row = {name: medians[name][stage] for name in medians}
+        for name, value in row.items():
+            totals[name] += value
+        stage_flops = flops.flops.get(stage, 0)
+        totals["flops"] += stage_flops
+        print(
+            f"| {stage} | {row['ours']:.3f} | {row['torchvision']:.3f} | "
+            f"{row['torchvision'] / row['ours']:.2f}x | {row['ours bf16']:.3f} | {stage_flops / 1e9:.0f} | "
+            f"{stage_flops / fp32_rate:.3f} | {stage_flops / bf16_rate:.3f} |"
+        )
+    print(
+        f"| **sum** | {totals['ours']:.3f} | {totals['torchvision']:.3f} | "
+        f"{totals['torchvision'] / totals['ours']:.2f}x | {totals['ours bf16']:.3f} | "
+        f"{totals['flops'] / 1e9:.0f} | {totals['flops'] / fp32_rate:.3f} | "
+        f"{totals['flops'] / bf16_rate:.3f} |"
+    )
+
+    print("\n## End to end, 800x1067 image\n")
+    print(
+        "| run | 100 detections (s) | 10 detections (s) | vs torchvision fp32 (100 det.) "
+        "| peak memory (MiB) |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    rows = {}
+    for count in (100, 10):
+        set_detections(ours, reference, count)
+        with torch.inference_mode():
+            rows.setdefault("torchvision fp32", {})[count] = median_time(
+                lambda: reference([image]), args.runs
+            )
+            rows.setdefault("maskrcnn fp32", {})[count] = median_time(lambda: ours([image]), args.runs)
+            rows.setdefault("maskrcnn bf16", {})[count] = median_time(
+                lambda: ours([image], "bf16"), args.runs
+            )
+        rows.setdefault("maskrcnn ONNX Runtime fp32", {})[count] = onnx_time(ours, image, args.runs)
+    set_detections(ours, reference, 100)
+    memory = {
+        "torchvision fp32": "torchvision",
+        "maskrcnn fp32": "ours",
+        "maskrcnn bf16": "ours-bf16",
+    }
+    baseline = rows["torchvision fp32"][100]
+    for name, times in rows.items():
+        if times[100] is None:
+            print(f"| {name} | (onnxruntime not installed) | | | |")
+            continue
+        peak = f"{peak_memory(memory[name], args.weights):.0f}" if name in memory and not args.quick else ""
+        print(f"| {name} | {times[100]:.3f} | {times[10]:.3f} | {baseline / times[100]:.2f}x | {peak} |")
+
+    if args.quick:
+        return
+    print("\n## Short side (4:3 images, both models resize to it), 100 detections\n")
+    print("| short side | ours fp32 (s) | torchvision (s) | speed-up | ours bf16 (s) |")
+    print("|---:|---:|---:|---:|---:|")
+    for short_side in (512, 800, 1200):
+        set_input_size(ours, reference, short_side)
+        batch = [test_image(short_side)]
+        with torch.inference_mode():
+            theirs = median_time(functools.partial(reference, batch), args.runs)
+            mine = median_time(functools.partial(ours, batch), args.runs)
+            half = median_time(functools.partial(ours, batch, "bf16"), args.runs)
+        print(f"| {short_side} | {mine:.3f} | {theirs:.3f} | {theirs / mine:.2f}x | {half:.3f} |")
 
 
 if __name__ == "__main__":
