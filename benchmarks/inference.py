@@ -19,11 +19,11 @@ import functools
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 
@@ -32,7 +32,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.detection.roi_heads import maskrcnn_inference
 
 import maskrcnn
-from maskrcnn.modeling.mask_head import select_class_masks
 from maskrcnn.precision import autocast_context
 from maskrcnn.structures import Detections
 from maskrcnn.testing import torchvision_reference_model
@@ -86,8 +85,8 @@ def our_stages(model: maskrcnn.MaskRCNN, image: torch.Tensor, timer, precision: 
                 0
             ]
         with timer("mask head"):
-            mask_logits = heads.mask_head(heads.mask_pooler(features, [boxes]))
-            detection = Detections(boxes, scores, labels, select_class_masks(mask_logits, labels))
+            probs = heads.mask_head.predict_probs(heads.mask_pooler(features, [boxes]), labels)
+            detection = Detections(boxes, scores, labels, probs)
     with timer("paste"):
         return model.postprocess(detection, images.image_sizes[0], tuple(image.shape[-2:]))
 
@@ -126,6 +125,20 @@ def median_time(function, runs: int) -> float:
     return statistics.median(times)
 
 
+def paired_medians(functions: dict, runs: int) -> dict[str, float]:
+    """Median time of each function, run in turns (a, b, c, a, b, c, ...) so that a slow
+    spell of a shared machine falls on all of them alike."""
+    for function in functions.values():
+        function()  # warm-up
+    times = {name: [] for name in functions}
+    for _ in range(runs):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def gemm_throughput(dtype: torch.dtype, size: int = 2048, runs: int = 5) -> float:
     """Measured FLOP/s of a square matrix product: the ceiling for convolutions and fc layers."""
     a = torch.randn(size, size, dtype=dtype)
@@ -158,7 +171,8 @@ def test_image(short_side: int) -> torch.Tensor:
 
 
 def peak_memory_child(which: str, weights: str | None) -> None:
-    """Print how much the peak resident memory grows over two inferences (MiB)."""
+    """Print how far the resident memory rises above its level before inference, at its
+    peak over two inferences (MiB): activations, workspaces and any weight caches."""
     ours, reference = build_models(weights)
     image = test_image(800)
     model, precision = {
@@ -166,12 +180,29 @@ def peak_memory_child(which: str, weights: str | None) -> None:
         "ours-bf16": (ours, "bf16"),
         "torchvision": (reference, None),
     }[which]
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = resident_mib()
+    peak = [before]
+    done = threading.Event()
+
+    def poll():
+        while not done.is_set():
+            peak[0] = max(peak[0], resident_mib())
+            time.sleep(0.002)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
     with torch.inference_mode():
         for _ in range(2):
             model([image]) if precision is None else model([image], precision)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_mib": (after - before) / 1024}))
+    done.set()
+    poller.join()
+    print(json.dumps({"peak_mib": peak[0] - before}))
+
+
+def resident_mib() -> float:
+    """Current resident set size of this process."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def peak_memory(which: str, weights: str | None) -> float:
@@ -183,14 +214,24 @@ def peak_memory(which: str, weights: str | None) -> float:
     return json.loads(output.strip().splitlines()[-1])["peak_mib"]
 
 
-def onnx_time(ours, image: torch.Tensor, runs: int) -> float | None:
+def onnx_sessions(ours) -> dict | None:
+    """ONNX Runtime sessions of our exported model with 100 and with 10 detections per image."""
     try:
-        from maskrcnn.export.onnx import export_onnx, onnx_session, run_onnx
+        from maskrcnn.export.onnx import export_onnx, onnx_session
     except ImportError:
         return None
+    sessions = {}
     with tempfile.TemporaryDirectory() as folder:
-        session = onnx_session(export_onnx(ours, os.path.join(folder, "model.onnx")))
-        return median_time(lambda: run_onnx(session, image), runs)
+        for count in (100, 10):
+            ours.roi_heads.box_inference.detections_per_image = count
+            sessions[count] = onnx_session(export_onnx(ours, os.path.join(folder, f"model{count}.onnx")))
+    return sessions
+
+
+def run_session(sessions: dict, count: int, image: torch.Tensor):
+    from maskrcnn.export.onnx import run_onnx
+
+    return run_onnx(sessions[count], image)
 
 
 def main() -> None:
@@ -259,18 +300,20 @@ def main() -> None:
         "| peak memory (MiB) |"
     )
     print("|---|---:|---:|---:|---:|")
-    rows = {}
+    rows = defaultdict(dict)
+    sessions = onnx_sessions(ours)
     for count in (100, 10):
         set_detections(ours, reference, count)
+        runs = {
+            "torchvision fp32": functools.partial(reference, [image]),
+            "maskrcnn fp32": functools.partial(ours, [image]),
+            "maskrcnn bf16": functools.partial(ours, [image], "bf16"),
+        }
+        if sessions is not None:
+            runs["maskrcnn ONNX Runtime fp32"] = functools.partial(run_session, sessions, count, image)
         with torch.inference_mode():
-            rows.setdefault("torchvision fp32", {})[count] = median_time(
-                lambda: reference([image]), args.runs
-            )
-            rows.setdefault("maskrcnn fp32", {})[count] = median_time(lambda: ours([image]), args.runs)
-            rows.setdefault("maskrcnn bf16", {})[count] = median_time(
-                lambda: ours([image], "bf16"), args.runs
-            )
-        rows.setdefault("maskrcnn ONNX Runtime fp32", {})[count] = onnx_time(ours, image, args.runs)
+            for name, value in paired_medians(runs, args.runs).items():
+                rows[name][count] = value
     set_detections(ours, reference, 100)
     memory = {
         "torchvision fp32": "torchvision",
@@ -278,10 +321,9 @@ def main() -> None:
         "maskrcnn bf16": "ours-bf16",
     }
     baseline = rows["torchvision fp32"][100]
+    if sessions is None:
+        print("| maskrcnn ONNX Runtime fp32 | (onnxruntime not installed) | | | |")
     for name, times in rows.items():
-        if times[100] is None:
-            print(f"| {name} | (onnxruntime not installed) | | | |")
-            continue
         peak = f"{peak_memory(memory[name], args.weights):.0f}" if name in memory and not args.quick else ""
         print(f"| {name} | {times[100]:.3f} | {times[10]:.3f} | {baseline / times[100]:.2f}x | {peak} |")
 
@@ -293,10 +335,14 @@ def main() -> None:
     for short_side in (512, 800, 1200):
         set_input_size(ours, reference, short_side)
         batch = [test_image(short_side)]
+        runs = {
+            "theirs": functools.partial(reference, batch),
+            "mine": functools.partial(ours, batch),
+            "half": functools.partial(ours, batch, "bf16"),
+        }
         with torch.inference_mode():
-            theirs = median_time(functools.partial(reference, batch), args.runs)
-            mine = median_time(functools.partial(ours, batch), args.runs)
-            half = median_time(functools.partial(ours, batch, "bf16"), args.runs)
+            medians = paired_medians(runs, args.runs)
+        theirs, mine, half = medians["theirs"], medians["mine"], medians["half"]
         print(f"| {short_side} | {mine:.3f} | {theirs:.3f} | {theirs / mine:.2f}x | {half:.3f} |")
 
 

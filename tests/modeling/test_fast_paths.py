@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from maskrcnn.modeling.box_head import BoxHead
-from maskrcnn.modeling.mask_head import upsample_2x2
+from maskrcnn.modeling.mask_head import MaskHead, select_class_masks, upsample_2x2
 from maskrcnn.modeling.norm import FrozenBatchNorm2d, conv_norm
 
 
@@ -96,3 +96,16 @@ def test_box_head_reads_channels_last_features_like_contiguous_ones():
         head.fc6.weight.add_(1.0)
         changed = head.fc7(head.fc6(pooled.flatten(1)).relu()).relu()
         torch.testing.assert_close(head(channels_last), changed)
+
+
+def test_mask_probabilities_of_the_labelled_class_only_equal_the_full_head():
+    torch.manual_seed(0)
+    head = MaskHead(in_channels=8, num_classes=5, conv_dim=6, num_convs=2)
+    nn.init.normal_(head.predictor.weight, std=0.5)
+    nn.init.normal_(head.predictor.bias, std=0.5)
+    pooled = torch.randn(7, 8, 4, 4).contiguous(memory_format=torch.channels_last)
+    labels = torch.tensor([1, 4, 2, 2, 3, 1, 4])
+    expected = select_class_masks(head(pooled), labels)
+    probs = head.predict_probs(pooled, labels)
+    assert probs.shape == (7, 8, 8) and probs.dtype == torch.float32
+    torch.testing.assert_close(probs, expected, rtol=1e-5, atol=1e-6)

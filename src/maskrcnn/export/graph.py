@@ -61,9 +61,7 @@ class TraceableMaskRCNN(nn.Module):
         pooled = self.pool(heads.box_pooler, features, proposals)
         class_logits, deltas = heads.box_predictor(heads.box_head(pooled))
         boxes, scores, labels = self.detections(class_logits, deltas, proposals, resized)
-        mask_logits = heads.mask_head(self.pool(heads.mask_pooler, features, boxes))
-        index = labels[:, None, None, None].expand(-1, 1, *mask_logits.shape[-2:])
-        mask_probs = mask_logits.gather(1, index)[:, 0].sigmoid()
+        mask_probs = heads.mask_head.predict_probs(self.pool(heads.mask_pooler, features, boxes), labels)
         scale = (original.to(torch.float32) / resized.to(torch.float32)).flip(0).repeat(2)
         boxes = boxes * scale
         masks = paste_masks_in_graph(mask_probs, boxes, original, model.config.roi_heads.mask_threshold)

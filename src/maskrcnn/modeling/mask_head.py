@@ -30,11 +30,25 @@ class MaskHead(nn.Module):
         nn.init.zeros_(self.predictor.bias)
 
     def forward(self, pooled: Tensor) -> Tensor:
+        # float32 out of any autocast: masks are thresholded and pasted from these
+        return self.predictor(self.mask_features(pooled)).float()
+
+    def mask_features(self, pooled: Tensor) -> Tensor:
+        """(K, C, S, S) -> (K, D, 2S, 2S) features before the per-class predictor."""
         x = pooled
         for conv in self.convs:
             x = conv(x).relu_()
-        # float32 out of any autocast: masks are thresholded and pasted from these
-        return self.predictor(upsample_2x2(self.deconv, x).relu_()).float()
+        return upsample_2x2(self.deconv, x).relu_()
+
+    def predict_probs(self, pooled: Tensor, labels: Tensor) -> Tensor:
+        """(K, C, S, S), labels (K,) -> (K, 2S, 2S) float32 mask probabilities of each RoI's
+        class: `select_class_masks(self(pooled), labels)`, computing that one class only."""
+        features = self.mask_features(pooled)
+        num, depth, height, width = features.shape
+        weight = self.predictor.weight[labels].reshape(num, depth, 1).to(features.dtype)
+        rows = features.permute(0, 2, 3, 1).reshape(num, height * width, depth)
+        logits = torch.bmm(rows, weight).reshape(num, height, width).float()
+        return (logits + self.predictor.bias[labels].float()[:, None, None]).sigmoid()
 
 
 def upsample_2x2(deconv: nn.ConvTranspose2d, x: Tensor) -> Tensor:

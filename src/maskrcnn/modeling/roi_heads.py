@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_iou
 
 from maskrcnn.modeling.box_head import BoxHead, BoxInference, BoxPredictor, box_loss
-from maskrcnn.modeling.mask_head import MaskHead, mask_loss, mask_targets, select_class_masks
+from maskrcnn.modeling.mask_head import MaskHead, mask_loss, mask_targets
 from maskrcnn.ops import MultiScaleRoIPooler
 from maskrcnn.ops.matcher import Matcher
 from maskrcnn.ops.sampler import BalancedSampler
@@ -79,9 +79,8 @@ class RoIHeads(nn.Module):
     def predict_masks(self, features: list[Tensor], detections: list[Detections]) -> None:
         """Fill each Detections' mask_probs (D, M, M) with its predicted class's mask."""
         boxes = [d.boxes for d in detections]
-        mask_logits = self.mask_head(self.mask_pooler(features, boxes))
         labels = torch.cat([d.labels for d in detections])
-        probs = select_class_masks(mask_logits, labels)
+        probs = self.mask_head.predict_probs(self.mask_pooler(features, boxes), labels)
         for detection, image_probs in zip(detections, probs.split([len(b) for b in boxes])):
             detection.mask_probs = image_probs
 

@@ -4,20 +4,16 @@ Each output bin averages `grid` x `grid` bilinearly interpolated samples, with n
 rounding of the RoI or bin edges. Bilinear interpolation and the bin average are
 separable in y and x, so each RoI is described by two small weight tables: for
 every output row, which feature rows it reads and with what weight, and the same
-for columns. Their products form a sparse matrix from feature cells to output
-bins, applied to all RoIs at once.
+for columns. Their products list, for every output bin, the feature cells it reads
+and their weights: one weighted gather-sum over the channels-last feature matrix
+pools all RoIs at once.
 """
 
-import warnings
-
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from maskrcnn.ops._rois import pair, rois_as_tensor
-
-# PyTorch labels its CSR tensors "beta" on every first use; the operations used here
-# (construction and CSR @ dense with its backward) are long-standing and tested.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
 
 
 def axis_sampling(start: Tensor, length: Tensor, bins: int, grid: Tensor, size: int) -> tuple[Tensor, Tensor]:
@@ -120,27 +116,23 @@ def roi_align_rows(
         + cols[:, None, :, None, :]
     )
     weight = row_weights[:, :, None, :, None] * col_weights[:, None, :, None, :]
-    keep = weight != 0
-    taps_per_bin = keep.sum(dim=(-2, -1)).reshape(-1)
-    row_pointers = torch.zeros(taps_per_bin.numel() + 1, dtype=torch.int64, device=input.device)
-    torch.cumsum(taps_per_bin, dim=0, out=row_pointers[1:])
-    # Every output bin is a weighted sum of a few feature cells: one sparse (bins x cells)
-    # matrix times the channels-last feature matrix does all RoIs in one library call,
-    # without materialising the gathered taps, and autograd gives the backward pass.
-    sampler = torch.sparse_csr_tensor(
-        row_pointers,
-        index[keep],
-        weight[keep].to(_matmul_dtype(input.dtype)),
-        size=(num_rois * out_h * out_w, num_images * height * width),
-        check_invariants=False,
-    )
+    taps = index.shape[-2] * index.shape[-1]
+    # Every output bin is a weighted sum of a few feature cells (padding taps have weight 0
+    # and a valid index): a weighted gather-sum over the rows of the channels-last feature
+    # matrix, which embedding_bag does for all RoIs in one call without materialising the
+    # gathered taps; autograd's backward scatters the gradient to the feature cells.
     features = input.permute(0, 2, 3, 1).reshape(num_images * height * width, channels)
-    # Under autocast the product would be cast to bfloat16/float16, which sparse kernels lack.
+    dtype = _accumulation_dtype(input.dtype)
     with torch.autocast(input.device.type, enabled=False):
-        pooled = sampler @ features.to(_matmul_dtype(input.dtype))
+        pooled = F.embedding_bag(
+            index.reshape(-1, taps),
+            features.to(dtype),
+            per_sample_weights=weight.reshape(-1, taps).to(dtype),
+            mode="sum",
+        )
     return pooled.to(input.dtype).reshape(num_rois, out_h, out_w, channels)
 
 
-def _matmul_dtype(dtype: torch.dtype) -> torch.dtype:
-    # Sparse matrix products are implemented for float32 and float64 on every device.
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    # bfloat16/float16 features are pooled in float32: sums of 16 taps keep their precision.
     return torch.float64 if dtype == torch.float64 else torch.float32
