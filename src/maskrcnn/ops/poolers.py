@@ -95,9 +95,15 @@ class MultiScaleRoIPooler(nn.Module):
                 order.append(index)
         if not pooled:  # no RoIs at all
             return self._pool(features[0], rois, self.strides[0]).permute(0, 3, 1, 2)
+        dtype = features[0].dtype
+        if not torch.is_grad_enabled():
+            # Without autograd, each level's rows are copied straight to their places.
+            rows = pooled[0].new_empty((len(rois), *pooled[0].shape[1:]), dtype=dtype)
+            for index, level_rows in zip(order, pooled):
+                rows.index_copy_(0, index, level_rows.to(dtype))
+            return rows.permute(0, 3, 1, 2)
         order = torch.cat(order)
         position = torch.empty_like(order)
         position[order] = torch.arange(len(order), device=order.device)
-        dtype = features[0].dtype
         rows = torch.cat([p.to(dtype) for p in pooled]).index_select(0, position)
         return rows.permute(0, 3, 1, 2)
