@@ -150,3 +150,20 @@ def test_python_dash_m_runs_the_cli(tmp_path):
 
     assert completed.returncode == 2
     assert completed.stderr.strip() == f"error: {missing}: weights file not found"
+
+
+def test_predict_in_bfloat16_writes_the_same_kind_of_results(tmp_path, checkpoint, capsys):
+    folder = write_images(tmp_path / "images", names=["first.png"])
+    outputs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        args = ["predict", str(folder / "first.png"), "--weights", str(checkpoint), "--out", str(out)]
+        assert main([*args, "--score-threshold", "0", "--precision", precision]) == 0
+        outputs[precision] = json.loads((out / "predictions.json").read_text())
+    assert len(outputs["bf16"]) == len(outputs["fp32"]) > 0
+    assert all(isinstance(p["segmentation"]["counts"], str) for p in outputs["bf16"])
+    best = {precision: max(p["score"] for p in found) for precision, found in outputs.items()}
+    assert abs(best["bf16"] - best["fp32"]) < 0.05
+    args = ["predict", str(folder), "--weights", str(checkpoint), "--out", str(tmp_path)]
+    assert main([*args, "--precision", "fp8"]) == 2
+    assert "--precision" in capsys.readouterr().err

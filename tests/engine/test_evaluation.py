@@ -172,3 +172,19 @@ def test_model_results_use_the_dataset_category_ids(dataset, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["bbox"]["AP"] == pytest.approx(reference_ap(path, saved, "bbox")[0])
     assert len(list((out / "vis").glob("*.png"))) == 1
+
+    # bfloat16: the same images and categories, scores within bfloat16's rounding
+    out_bf16 = tmp_path / "eval_bf16"
+    code = evaluate_command(
+        None,
+        str(weights),
+        annotation_json=str(path),
+        image_dir=str(tmp_path),
+        out_dir=str(out_bf16),
+        device="cpu",
+        precision="bf16",
+    )
+    assert code == 0
+    half = json.loads((out_bf16 / "results.json").read_text())
+    assert {r["image_id"] for r in half} == {r["image_id"] for r in saved}
+    assert abs(max(r["score"] for r in half) - max(r["score"] for r in saved)) < 0.05

@@ -1,5 +1,6 @@
 """Export to ONNX, and a check of the exported file against the eager model."""
 
+import copy
 import os
 import tempfile
 import warnings
@@ -24,7 +25,9 @@ def export_onnx(model: MaskRCNN, path: str | Path, example_size: tuple[int, int]
     The file is written next to `path` and renamed over it only when complete.
     """
     path = Path(path)
-    graph = TraceableMaskRCNN(model.cpu().eval())
+    # The caller's model keeps its device and training flag: export works on a CPU copy.
+    model = copy.deepcopy(model).cpu().eval()
+    graph = TraceableMaskRCNN(model)
     example = torch.rand(3, *example_size, generator=torch.Generator().manual_seed(0))
     dynamic_axes = {
         INPUT_NAME: {1: "height", 2: "width"},
