@@ -60,7 +60,9 @@ def logged_losses(output: Path) -> list[dict]:
 def test_a_tiny_model_learns(shapes, tmp_path):
     # Four images seen again and again: the loss must fall well below where it started.
     make_shapes(tmp_path / "four", 4, 1, seed=3)
-    config = tiny_config(tmp_path / "four", tmp_path / "run", "solver.max_iter=40", "solver.base_lr=0.02")
+    # lr 0.01: at 0.02 this batch-of-2 run falls to about half its loss and then turns unstable,
+    # so where it ends depends on float rounding.
+    config = tiny_config(tmp_path / "four", tmp_path / "run", "solver.max_iter=40", "solver.base_lr=0.01")
     model = train(config)
     losses = [r["loss"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "loss" in r]
     assert len(losses) == 40
