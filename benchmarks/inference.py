@@ -28,6 +28,7 @@ import time
 from collections import defaultdict
 
 import torch
+from timing import median_time, paired_medians
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.detection.roi_heads import maskrcnn_inference
 
@@ -113,30 +114,6 @@ def torchvision_stages(model, image: torch.Tensor, timer):
     with timer("paste"):
         result = [{"boxes": boxes[0], "scores": scores[0], "labels": labels[0], "masks": probs[0]}]
         return model.transform.postprocess(result, images.image_sizes, [tuple(image.shape[-2:])])
-
-
-def median_time(function, runs: int) -> float:
-    function()  # warm-up: first-call allocations, kernel selection, weight caches
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def paired_medians(functions: dict, runs: int) -> dict[str, float]:
-    """Median time of each function, run in turns (a, b, c, a, b, c, ...) so that a slow
-    spell of a shared machine falls on all of them alike."""
-    for function in functions.values():
-        function()  # warm-up
-    times = {name: [] for name in functions}
-    for _ in range(runs):
-        for name, function in functions.items():
-            start = time.perf_counter()
-            function()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def gemm_throughput(dtype: torch.dtype, size: int = 2048, runs: int = 5) -> float:

@@ -10,11 +10,10 @@ Prints the median time of each and checks that outputs and feature gradients agr
 
 import argparse
 import functools
-import statistics
-import time
 
 import torch
 import torchvision
+from timing import median_time
 
 from maskrcnn.ops.poolers import assign_fpn_levels
 from maskrcnn.ops.roi_align import roi_align
@@ -56,16 +55,6 @@ def forward_backward(function, features, rois, output_size, grads):
     ]
     torch.autograd.backward(outputs, grads)
     return outputs, [i.grad for i in inputs]
-
-
-def median_time(function, runs: int) -> float:
-    function()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -14,12 +14,11 @@ Ours runs in float32 and, like `solver.precision: bf16`, under bfloat16 autocast
 
 import argparse
 import copy
-import statistics
-import time
 from collections import OrderedDict
 
 import numpy as np
 import torch
+from timing import median_time
 from torch import nn
 from torchvision.models.detection import MaskRCNN as TorchvisionMaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -122,16 +121,6 @@ def step_function(model, images, targets, ours: bool, precision: str = "fp32"):
         optimizer.step()
 
     return step
-
-
-def median_time(function, runs: int) -> float:
-    function()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from maskrcnn import __version__
+from maskrcnn.precision import PRECISIONS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,13 +67,7 @@ def _add_predict(subcommands) -> None:
     parser.add_argument(
         "--device", choices=("cpu", "cuda", "auto"), default="auto", help="auto: CUDA if available"
     )
-    parser.add_argument(
-        "--precision",
-        choices=("fp32", "bf16", "fp16", "auto"),
-        default="fp32",
-        help="bf16: bfloat16 autocast, several times faster on CPUs with bfloat16 units; "
-        "fp16: CUDA; auto: bf16 on the CPU, fp16 on CUDA (default fp32)",
-    )
+    _add_precision(parser)
     parser.add_argument(
         "--polygons",
         action="store_true",
@@ -145,13 +140,7 @@ def _add_eval(subcommands) -> None:
         "--vis", type=int, default=0, metavar="N", help="write N ground-truth/prediction pairs"
     )
     parser.add_argument("--device", default="auto")
-    parser.add_argument(
-        "--precision",
-        choices=("fp32", "bf16", "fp16", "auto"),
-        default="fp32",
-        help="bf16: bfloat16 autocast, several times faster on CPUs with bfloat16 units; "
-        "fp16: CUDA; auto: bf16 on the CPU, fp16 on CUDA (default fp32)",
-    )
+    _add_precision(parser)
     parser.set_defaults(run=_run_eval)
 
 
@@ -213,6 +202,16 @@ def _run_export(args: argparse.Namespace) -> int:
 
     return export_command(
         args.weights, args.out, format=args.format, check_image=args.check_image, check=not args.no_check
+    )
+
+
+def _add_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="bf16: bfloat16 autocast, several times faster on CPUs with bfloat16 units; "
+        "fp16: CUDA; auto: bf16 on the CPU, fp16 on CUDA (default fp32)",
     )
 
 
