@@ -4,27 +4,12 @@ import pytest
 import torch
 
 import maskrcnn
+from maskrcnn.testing import match_near_ties
 
 
 @pytest.fixture(scope="module")
 def models(torchvision_maskrcnn):
     return torchvision_maskrcnn, maskrcnn.from_torchvision(torchvision_maskrcnn.state_dict())
-
-
-def match_near_ties(reference: dict, ours: dict) -> dict:
-    """ours, reordered where two detections' scores agree to 1e-5 and the boxes match the
-    reference's the other way round: the order of near-ties depends on float rounding
-    (folded norms, channels-last kernels), the detections themselves must not."""
-    order = list(range(len(ours["boxes"])))
-    for i in range(len(order)):
-        if (ours["boxes"][order[i]] - reference["boxes"][i]).abs().max() <= 1e-3:
-            continue
-        for j in range(i + 1, len(order)):
-            close_score = abs(ours["scores"][order[j]] - reference["scores"][i]) <= 1e-5
-            if close_score and (ours["boxes"][order[j]] - reference["boxes"][i]).abs().max() <= 1e-3:
-                order[i], order[j] = order[j], order[i]
-                break
-    return {key: value[order] for key, value in ours.items()}
 
 
 def assert_same_detections(reference: dict, ours: dict) -> None:

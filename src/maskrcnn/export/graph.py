@@ -152,20 +152,10 @@ class TraceableMaskRCNN(nn.Module):
     def detections(
         self, class_logits: Tensor, deltas: Tensor, proposals: Tensor, resized: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """As BoxInference for one image: per-class candidates, threshold, NMS, top detections."""
+        """BoxInference for one image, clipped to the traced size."""
         inference = self.model.roi_heads.box_inference
-        num_classes = class_logits.shape[1]
         boxes = clip_to(inference.box_coder.decode(deltas, proposals), resized)
-        scores = F.softmax(class_logits, dim=-1)
-        labels = torch.arange(num_classes).expand_as(scores)
-        boxes = boxes[:, 1:].reshape(-1, 4)
-        scores = scores[:, 1:].reshape(-1)
-        labels = labels[:, 1:].reshape(-1)
-        keep = torch.where(scores > inference.score_threshold)[0]
-        keep = keep[remove_small_boxes(boxes[keep], inference.min_box_size)]
-        keep = keep[batched_nms(boxes[keep], scores[keep], labels[keep], inference.nms_threshold)]
-        keep = keep[: inference.detections_per_image]
-        return boxes[keep], scores[keep], labels[keep]
+        return inference.select(boxes, F.softmax(class_logits, dim=-1))
 
 
 def paste_masks_in_graph(masks: Tensor, boxes: Tensor, image_size: Tensor, threshold: float) -> Tensor:

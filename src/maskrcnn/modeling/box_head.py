@@ -86,26 +86,26 @@ class BoxInference:
         proposal yields one candidate per foreground class, scored by softmax; candidates
         below the score threshold are dropped and NMS runs per class.
         """
-        num_classes = class_logits.shape[1]
         boxes = self.box_coder.decode(box_deltas, torch.cat(proposals))  # (K, C, 4)
         scores = F.softmax(class_logits, dim=-1)
         counts = [len(p) for p in proposals]
-        results = []
-        for image_boxes, image_scores, image_size in zip(
-            boxes.split(counts), scores.split(counts), image_sizes
-        ):
-            image_boxes = clip_boxes(image_boxes, image_size)
-            labels = torch.arange(num_classes, device=boxes.device).expand_as(image_scores)
-            # Column 0 is the background; a candidate is a (proposal, foreground class) pair.
-            image_boxes = image_boxes[:, 1:].reshape(-1, 4)
-            image_scores = image_scores[:, 1:].reshape(-1)
-            labels = labels[:, 1:].reshape(-1)
-            keep = torch.where(image_scores > self.score_threshold)[0]
-            keep = keep[remove_small_boxes(image_boxes[keep], self.min_box_size)]
-            keep = keep[batched_nms(image_boxes[keep], image_scores[keep], labels[keep], self.nms_threshold)]
-            keep = keep[: self.detections_per_image]
-            results.append((image_boxes[keep], image_scores[keep], labels[keep]))
-        return results
+        per_image = zip(boxes.split(counts), scores.split(counts), image_sizes)
+        return [self.select(clip_boxes(b, size), s) for b, s, size in per_image]
+
+    def select(self, boxes: Tensor, scores: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One image's clipped boxes (K, C, 4) and class probabilities (K, C) -> its detections
+        (boxes (D, 4), scores (D,), labels (D,)): threshold, drop tiny boxes, NMS per class,
+        keep the best `detections_per_image`. Uses no Python sizes, so it also traces."""
+        labels = torch.arange(scores.shape[1], device=boxes.device).expand_as(scores)
+        # Column 0 is the background; a candidate is a (proposal, foreground class) pair.
+        boxes = boxes[:, 1:].reshape(-1, 4)
+        scores = scores[:, 1:].reshape(-1)
+        labels = labels[:, 1:].reshape(-1)
+        keep = torch.where(scores > self.score_threshold)[0]
+        keep = keep[remove_small_boxes(boxes[keep], self.min_box_size)]
+        keep = keep[batched_nms(boxes[keep], scores[keep], labels[keep], self.nms_threshold)]
+        keep = keep[: self.detections_per_image]
+        return boxes[keep], scores[keep], labels[keep]
 
 
 def box_loss(
