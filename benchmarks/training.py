@@ -8,7 +8,8 @@ shapes: the model of configs/shapes.yaml (GroupNorm trunk, 64-channel FPN and he
 RoIs per image), a batch of 4 shapes images at 208x277; torchvision's Mask R-CNN is built
 around a plain copy of the same trunk and FPN with the same anchors, proposal counts,
 RoI sampling and heads.
-A step is loss, backward and an SGD update; the median of --runs steps after a warm-up.
+A step is loss, backward and an SGD update; the median of --runs steps after a warm-up,
+the three variants taking turns so that a slow spell of the machine falls on all alike.
 Ours runs in float32 and, like `solver.precision: bf16`, under bfloat16 autocast.
 """
 
@@ -18,7 +19,7 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
-from timing import median_time
+from timing import paired_medians
 from torch import nn
 from torchvision.models.detection import MaskRCNN as TorchvisionMaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -136,9 +137,13 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|")
     for name in args.workload:
         ours, theirs, images, targets = WORKLOADS[name]()
-        their_time = median_time(step_function(theirs, images, targets, ours=False), args.runs)
-        our_time = median_time(step_function(ours, images, targets, ours=True), args.runs)
-        half_time = median_time(step_function(ours, images, targets, True, "bf16"), args.runs)
+        steps = {
+            "theirs": step_function(theirs, images, targets, ours=False),
+            "ours": step_function(ours, images, targets, ours=True),
+            "ours_bf16": step_function(ours, images, targets, True, "bf16"),
+        }
+        medians = paired_medians(steps, args.runs)
+        their_time, our_time, half_time = medians["theirs"], medians["ours"], medians["ours_bf16"]
         print(
             f"| {name} | {their_time:.3f} | {our_time:.3f} | {their_time / our_time:.2f}x | "
             f"{half_time:.3f} | {their_time / half_time:.2f}x |"

@@ -3,6 +3,7 @@
 import pytest
 import torch
 from torch import nn
+from torchvision.models.detection.faster_rcnn import TwoMLPHead
 
 from maskrcnn.modeling.box_head import BoxHead
 from maskrcnn.modeling.mask_head import MaskHead, select_class_masks, upsample_2x2
@@ -83,19 +84,35 @@ def test_upsample_2x2_equals_transposed_conv_with_gradients(channels_last):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_box_head_reads_channels_last_features_like_contiguous_ones():
+def test_box_head_equals_torchvision_two_mlp_head_through_the_state_dict():
     torch.manual_seed(0)
+    theirs = TwoMLPHead(6 * 3 * 3, 16)
     head = BoxHead(in_channels=6, resolution=3, fc_dim=16)
+    head.load_state_dict(theirs.state_dict())
     pooled = torch.randn(5, 6, 3, 3)
-    expected = head.fc7(head.fc6(pooled.flatten(1)).relu()).relu()
-    channels_last = pooled.contiguous(memory_format=torch.channels_last)
+    expected = theirs(pooled)
     torch.testing.assert_close(head(pooled), expected)
-    torch.testing.assert_close(head(channels_last), expected)
-    with torch.no_grad():
-        torch.testing.assert_close(head(channels_last), expected)  # the cached reordered weight
-        head.fc6.weight.add_(1.0)
-        changed = head.fc7(head.fc6(pooled.flatten(1)).relu()).relu()
-        torch.testing.assert_close(head(channels_last), changed)
+    torch.testing.assert_close(head(pooled.contiguous(memory_format=torch.channels_last)), expected)
+    # saved in the checkpoint order: torchvision's head loads our state dict unchanged
+    for key, value in head.state_dict().items():
+        torch.testing.assert_close(value, theirs.state_dict()[key], rtol=0, atol=0)
+    # internally fc6 reads (S, S, C) rows: the stored weight is a reordering of theirs
+    assert not torch.equal(head.fc6.weight, theirs.fc6.weight)
+
+
+def test_box_head_state_dict_round_trip_and_bad_shape():
+    torch.manual_seed(0)
+    head, other = BoxHead(4, 2, 8), BoxHead(4, 2, 8)
+    other.load_state_dict(head.state_dict())
+    torch.testing.assert_close(other.fc6.weight, head.fc6.weight, rtol=0, atol=0)
+    # the live variables (as tracers ask for them) come and go as they are
+    assert head.state_dict(keep_vars=True)["fc6.weight"] is head.fc6.weight
+    third = BoxHead(4, 2, 8)
+    third.load_state_dict(head.state_dict(keep_vars=True))
+    torch.testing.assert_close(third.fc6.weight, head.fc6.weight, rtol=0, atol=0)
+    bad = dict(head.state_dict(), **{"fc6.weight": torch.zeros(8, 15)})
+    with pytest.raises(RuntimeError, match="fc6.weight"):
+        other.load_state_dict(bad)
 
 
 def test_mask_probabilities_of_the_labelled_class_only_equal_the_full_head():

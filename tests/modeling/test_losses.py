@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torchvision.models.detection import _utils as tv_utils
 from torchvision.models.detection.roi_heads import fastrcnn_loss, maskrcnn_loss
 from torchvision.models.detection.rpn import AnchorGenerator as TVAnchorGenerator
@@ -11,7 +12,7 @@ from torchvision.ops import box_iou
 from maskrcnn import ModelConfig, build_model
 from maskrcnn.config import InputConfig
 from maskrcnn.modeling.box_head import box_loss
-from maskrcnn.modeling.mask_head import mask_loss, mask_targets
+from maskrcnn.modeling.mask_head import MaskHead, mask_loss, mask_targets
 from maskrcnn.modeling.rpn import rpn_loss
 from maskrcnn.ops import BoxCoder
 from maskrcnn.ops.matcher import Matcher
@@ -135,19 +136,30 @@ def test_mask_targets_and_loss_equal_maskrcnn_loss():
     reference = maskrcnn_loss(mask_logits, proposals, gt_masks, gt_labels, matched)
     targets = torch.cat([mask_targets(m, i, p, 28) for m, i, p in zip(gt_masks, matched, proposals)])
     labels = torch.cat([g[i] for g, i in zip(gt_labels, matched)])
-    torch.testing.assert_close(mask_loss(mask_logits, labels, targets), reference)
+    class_logits = mask_logits[torch.arange(len(labels)), labels]
+    torch.testing.assert_close(mask_loss(class_logits, targets), reference)
 
 
 def test_only_the_ground_truth_class_mask_gets_gradient():
-    mask_logits = torch.randn(3, 4, 28, 28, requires_grad=True)
+    torch.manual_seed(0)
+    head = MaskHead(in_channels=8, num_classes=4, conv_dim=8, num_convs=2)
+    pooled = torch.randn(3, 8, 14, 14).contiguous(memory_format=torch.channels_last).requires_grad_()
     labels = torch.tensor([1, 3, 3])
-    mask_loss(mask_logits, labels, torch.rand(3, 28, 28)).backward()
-    touched = mask_logits.grad.abs().sum(dim=(2, 3)) > 0
-    assert touched.tolist() == [
-        [False, True, False, False],
-        [False, False, False, True],
-        [False, False, False, True],
-    ]
+    targets = torch.rand(3, 28, 28)
+
+    mask_loss(head.class_logits(pooled, labels), targets).backward()
+    gradients = [p.grad.clone() for p in head.parameters()] + [pooled.grad.clone()]
+    touched = head.predictor.weight.grad.abs().sum(dim=(1, 2, 3)) > 0
+    assert touched.tolist() == [False, True, False, True]
+
+    # the same loss and gradients as selecting the class from every class's logits
+    head.zero_grad()
+    pooled.grad = None
+    full = head(pooled)
+    reference = F.binary_cross_entropy_with_logits(full[torch.arange(3), labels], targets)
+    reference.backward()
+    for ours, theirs in zip(gradients, [p.grad for p in head.parameters()] + [pooled.grad]):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
 
 
 def test_image_without_annotations_trains_with_zero_box_and_mask_loss(tiny_model):

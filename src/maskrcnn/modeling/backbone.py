@@ -1,6 +1,5 @@
 """ResNet and ResNeXt trunks (stages res2-res5) with configurable normalization."""
 
-import torch
 from torch import Tensor, nn
 
 from maskrcnn.config import BackboneConfig
@@ -65,9 +64,9 @@ class Bottleneck(nn.Module):
         out = conv_norm(self.conv2, self.norm2, out).relu_()
         out = conv_norm(self.conv3, self.norm3, out)
         identity = x if self.shortcut is None else self.shortcut(x)
-        if torch.is_grad_enabled():
-            return (out + identity).relu_()
-        return out.add_(identity).relu_()  # no autograd graph to protect: reuse the buffer
+        # In place: neither the conv nor the norm that produced `out` needs it for its
+        # backward, and a fresh buffer of this size costs page faults as well as a pass.
+        return out.add_(identity).relu_()
 
 
 def make_stage(

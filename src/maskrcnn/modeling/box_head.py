@@ -8,39 +8,56 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
-from maskrcnn.modeling.weight_cache import derived_weight
 from maskrcnn.ops import BoxCoder, clip_boxes, remove_small_boxes
 
 
 class BoxHead(nn.Module):
-    """pooled RoI features (K, C, S, S) -> (K, fc_dim) via fc6 and fc7 with ReLU."""
+    """pooled RoI features (K, C, S, S) -> (K, fc_dim) via fc6 and fc7 with ReLU.
+
+    fc6 keeps its weight with the input features in (S, S, C) order, the order in which
+    channels-last RoI features (as RoIAlign gives them) lie in memory, so they are
+    flattened without a copy. Checkpoints hold the usual (C, S, S) order: the state dict
+    hooks below convert on saving and loading, so weights move to and from torchvision
+    and detectron2 unchanged. `state_dict(keep_vars=True)` (which tracers use to find
+    the live parameters) returns the Parameter itself, in our order, and a Parameter given
+    to `load_state_dict` is taken as such.
+    """
 
     def __init__(self, in_channels: int, resolution: int, fc_dim: int = 1024):
         super().__init__()
         self.fc6 = nn.Linear(in_channels * resolution * resolution, fc_dim)
         self.fc7 = nn.Linear(fc_dim, fc_dim)
+        self.in_channels = in_channels
         self.resolution = resolution
         self.out_features = fc_dim
+        self.register_state_dict_post_hook(_fc6_weight_to_checkpoint)
+        self.register_load_state_dict_pre_hook(_fc6_weight_from_checkpoint)
 
     def forward(self, pooled: Tensor) -> Tensor:
         """pooled (K, C, S, S), either memory layout -> (K, fc_dim)."""
-        if pooled.numel() and pooled.stride(1) == 1 and pooled.shape[1] > 1:
-            # Channels-last RoI features (as RoIAlign gives them): flatten them as they lie
-            # and reorder fc6's (much smaller, cached) weight to match instead of the features.
-            hidden = F.linear(pooled.permute(0, 2, 3, 1).flatten(1), self._fc6_weight_hwc(), self.fc6.bias)
-        else:
-            hidden = self.fc6(pooled.flatten(1))
+        hidden = self.fc6(pooled.permute(0, 2, 3, 1).flatten(1))
         return self.fc7(hidden.relu_()).relu_()
 
-    def _fc6_weight_hwc(self) -> Tensor:
-        """fc6's weight with its input features in (S, S, C) order instead of (C, S, S)."""
-        weight = self.fc6.weight
-        return derived_weight(self, "_fc6_hwc", (weight,), lambda: self._reorder(weight))
+    def reorder_fc6(self, weight: Tensor, to_checkpoint: bool) -> Tensor:
+        """fc6 weight (fc_dim, C*S*S) between our (S, S, C) and checkpoints' (C, S, S) order."""
+        size, channels = self.resolution, self.in_channels
+        if weight.dim() != 2 or weight.shape[1] != channels * size * size:
+            return weight  # wrong shape: load_state_dict reports it
+        if to_checkpoint:
+            return weight.detach().reshape(-1, size, size, channels).permute(0, 3, 1, 2).reshape(weight.shape)
+        return weight.reshape(-1, channels, size, size).permute(0, 2, 3, 1).reshape(weight.shape)
 
-    def _reorder(self, weight: Tensor) -> Tensor:
-        channels = weight.shape[1] // (self.resolution * self.resolution)
-        shape = (weight.shape[0], channels, self.resolution, self.resolution)
-        return weight.view(shape).permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
+
+def _fc6_weight_to_checkpoint(module: BoxHead, state_dict: dict, prefix: str, local_metadata) -> None:
+    key = prefix + "fc6.weight"
+    if not isinstance(state_dict[key], nn.Parameter):
+        state_dict[key] = module.reorder_fc6(state_dict[key], to_checkpoint=True)
+
+
+def _fc6_weight_from_checkpoint(module: BoxHead, state_dict: dict, prefix: str, *args) -> None:
+    key = prefix + "fc6.weight"
+    if key in state_dict and not isinstance(state_dict[key], nn.Parameter):
+        state_dict[key] = module.reorder_fc6(state_dict[key], to_checkpoint=False)
 
 
 class BoxPredictor(nn.Module):

@@ -1,6 +1,5 @@
 """Feature Pyramid Network: P2-P5 from res2-res5 by a top-down path, and P6."""
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -30,8 +29,8 @@ class FPN(nn.Module):
         for level in range(len(features) - 2, -1, -1):
             lateral = self.lateral[level](features[level])
             upsampled = F.interpolate(top_down, size=lateral.shape[-2:], mode="nearest")
-            # in place when there is no autograd graph: one large buffer fewer per level
-            top_down = lateral + upsampled if torch.is_grad_enabled() else lateral.add_(upsampled)
+            # in place (the lateral conv's backward does not need its output): one buffer fewer
+            top_down = lateral.add_(upsampled)
             pyramid.insert(0, self.output[level](top_down))
         # P6 exists only to give the RPN's largest anchors a coarser grid.
         pyramid.append(F.max_pool2d(pyramid[-1], kernel_size=1, stride=2))

@@ -40,15 +40,27 @@ class MaskHead(nn.Module):
             x = conv(x).relu_()
         return upsample_2x2(self.deconv, x).relu_()
 
-    def predict_probs(self, pooled: Tensor, labels: Tensor) -> Tensor:
-        """(K, C, S, S), labels (K,) -> (K, 2S, 2S) float32 mask probabilities of each RoI's
-        class: `select_class_masks(self(pooled), labels)`, computing that one class only."""
+    def class_logits(self, pooled: Tensor, labels: Tensor) -> Tensor:
+        """(K, C, S, S), labels (K,) -> (K, 2S, 2S) float32 mask logits of each RoI's class:
+        `self(pooled)[arange(K), labels]`, computing that one class only.
+
+        Only the labelled class's mask is ever used (by the loss and at inference), so the
+        1x1 predictor becomes one (2S*2S, D) x (D, 1) product per RoI instead of a
+        convolution producing every class: num_classes times fewer multiply-adds, and in
+        training no mostly-zero (K, num_classes, 2S, 2S) gradient.
+        """
         features = self.mask_features(pooled)
         num, depth, height, width = features.shape
         weight = self.predictor.weight[labels].reshape(num, depth, 1).to(features.dtype)
+        # features are channels-last, so these rows are a view
         rows = features.permute(0, 2, 3, 1).reshape(num, height * width, depth)
         logits = torch.bmm(rows, weight).reshape(num, height, width).float()
-        return (logits + self.predictor.bias[labels].float()[:, None, None]).sigmoid()
+        return logits + self.predictor.bias[labels].float()[:, None, None]
+
+    def predict_probs(self, pooled: Tensor, labels: Tensor) -> Tensor:
+        """(K, C, S, S), labels (K,) -> (K, 2S, 2S) float32 mask probabilities of each RoI's
+        class: `select_class_masks(self(pooled), labels)`."""
+        return self.class_logits(pooled, labels).sigmoid()
 
 
 def upsample_2x2(deconv: nn.ConvTranspose2d, x: Tensor) -> Tensor:
@@ -166,14 +178,13 @@ def _window_weights(start: Tensor, end: Tensor, bins: int, window: int, extent: 
     return dense.scatter_add_(2, indices.clamp(max=window - 1), weights)
 
 
-def mask_loss(mask_logits: Tensor, labels: Tensor, targets: Tensor) -> Tensor:
-    """mask_logits (K, C, M, M) for the foreground RoIs; labels (K,) their ground-truth
-    classes; targets (K, M, M) in [0, 1].
+def mask_loss(class_logits: Tensor, targets: Tensor) -> Tensor:
+    """class_logits (K, M, M): each foreground RoI's mask logits for its ground-truth class
+    (`MaskHead.class_logits`); targets (K, M, M) in [0, 1].
 
     Per-pixel sigmoid binary cross-entropy on the ground-truth class's mask alone: the
     other classes' masks get no gradient, so classes do not compete (the paper's L_mask).
     """
     if targets.numel() == 0:
-        return mask_logits.sum() * 0
-    index = torch.arange(len(labels), device=labels.device)
-    return F.binary_cross_entropy_with_logits(mask_logits[index, labels], targets)
+        return class_logits.sum() * 0
+    return F.binary_cross_entropy_with_logits(class_logits, targets)

@@ -136,13 +136,13 @@ class RoIHeads(nn.Module):
         """The mask branch trains on the foreground RoIs only."""
         foreground = [torch.where(s.labels > 0)[0] for s in sampled]
         boxes = [s.boxes[f] for s, f in zip(sampled, foreground)]
-        mask_logits = self.mask_head(self.mask_pooler(features, boxes))
         labels = torch.cat([s.labels[f] for s, f in zip(sampled, foreground)])
-        size = mask_logits.shape[-1]
+        class_logits = self.mask_head.class_logits(self.mask_pooler(features, boxes), labels)
+        size = class_logits.shape[-1]
         mask_target = torch.cat(
             [
                 mask_targets(target["masks"], s.matched[f], image_boxes, size)
                 for s, f, image_boxes, target in zip(sampled, foreground, boxes, targets)
             ]
         )
-        return mask_loss(mask_logits, labels, mask_target)
+        return mask_loss(class_logits, mask_target)

@@ -10,6 +10,7 @@ from torchvision.ops import batched_nms, box_iou
 from maskrcnn.config import RPNConfig
 from maskrcnn.modeling.anchors import AnchorGenerator
 from maskrcnn.ops import BoxCoder, clip_boxes, remove_small_boxes
+from maskrcnn.ops.layout import dense_gradient
 from maskrcnn.ops.matcher import BETWEEN, Matcher
 from maskrcnn.ops.sampler import BalancedSampler
 
@@ -34,8 +35,8 @@ class RPNHead(nn.Module):
         for feature in features:
             hidden = self.conv(feature).relu_()
             # float32 out of any autocast: proposals are ranked and decoded from these
-            objectness.append(self.objectness(hidden).float())
-            deltas.append(self.deltas(hidden).float())
+            objectness.append(dense_gradient(self.objectness(hidden)).float())
+            deltas.append(dense_gradient(self.deltas(hidden)).float())
         return objectness, deltas
 
 
