@@ -157,6 +157,29 @@ def test_gradients_equal_torchvision_multiscale_roi_align():
         torch.testing.assert_close(ours_input.grad, reference_input.grad, rtol=1e-4, atol=1e-4)
 
 
+def test_pool_by_level_gives_the_same_rows_and_gradients_grouped_by_level():
+    generator = torch.Generator().manual_seed(2)
+    features = [f.requires_grad_(True) for f in pyramid(generator, channels=4)]
+    boxes = [boxes_on_all_levels(generator, 20), boxes_on_all_levels(generator, 10)]
+    pooler = MultiScaleRoIPooler(7, STRIDES, sampling_ratio=2)
+    grouped, order = pooler.pool_by_level(features, boxes)
+    levels = assign_fpn_levels(torch.cat(boxes), 2, 5)
+    assert sorted(order.tolist()) == list(range(len(levels)))
+    assert torch.all(levels[order][1:] >= levels[order][:-1]), "rows grouped by level"
+    assert grouped.is_contiguous(memory_format=torch.channels_last)
+
+    upstream = torch.randn(grouped.shape, generator=generator)
+    (grouped * upstream).sum().backward()
+    grouped_grads = [f.grad.clone() for f in features]
+    for f in features:
+        f.grad = None
+    in_place = pooler(features, boxes)
+    torch.testing.assert_close(grouped, in_place[order], rtol=0, atol=0)
+    (in_place[order] * upstream).sum().backward()
+    for grouped_grad, feature in zip(grouped_grads, features):
+        torch.testing.assert_close(grouped_grad, feature.grad, rtol=1e-5, atol=1e-6)
+
+
 def test_each_roi_is_pooled_from_its_assigned_level_only():
     """Hand-built: a pyramid whose level l is the constant l; each RoI's output is its level's constant."""
     height, width = IMAGE_SIZE

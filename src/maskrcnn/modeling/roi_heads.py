@@ -120,13 +120,14 @@ class RoIHeads(nn.Module):
         targets: per image boxes (G, 4), labels (G,), masks (G, H, W) in the padded input's pixels.
         """
         sampled = self.sample(proposals, targets)
-        pooled = self.box_pooler(features, [s.boxes for s in sampled])
+        # RoIs pooled grouped by level; their targets follow the same order.
+        pooled, order = self.box_pooler.pool_by_level(features, [s.boxes for s in sampled])
         class_logits, box_deltas = self.box_predictor(self.box_head(pooled))
         losses = box_loss(
             class_logits,
             box_deltas,
-            torch.cat([s.labels for s in sampled]),
-            torch.cat([s.regression_targets for s in sampled]),
+            torch.cat([s.labels for s in sampled])[order],
+            torch.cat([s.regression_targets for s in sampled])[order],
         )
         if self.mask_head is not None:
             losses["loss_mask"] = self.mask_loss(features, sampled, targets)
@@ -136,8 +137,9 @@ class RoIHeads(nn.Module):
         """The mask branch trains on the foreground RoIs only."""
         foreground = [torch.where(s.labels > 0)[0] for s in sampled]
         boxes = [s.boxes[f] for s, f in zip(sampled, foreground)]
-        labels = torch.cat([s.labels[f] for s, f in zip(sampled, foreground)])
-        class_logits = self.mask_head.class_logits(self.mask_pooler(features, boxes), labels)
+        pooled, order = self.mask_pooler.pool_by_level(features, boxes)
+        labels = torch.cat([s.labels[f] for s, f in zip(sampled, foreground)])[order]
+        class_logits = self.mask_head.class_logits(pooled, labels)
         size = class_logits.shape[-1]
         mask_target = torch.cat(
             [
@@ -145,4 +147,4 @@ class RoIHeads(nn.Module):
                 for s, f, image_boxes, target in zip(sampled, foreground, boxes, targets)
             ]
         )
-        return mask_loss(class_logits, mask_target)
+        return mask_loss(class_logits, mask_target[order])
