@@ -31,12 +31,18 @@ class RPNHead(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        # The two 1x1 predictors run as one conv: the hidden map is read once, and in
+        # training its gradient comes back as one buffer instead of two to be summed.
+        num_anchors = self.objectness.out_channels
+        weight = torch.cat((self.objectness.weight, self.deltas.weight))
+        bias = torch.cat((self.objectness.bias, self.deltas.bias))
         objectness, deltas = [], []
         for feature in features:
             hidden = self.conv(feature).relu_()
             # float32 out of any autocast: proposals are ranked and decoded from these
-            objectness.append(dense_gradient(self.objectness(hidden)).float())
-            deltas.append(dense_gradient(self.deltas(hidden)).float())
+            outputs = dense_gradient(F.conv2d(hidden, weight, bias)).float()
+            objectness.append(outputs[:, :num_anchors])
+            deltas.append(outputs[:, num_anchors:])
         return objectness, deltas
 
 
