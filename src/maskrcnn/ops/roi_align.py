@@ -155,8 +155,10 @@ class WeightedGather(torch.autograd.Function):
         index, weights = ctx.saved_tensors
         num_rows, taps = index.shape
         cells = index.reshape(-1)
-        order = torch.argsort(cells, stable=True)
-        rows = torch.arange(num_rows, device=index.device).repeat_interleave(taps)[order]
+        # 32-bit keys sort in half the time of 64-bit ones (the sort dominated this backward).
+        keys = cells.to(torch.int32) if ctx.num_cells < 2**31 else cells
+        order = torch.argsort(keys, stable=True)
+        rows = torch.div(order, taps, rounding_mode="floor")
         pointers = torch.zeros(ctx.num_cells + 1, dtype=torch.int64, device=index.device)
         torch.cumsum(torch.bincount(cells, minlength=ctx.num_cells), dim=0, out=pointers[1:])
         transposed = torch.sparse_csr_tensor(
