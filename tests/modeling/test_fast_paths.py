@@ -63,22 +63,26 @@ def test_non_frozen_norms_are_applied_as_layers():
     torch.testing.assert_close(conv_norm(conv, norm, x), norm(conv(x)))
 
 
+@pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_upsample_2x2_equals_transposed_conv_with_gradients(channels_last):
+def test_upsample_2x2_equals_transposed_conv_with_gradients(channels_last, relu):
     torch.manual_seed(0)
     deconv = nn.ConvTranspose2d(5, 7, 2, stride=2)
     x = torch.randn(3, 5, 4, 6)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_(True)
-    expected = deconv(x)
+    expected = deconv(x).relu() if relu else deconv(x)
     expected.square().sum().backward()
     expected_grads = (x.grad.clone(), deconv.weight.grad.clone(), deconv.bias.grad.clone())
     x.grad = None
     deconv.zero_grad()
-    out = upsample_2x2(deconv, x)
+    out = upsample_2x2(deconv, x, relu=relu)
     out.square().sum().backward()
     assert out.shape == (3, 7, 8, 12)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    if relu:
+        assert (out == 0).any() and (out > 0).any()
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     for got, want in zip((x.grad, deconv.weight.grad, deconv.bias.grad), expected_grads):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

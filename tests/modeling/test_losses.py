@@ -15,6 +15,7 @@ from maskrcnn.modeling.box_head import box_loss
 from maskrcnn.modeling.mask_head import MaskHead, mask_loss, mask_targets
 from maskrcnn.modeling.rpn import rpn_loss
 from maskrcnn.ops import BoxCoder
+from maskrcnn.ops.boxes import pairwise_iou
 from maskrcnn.ops.matcher import Matcher
 from maskrcnn.ops.sampler import BalancedSampler
 
@@ -42,6 +43,24 @@ def test_low_quality_matches_give_every_object_an_anchor():
     iou = box_iou(gt, anchors)
     assert Matcher(0.7, 0.3, allow_low_quality=True)(iou).tolist() == [0, -1]
     assert Matcher(0.7, 0.3, allow_low_quality=False)(iou).tolist() == [-1, -1]
+
+
+def test_batched_matcher_equals_per_image_matching():
+    generator = torch.Generator().manual_seed(3)
+    predictions = random_boxes(400, 100, generator)
+    gt = [random_boxes(5, 100, generator), random_boxes(2, 100, generator), torch.zeros((0, 4))]
+    padded = torch.zeros(3, 5, 4)
+    valid = torch.zeros(3, 5, dtype=torch.bool)
+    for i, boxes in enumerate(gt):
+        padded[i, : len(boxes)] = boxes
+        valid[i, : len(boxes)] = True
+    iou = pairwise_iou(padded, predictions).masked_fill(~valid[:, :, None], -1.0)
+    torch.testing.assert_close(iou[0], box_iou(gt[0], predictions), rtol=0, atol=0)
+    matcher = Matcher(0.7, 0.3, allow_low_quality=True)
+    batched = matcher(iou, valid)
+    for i, boxes in enumerate(gt):
+        assert torch.equal(batched[i], matcher(box_iou(boxes, predictions)))
+    assert (batched[0] >= 0).any() and (batched[1] >= 0).any() and (batched[2] == -1).all()
 
 
 def test_sampler_draws_what_torchvision_draws():
@@ -100,7 +119,8 @@ def test_rpn_targets_and_loss_equal_torchvision(tiny_model):
     objectness = torch.cat(outputs.objectness, dim=1).flatten()
     deltas = torch.cat(outputs.deltas, dim=1).reshape(-1, 4)
     torch.manual_seed(11)
-    ours = rpn_loss(objectness, deltas, list(labels), list(regression_targets), rpn.sampler)
+    _, matched = rpn.assign(anchors, gt)
+    ours = rpn_loss(objectness, deltas, labels, matched, anchors, rpn.box_coder, rpn.sampler)
     torch.manual_seed(11)
     ref_objectness, ref_box = reference.compute_loss(
         objectness, deltas, list(labels), list(regression_targets)

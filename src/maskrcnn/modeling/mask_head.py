@@ -38,7 +38,7 @@ class MaskHead(nn.Module):
         x = pooled
         for conv in self.convs:
             x = conv(x).relu_()
-        return upsample_2x2(self.deconv, x).relu_()
+        return upsample_2x2(self.deconv, x, relu=True)
 
     def class_logits(self, pooled: Tensor, labels: Tensor) -> Tensor:
         """(K, C, S, S), labels (K,) -> (K, 2S, 2S) float32 mask logits of each RoI's class:
@@ -63,8 +63,9 @@ class MaskHead(nn.Module):
         return self.class_logits(pooled, labels).sigmoid()
 
 
-def upsample_2x2(deconv: nn.ConvTranspose2d, x: Tensor) -> Tensor:
-    """deconv(x) for a 2x2 stride-2 transposed conv: (K, C, S, S) -> (K, D, 2S, 2S).
+def upsample_2x2(deconv: nn.ConvTranspose2d, x: Tensor, relu: bool = False) -> Tensor:
+    """deconv(x) (relu(deconv(x)) with `relu`) for a 2x2 stride-2 transposed conv:
+    (K, C, S, S) -> (K, D, 2S, 2S).
 
     Its output windows do not overlap, so it is one matrix product (K*S*S, C) @ (C, D*4)
     followed by a reshuffle of the 2x2 blocks, several times faster than the generic
@@ -76,6 +77,10 @@ def upsample_2x2(deconv: nn.ConvTranspose2d, x: Tensor) -> Tensor:
     # weight (C, D, 2, 2) -> (C, 2, 2, D): each input cell gives its 2x2 block, channels last
     weight = deconv.weight.permute(0, 2, 3, 1).reshape(channels, 4 * out_channels)
     blocks = (rows @ weight).view(num, size_h, size_w, 2, 2, out_channels) + deconv.bias
+    if relu:
+        # In place here, not on the permuted result: on a view, autograd would rebuild the
+        # whole tensor in the backward and hand the ReLU an NCHW-ordered gradient.
+        blocks.relu_()
     out = blocks.permute(0, 1, 3, 2, 4, 5).reshape(num, 2 * size_h, 2 * size_w, out_channels)
     return out.permute(0, 3, 1, 2)
 

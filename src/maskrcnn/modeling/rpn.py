@@ -5,11 +5,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, box_iou
+from torchvision.ops import batched_nms
 
 from maskrcnn.config import RPNConfig
 from maskrcnn.modeling.anchors import AnchorGenerator
 from maskrcnn.ops import BoxCoder, clip_boxes, remove_small_boxes
+from maskrcnn.ops.boxes import pairwise_iou
 from maskrcnn.ops.layout import dense_gradient
 from maskrcnn.ops.matcher import BETWEEN, Matcher
 from maskrcnn.ops.sampler import BalancedSampler
@@ -122,59 +123,67 @@ class RPN(nn.Module):
             proposals.append(image_boxes[keep[:post_nms]])
         return proposals
 
-    def targets(self, anchors: Tensor, gt_boxes: list[Tensor]) -> tuple[Tensor, Tensor]:
+    def assign(self, anchors: Tensor, gt_boxes: list[Tensor]) -> tuple[Tensor, Tensor]:
         """anchors: (A, 4) all levels; gt_boxes: per image (G, 4).
 
         Returns labels (N, A) float (1 object, 0 background, -1 ignored: IoU between the
-        two thresholds) and regression targets (N, A, 4) towards each anchor's match.
+        two thresholds) and the ground-truth box each anchor is matched to (N, A, 4)
+        (zeros where the image has none). All images are matched in one batched step,
+        their ground truth padded to the longest list.
         """
-        labels, deltas = [], []
-        for boxes in gt_boxes:
-            if boxes.numel() == 0:
-                labels.append(torch.zeros(len(anchors), device=anchors.device))
-                deltas.append(torch.zeros_like(anchors))
-                continue
-            matches = self.matcher(box_iou(boxes, anchors))
-            image_labels = (matches >= 0).to(anchors.dtype)
-            image_labels[matches == BETWEEN] = -1.0
-            labels.append(image_labels)
-            deltas.append(self.box_coder.encode(boxes[matches.clamp(min=0)], anchors))
-        return torch.stack(labels), torch.stack(deltas)
+        num_images, most = len(gt_boxes), max((len(b) for b in gt_boxes), default=0)
+        padded = anchors.new_zeros((num_images, max(most, 1), 4))
+        valid = torch.zeros((num_images, max(most, 1)), dtype=torch.bool, device=anchors.device)
+        for image, boxes in enumerate(gt_boxes):
+            padded[image, : len(boxes)] = boxes
+            valid[image, : len(boxes)] = True
+        iou = pairwise_iou(padded, anchors).masked_fill_(~valid[:, :, None], -1.0)
+        matches = self.matcher(iou, valid)
+        labels = (matches >= 0).to(anchors.dtype).masked_fill_(matches == BETWEEN, -1.0)
+        matched = torch.gather(padded, 1, matches.clamp(min=0)[:, :, None].expand(-1, -1, 4))
+        return labels, matched
+
+    def targets(self, anchors: Tensor, gt_boxes: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Labels (N, A) as `assign`, and regression targets (N, A, 4) towards each anchor's match."""
+        labels, matched = self.assign(anchors, gt_boxes)
+        deltas = self.box_coder.encode(matched.reshape(-1, 4), anchors.repeat(len(gt_boxes), 1))
+        return labels, deltas.reshape(matched.shape)
 
     def loss(self, outputs: RPNOutputs, gt_boxes: list[Tensor]) -> dict[str, Tensor]:
         """Objectness and box-regression losses of the RPN for one batch."""
-        labels, regression_targets = self.targets(torch.cat(outputs.anchors), gt_boxes)
-        objectness = torch.cat(outputs.objectness, dim=1)  # (N, A)
-        deltas = torch.cat(outputs.deltas, dim=1)  # (N, A, 4)
-        return rpn_loss(
-            objectness.flatten(), deltas.reshape(-1, 4), list(labels), list(regression_targets), self.sampler
-        )
+        anchors = torch.cat(outputs.anchors)
+        labels, matched = self.assign(anchors, gt_boxes)
+        objectness = torch.cat(outputs.objectness, dim=1).flatten()  # (N*A,)
+        deltas = torch.cat(outputs.deltas, dim=1).reshape(-1, 4)  # (N*A, 4)
+        return rpn_loss(objectness, deltas, labels, matched, anchors, self.box_coder, self.sampler)
 
 
 def rpn_loss(
     objectness: Tensor,
     deltas: Tensor,
-    labels: list[Tensor],
-    regression_targets: list[Tensor],
+    labels: Tensor,
+    matched: Tensor,
+    anchors: Tensor,
+    box_coder: BoxCoder,
     sampler: BalancedSampler,
 ) -> dict[str, Tensor]:
     """objectness (N*A,), deltas (N*A, 4): predictions, image-major.
-    labels: per image (A,) 1/0/-1; regression_targets: per image (A, 4).
+    labels: (N, A) 1/0/-1; matched: (N, A, 4) each anchor's ground-truth box; anchors (A, 4).
 
     Binary cross-entropy over the sampled anchors (256 per image, up to half positive);
     smooth L1 (beta 1/9) on the positive anchors' deltas, normalised by the sample count.
+    Regression targets are encoded for the sampled positives only.
     """
     positives, negatives = [], []
-    offset = 0
-    for image_labels in labels:
+    num_anchors = labels.shape[1]
+    for image, image_labels in enumerate(labels):
         positive, negative = sampler(image_labels)
-        positives.append(positive + offset)
-        negatives.append(negative + offset)
-        offset += len(image_labels)
+        positives.append(positive + image * num_anchors)
+        negatives.append(negative + image * num_anchors)
     # Sorted, so that the same anchors contribute in the same order however they were drawn.
     positive = torch.cat(positives).sort().values
     sampled = torch.cat((positive, torch.cat(negatives).sort().values))
-    targets = torch.cat(regression_targets)
-    box_loss = F.smooth_l1_loss(deltas[positive], targets[positive], beta=1 / 9, reduction="sum")
-    objectness_loss = F.binary_cross_entropy_with_logits(objectness[sampled], torch.cat(labels)[sampled])
+    targets = box_coder.encode(matched.reshape(-1, 4)[positive], anchors[positive % num_anchors])
+    box_loss = F.smooth_l1_loss(deltas[positive], targets, beta=1 / 9, reduction="sum")
+    objectness_loss = F.binary_cross_entropy_with_logits(objectness[sampled], labels.flatten()[sampled])
     return {"loss_rpn_objectness": objectness_loss, "loss_rpn_box": box_loss / max(sampled.numel(), 1)}

@@ -22,3 +22,14 @@ def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
     widths = boxes[:, 2] - boxes[:, 0]
     heights = boxes[:, 3] - boxes[:, 1]
     return torch.where((widths >= min_size) & (heights >= min_size))[0]
+
+
+def pairwise_iou(boxes: Tensor, others: Tensor) -> Tensor:
+    """boxes (..., G, 4), others (P, 4) xyxy -> (..., G, P) intersection over union."""
+    area = box_area(boxes.reshape(-1, 4)).reshape(boxes.shape[:-1])
+    other_area = box_area(others)
+    top_left = torch.maximum(boxes[..., :, None, :2], others[:, :2])
+    bottom_right = torch.minimum(boxes[..., :, None, 2:], others[:, 2:])
+    size = (bottom_right - top_left).clamp(min=0)
+    inter = size[..., 0] * size[..., 1]
+    return inter / (area[..., None] + other_area - inter)

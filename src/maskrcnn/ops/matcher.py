@@ -23,17 +23,24 @@ class Matcher:
         self.low = low
         self.allow_low_quality = allow_low_quality
 
-    def __call__(self, iou: Tensor) -> Tensor:
-        """iou: (G, P) ground truth x predictions -> (P,) int64 ground-truth index or code."""
-        if iou.shape[0] == 0:
-            return torch.full((iou.shape[1],), BELOW_LOW, dtype=torch.int64, device=iou.device)
-        best_iou, matches = iou.max(dim=0)
-        unfiltered = matches.clone()
-        matches[best_iou < self.low] = BELOW_LOW
-        matches[(best_iou >= self.low) & (best_iou < self.high)] = BETWEEN
+    def __call__(self, iou: Tensor, valid: Tensor | None = None) -> Tensor:
+        """iou: (G, P) ground truth x predictions -> (P,) int64 ground-truth index or code.
+
+        Batched: iou (N, G, P) for N images whose ground truth is padded to G rows, valid
+        (N, G) bool marking the real rows (padding rows must hold IoU < 0) -> (N, P).
+        """
+        if iou.dim() == 2:
+            return self(iou[None], None if valid is None else valid[None])[0]
+        if iou.shape[1] == 0:
+            return torch.full((iou.shape[0], iou.shape[2]), BELOW_LOW, dtype=torch.int64, device=iou.device)
+        best_iou, unfiltered = iou.max(dim=1)
+        matches = torch.where(best_iou < self.low, BELOW_LOW, unfiltered)
+        matches = torch.where((best_iou >= self.low) & (best_iou < self.high), BETWEEN, matches)
         if self.allow_low_quality:
-            best_per_gt = iou.max(dim=1, keepdim=True).values
+            best_per_gt = iou.max(dim=2, keepdim=True).values
             # Ties count: every prediction reaching a ground truth's best IoU is restored.
-            restored = torch.where(iou == best_per_gt)[1]
-            matches[restored] = unfiltered[restored]
+            reaches_best = iou == best_per_gt
+            if valid is not None:
+                reaches_best &= valid[:, :, None]
+            matches = torch.where(reaches_best.any(dim=1), unfiltered, matches)
         return matches
