@@ -12,7 +12,7 @@ from torchvision.ops import box_iou
 from maskrcnn import ModelConfig, build_model
 from maskrcnn.config import InputConfig
 from maskrcnn.modeling.box_head import box_loss
-from maskrcnn.modeling.mask_head import MaskHead, mask_loss, mask_targets
+from maskrcnn.modeling.mask_head import MaskHead, batch_mask_targets, mask_loss, mask_targets
 from maskrcnn.modeling.rpn import rpn_loss
 from maskrcnn.ops import BoxCoder
 from maskrcnn.ops.boxes import pairwise_iou
@@ -206,3 +206,21 @@ def test_box_coder_weights_scale_targets():
     plain = BoxCoder((1, 1, 1, 1)).encode(box, reference)
     weighted = BoxCoder((10, 10, 5, 5)).encode(box, reference)
     torch.testing.assert_close(weighted, plain * torch.tensor([10.0, 10.0, 5.0, 5.0]))
+
+
+def test_batch_mask_targets_equal_per_image_targets_for_images_of_different_sizes():
+    generator = torch.Generator().manual_seed(6)
+    sizes = [(70, 90), (41, 33), (60, 60), (50, 80)]
+    gt_masks = [(torch.rand(3, h, w, generator=generator) > 0.5).to(torch.uint8) for h, w in sizes]
+    gt_masks[2] = torch.zeros((0, 60, 60), dtype=torch.uint8)  # an image without objects
+    boxes = [random_boxes(7, min(h, w) + 20, generator) for h, w in sizes]  # some cross the image edge
+    boxes[2] = torch.zeros((0, 4))
+    matched = [torch.randint(0, 3, (len(b),), generator=generator) for b in boxes]
+    batched = batch_mask_targets(gt_masks, matched, boxes, 28)
+    expected = torch.cat([mask_targets(m, i, b, 28) for m, i, b in zip(gt_masks, matched, boxes) if len(b)])
+    assert batched.shape == (21, 28, 28)
+    assert 0.2 < batched.mean() < 0.8
+    torch.testing.assert_close(batched, expected, rtol=0, atol=1e-5)
+    # each target comes from its own image's mask: swapping two images' masks changes them
+    swapped = batch_mask_targets([gt_masks[1], gt_masks[0], *gt_masks[2:]], matched, boxes, 28)
+    assert not torch.allclose(swapped[:7], batched[:7])

@@ -147,29 +147,50 @@ def mask_targets(gt_masks: Tensor, matched: Tensor, boxes: Tensor, size: int) ->
     separable, so each target is Wy @ window @ Wx^T with small dense weight matrices over
     a window of the mask around the RoI: the cost follows the box, not the image.
     """
-    num_rois = len(boxes)
-    if num_rois == 0:
-        return torch.zeros((0, size, size), device=gt_masks.device)
-    height, width = gt_masks.shape[-2:]
-    boxes = boxes.to(torch.float32)
+    return batch_mask_targets([gt_masks], [matched], [boxes], size)
+
+
+def batch_mask_targets(
+    gt_masks: list[Tensor], matched: list[Tensor], boxes: list[Tensor], size: int
+) -> Tensor:
+    """`mask_targets` for a batch of images in one pass: per image gt_masks (Gi, Hi, Wi),
+    matched (Ki,), boxes (Ki, 4) -> (sum Ki, size, size), images in order.
+
+    The images' masks (of any sizes) are read from one flat buffer, each RoI through the
+    offset, height and width of its own mask.
+    """
+    counts = [len(b) for b in boxes]
+    device = boxes[0].device if boxes else torch.device("cpu")
+    if sum(counts) == 0:
+        return torch.zeros((0, size, size), device=device)
+    mask_sizes = [m[0].numel() if len(m) else 0 for m in gt_masks]
+    starts = torch.tensor([0, *[len(m) * n for m, n in zip(gt_masks, mask_sizes)]], device=device).cumsum(0)
+    flat = torch.cat([m.reshape(-1) for m in gt_masks])
+    per_roi = torch.arange(len(boxes), device=device).repeat_interleave(torch.tensor(counts, device=device))
+    heights = torch.tensor([m.shape[-2] for m in gt_masks], device=device)[per_roi]
+    widths = torch.tensor([m.shape[-1] for m in gt_masks], device=device)[per_roi]
+    base = starts[per_roi] + torch.cat(matched) * heights * widths
+    boxes = torch.cat(boxes).to(torch.float32)
     # Windows start a cell before the box and end two after it, so that every bilinear
     # tap of the box's samples falls inside; rows past the image repeat its last row.
-    y0 = (boxes[:, 1].floor() - 1).clamp(min=0)
-    x0 = (boxes[:, 0].floor() - 1).clamp(min=0)
+    # (A box starting past its mask's edge reads the last row/column, with zero weight.)
+    y0 = torch.minimum(boxes[:, 1].floor() - 1, heights - 1).clamp(min=0)
+    x0 = torch.minimum(boxes[:, 0].floor() - 1, widths - 1).clamp(min=0)
     window_h = int((boxes[:, 3].ceil() + 3 - y0).max().clamp(min=1))
     window_w = int((boxes[:, 2].ceil() + 3 - x0).max().clamp(min=1))
-    row_weights = _window_weights(boxes[:, 1] - y0, boxes[:, 3] - y0, size, window_h, height - y0)
-    col_weights = _window_weights(boxes[:, 0] - x0, boxes[:, 2] - x0, size, window_w, width - x0)
+    row_weights = _window_weights(boxes[:, 1] - y0, boxes[:, 3] - y0, size, window_h, heights - y0)
+    col_weights = _window_weights(boxes[:, 0] - x0, boxes[:, 2] - x0, size, window_w, widths - x0)
 
     targets = []
     chunk = max(1, (1 << 24) // (window_h * window_w))
-    steps_y = torch.arange(window_h, device=boxes.device)
-    steps_x = torch.arange(window_w, device=boxes.device)
-    for begin in range(0, num_rois, chunk):
+    steps_y = torch.arange(window_h, device=device)
+    steps_x = torch.arange(window_w, device=device)
+    for begin in range(0, len(boxes), chunk):
         part = slice(begin, begin + chunk)
-        rows = (y0[part, None].long() + steps_y).clamp(max=height - 1)
-        cols = (x0[part, None].long() + steps_x).clamp(max=width - 1)
-        windows = gt_masks[matched[part, None, None], rows[:, :, None], cols[:, None, :]].to(torch.float32)
+        rows = torch.minimum(y0[part, None].long() + steps_y, heights[part, None] - 1)
+        cols = torch.minimum(x0[part, None].long() + steps_x, widths[part, None] - 1)
+        index = base[part, None, None] + rows[:, :, None] * widths[part, None, None] + cols[:, None, :]
+        windows = flat[index].to(torch.float32)
         targets.append(row_weights[part] @ windows @ col_weights[part].transpose(1, 2))
     return torch.cat(targets)
 

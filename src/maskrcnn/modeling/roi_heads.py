@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_iou
 
 from maskrcnn.modeling.box_head import BoxHead, BoxInference, BoxPredictor, box_loss
-from maskrcnn.modeling.mask_head import MaskHead, mask_loss, mask_targets
+from maskrcnn.modeling.mask_head import MaskHead, batch_mask_targets, mask_loss
 from maskrcnn.ops import MultiScaleRoIPooler
 from maskrcnn.ops.matcher import Matcher
 from maskrcnn.ops.sampler import BalancedSampler
@@ -141,10 +141,7 @@ class RoIHeads(nn.Module):
         labels = torch.cat([s.labels[f] for s, f in zip(sampled, foreground)])[order]
         class_logits = self.mask_head.class_logits(pooled, labels)
         size = class_logits.shape[-1]
-        mask_target = torch.cat(
-            [
-                mask_targets(target["masks"], s.matched[f], image_boxes, size)
-                for s, f, image_boxes, target in zip(sampled, foreground, boxes, targets)
-            ]
+        mask_target = batch_mask_targets(
+            [t["masks"] for t in targets], [s.matched[f] for s, f in zip(sampled, foreground)], boxes, size
         )
         return mask_loss(class_logits, mask_target[order])
