@@ -2,12 +2,13 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
 
 from maskrcnn.modeling.box_head import BoxHead
 from maskrcnn.modeling.mask_head import MaskHead, select_class_masks, upsample_2x2
-from maskrcnn.modeling.norm import FrozenBatchNorm2d, conv_norm
+from maskrcnn.modeling.norm import FrozenBatchNorm2d, GroupNorm, conv_norm
 
 
 def random_frozen_norm(channels: int, seed: int = 0) -> FrozenBatchNorm2d:
@@ -130,3 +131,35 @@ def test_mask_probabilities_of_the_labelled_class_only_equal_the_full_head():
     probs = head.predict_probs(pooled, labels)
     assert probs.shape == (7, 8, 8) and probs.dtype == torch.float32
     torch.testing.assert_close(probs, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "shape, groups", [((2, 32, 20, 28), 32), ((3, 16, 9, 11), 16), ((2, 32, 12, 10), 8), ((1, 8, 5, 7), 2)]
+)
+def test_group_norm_channels_last_backward_equals_native(shape, groups):
+    generator = torch.Generator().manual_seed(1)
+    norm = GroupNorm(groups, shape[1])
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(shape[1], generator=generator) + 0.5)
+        norm.bias.copy_(torch.randn(shape[1], generator=generator))
+    x = (torch.randn(shape, generator=generator) * 3 + 1).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    grad = torch.randn(shape, generator=generator)
+    out = norm(x)
+    assert type(out.grad_fn).__name__ == "_ChannelsLastGroupNormBackward"  # the fast path ran
+    got = torch.autograd.grad(out, (x, norm.weight, norm.bias), grad)
+    reference = F.group_norm(x, groups, norm.weight, norm.bias, norm.eps)
+    expected = torch.autograd.grad(reference, (x, norm.weight, norm.bias), grad)
+    torch.testing.assert_close(out, reference)
+    assert got[0].is_contiguous(memory_format=torch.channels_last)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+
+
+def test_group_norm_keeps_the_native_kernel_where_it_is_faster():
+    norm = GroupNorm(32, 64)
+    wide = torch.randn(2, 64, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    nchw = torch.randn(2, 32, 6, 6, requires_grad=True)
+    assert type(norm(wide).grad_fn).__name__ == "NativeGroupNormBackward0"
+    assert type(GroupNorm(32, 32)(nchw).grad_fn).__name__ == "NativeGroupNormBackward0"
+    assert isinstance(norm, nn.GroupNorm) and set(norm.state_dict()) == {"weight", "bias"}

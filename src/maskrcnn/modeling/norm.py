@@ -67,6 +67,77 @@ def _fold(conv: nn.Conv2d, norm: "FrozenBatchNorm2d") -> tuple[Tensor, Tensor]:
     return weight, bias.to(conv.weight.dtype)
 
 
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm (same parameters and state dict) with a faster CPU backward on narrow
+    channels-last maps.
+
+    PyTorch's channels-last GroupNorm backward handles maps of 32 or fewer channels at
+    about half the speed of the computation below (a 4x32x112x144 map: 6.9 vs 2.8 ms);
+    from 64 channels on the native kernel is as fast or faster, and is used.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (N, C, H, W)."""
+        if (
+            torch.is_grad_enabled()
+            and x.device.type == "cpu"
+            and x.dim() == 4
+            and x.shape[1] <= 32
+            and x.dtype == torch.float32
+            and self.weight is not None
+            and self.weight.dtype == torch.float32
+            and x.is_contiguous(memory_format=torch.channels_last)
+            and not x.is_contiguous()
+        ):
+            return _ChannelsLastGroupNorm.apply(x, self.weight, self.bias, self.num_groups, self.eps)
+        return super().forward(x)
+
+
+class _ChannelsLastGroupNorm(torch.autograd.Function):
+    """Group norm of a channels-last (N, C, H, W) map: the native forward, and a backward
+    from two batched matrix products and two fused multiply-adds over the map."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float) -> Tensor:
+        num, channels, height, width = x.shape
+        y, mean, rstd = torch.ops.aten.native_group_norm(
+            x, weight, bias, num, channels, height * width, groups, eps
+        )
+        ctx.save_for_backward(x, weight, mean, rstd)
+        ctx.groups = groups
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, weight, mean, rstd = ctx.saved_tensors
+        num, channels, height, width = x.shape
+        per_group = channels // ctx.groups
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        x_rows = x.permute(0, 2, 3, 1).reshape(num, height * width, channels)
+        grad_rows = grad.permute(0, 2, 3, 1).reshape(num, height * width, channels)
+        # Per (image, channel) sums of dy and of dy * x. As matrix products they read each
+        # map once and build no (N, HW, C) temporary; for the second only the diagonal of
+        # the small (C, C) product is used.
+        sum_dy = torch.bmm(x_rows.new_ones(num, 1, height * width), grad_rows)[:, 0]
+        sum_dy_x = torch.bmm(grad_rows.transpose(1, 2), x_rows).diagonal(dim1=1, dim2=2)
+        channel_mean = mean.repeat_interleave(per_group, 1)  # (N, C)
+        channel_rstd = rstd.repeat_interleave(per_group, 1)
+        sum_dy_xhat = channel_rstd * (sum_dy_x - channel_mean * sum_dy)
+        grad_weight = sum_dy_xhat.sum(0)
+        grad_bias = sum_dy.sum(0)
+        # dx = rstd * w * dy + q * x + k, with q and k per (image, group)
+        count = per_group * height * width
+        mean_dy = (weight * sum_dy).view(num, ctx.groups, per_group).sum(2) / count
+        mean_dy_xhat = (weight * sum_dy_xhat).view(num, ctx.groups, per_group).sum(2) / count
+        q = (-rstd * rstd * mean_dy_xhat).repeat_interleave(per_group, 1)
+        k = (rstd * (rstd * mean_dy_xhat * mean - mean_dy)).repeat_interleave(per_group, 1)
+        grad_x = torch.addcmul(k[:, None, :], grad_rows, (channel_rstd * weight)[:, None, :])
+        grad_x.addcmul_(x_rows, q[:, None, :])
+        grad_x = grad_x.view(num, height, width, channels).permute(0, 3, 1, 2)
+        return grad_x, grad_weight, grad_bias, None, None
+
+
 def make_norm(kind: str, channels: int, eps: float) -> nn.Module:
     """kind: "frozen_bn", "bn" (trainable BatchNorm) or "gn" (GroupNorm, 32 groups, fewer for
     narrow layers so that the group count divides the channels)."""
@@ -75,5 +146,5 @@ def make_norm(kind: str, channels: int, eps: float) -> nn.Module:
     if kind == "bn":
         return nn.BatchNorm2d(channels, eps=eps)
     if kind == "gn":
-        return nn.GroupNorm(math.gcd(32, channels), channels, eps=eps)
+        return GroupNorm(math.gcd(32, channels), channels, eps=eps)
     raise ValueError(f"backbone.norm must be 'frozen_bn', 'bn' or 'gn', got {kind!r}")
