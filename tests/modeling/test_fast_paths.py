@@ -163,3 +163,16 @@ def test_group_norm_keeps_the_native_kernel_where_it_is_faster():
     assert type(norm(wide).grad_fn).__name__ == "NativeGroupNormBackward0"
     assert type(GroupNorm(32, 32)(nchw).grad_fn).__name__ == "NativeGroupNormBackward0"
     assert isinstance(norm, nn.GroupNorm) and set(norm.state_dict()) == {"weight", "bias"}
+
+
+def test_group_norm_of_a_bfloat16_map_is_computed_in_float32():
+    generator = torch.Generator().manual_seed(2)
+    norm = GroupNorm(16, 32)
+    x = torch.randn(2, 32, 10, 12, generator=generator).contiguous(memory_format=torch.channels_last)
+    low = x.to(torch.bfloat16).requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = norm(low)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, F.group_norm(low.float(), 16, norm.weight, norm.bias, norm.eps))
+    out.square().sum().backward()
+    assert low.grad is not None and low.grad.dtype == torch.bfloat16 and low.grad.abs().sum() > 0

@@ -77,7 +77,9 @@ class GroupNorm(nn.GroupNorm):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (N, C, H, W)."""
+        """x: (N, C, H, W). Under autocast the statistics and the output are float32."""
+        if x.dtype in (torch.bfloat16, torch.float16) and self.weight is not None:
+            x = x.float()
         if (
             torch.is_grad_enabled()
             and x.device.type == "cpu"
