@@ -8,8 +8,9 @@ shapes: the model of configs/shapes.yaml (GroupNorm trunk, 64-channel FPN and he
 RoIs per image), a batch of 4 shapes images at 208x277; torchvision's Mask R-CNN is built
 around a plain copy of the same trunk and FPN with the same anchors, proposal counts,
 RoI sampling and heads.
-A step is loss, backward and an SGD update; the median of --runs steps after a warm-up,
-the three variants taking turns so that a slow spell of the machine falls on all alike.
+A step is loss, backward and an SGD update (the trainer's fused SGD, for both models); the
+median of --runs steps after a warm-up, the three variants taking turns so that a slow
+spell of the machine falls on all alike.
 Ours runs in float32 and, like `solver.precision: bf16`, under bfloat16 autocast.
 """
 
@@ -31,8 +32,9 @@ from torchvision.models.resnet import resnet50
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
 import maskrcnn
-from maskrcnn.config import load_config
+from maskrcnn.config import SolverConfig, load_config
 from maskrcnn.data.shapes import draw_shapes_image
+from maskrcnn.engine.trainer import make_optimizer
 from maskrcnn.precision import autocast_context
 
 
@@ -111,7 +113,8 @@ WORKLOADS = {"r50-800": r50_models, "shapes": shapes_models}
 def step_function(model, images, targets, ours: bool, precision: str = "fp32"):
     """One training step; precision as the trainer's solver.precision (autocast)."""
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(parameters, lr=1e-4, momentum=0.9, weight_decay=1e-4)
+    # the trainer's optimizer, for both models
+    optimizer = make_optimizer(parameters, SolverConfig(base_lr=1e-4, momentum=0.9, weight_decay=1e-4))
     model.train()
 
     def step():
