@@ -176,3 +176,11 @@ def test_group_norm_of_a_bfloat16_map_is_computed_in_float32():
     torch.testing.assert_close(out, F.group_norm(low.float(), 16, norm.weight, norm.bias, norm.eps))
     out.square().sum().backward()
     assert low.grad is not None and low.grad.dtype == torch.bfloat16 and low.grad.abs().sum() > 0
+
+
+def test_group_norm_of_a_model_converted_to_bfloat16_stays_bfloat16():
+    norm = GroupNorm(4, 8).to(torch.bfloat16)
+    x = torch.randn(2, 8, 5, 5).to(torch.bfloat16)
+    out = norm(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, F.group_norm(x, 4, norm.weight, norm.bias, norm.eps))

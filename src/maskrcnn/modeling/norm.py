@@ -77,8 +77,10 @@ class GroupNorm(nn.GroupNorm):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (N, C, H, W). Under autocast the statistics and the output are float32."""
-        if x.dtype in (torch.bfloat16, torch.float16) and self.weight is not None:
+        """x: (N, C, H, W). A bfloat16/float16 map with float32 parameters (autocast) is
+        normalised in float32, and the output is float32."""
+        low_precision = x.dtype in (torch.bfloat16, torch.float16)
+        if low_precision and self.weight is not None and self.weight.dtype == torch.float32:
             x = x.float()
         if (
             torch.is_grad_enabled()
