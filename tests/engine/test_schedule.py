@@ -3,7 +3,7 @@ import torch
 
 from maskrcnn.config import SolverConfig
 from maskrcnn.engine.schedule import learning_rate_factor
-from maskrcnn.engine.trainer import make_optimizer
+from maskrcnn.engine.trainer import make_optimizer, use_fused_sgd
 
 
 def test_warmup_then_steps():
@@ -40,3 +40,34 @@ def test_make_optimizer_is_fused_sgd_with_the_solver_settings_and_plain_sgd_upda
     for got, want in zip(fused_params, plain_params):
         torch.testing.assert_close(got, want)
     assert all((p - p0).abs().min() > 1e-3 for p, p0 in zip(fused_params, initial))
+
+
+def test_loss_scaling_with_an_overflowing_first_step_updates_like_plain_sgd():
+    # The scaler skips the overflowing first step; the next one must start from fresh
+    # momentum (the fused kernel would keep uninitialised buffers here).
+    torch.manual_seed(0)
+    initial = [torch.randn(256, 64), torch.randn(9)]
+    params = [torch.nn.Parameter(p.clone()) for p in initial]
+    optimizer = make_optimizer(params, SolverConfig(base_lr=0.1, momentum=0.9, weight_decay=0.0), True)
+    assert not optimizer.param_groups[0]["fused"]
+    scaler = torch.amp.GradScaler("cpu")
+    for factor in (float("inf"), 1.0):
+        optimizer.zero_grad()
+        scaler.scale(sum((p * p).sum() for p in params) * factor).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    for got, p0 in zip(params, initial):
+        # One real step of plain SGD: the buffer is the gradient 2 p0.
+        torch.testing.assert_close(optimizer.state[got]["momentum_buffer"], 2 * p0)
+        torch.testing.assert_close(got.detach(), p0 - 0.1 * 2 * p0)
+
+
+def test_use_fused_sgd_after_loading_a_state_saved_without_it():
+    params = [torch.nn.Parameter(torch.randn(4))]
+    saved = torch.optim.SGD(params, lr=0.1, momentum=0.9).state_dict()
+    assert not saved["param_groups"][0]["fused"]
+    for loss_scaling, want in ((False, True), (True, None)):
+        optimizer = make_optimizer(params, SolverConfig(), loss_scaling)
+        optimizer.load_state_dict(saved)
+        use_fused_sgd(optimizer, loss_scaling)
+        assert optimizer.param_groups[0]["fused"] is want

@@ -9,6 +9,7 @@ from torchvision.models.detection.rpn import AnchorGenerator as TVAnchorGenerato
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import box_iou
 
+import maskrcnn.modeling.rpn as rpn_module
 from maskrcnn import ModelConfig, build_model
 from maskrcnn.config import InputConfig
 from maskrcnn.modeling.box_head import box_loss
@@ -127,6 +128,32 @@ def test_rpn_targets_and_loss_equal_torchvision(tiny_model):
     )
     torch.testing.assert_close(ours["loss_rpn_objectness"], ref_objectness)
     torch.testing.assert_close(ours["loss_rpn_box"], ref_box)
+
+
+def test_rpn_targets_are_finite_and_zero_off_the_positives_with_an_image_without_boxes(tiny_model):
+    generator = torch.Generator().manual_seed(4)
+    rpn = tiny_model.rpn
+    features = [torch.randn(2, 256, 128 // s, 128 // s, generator=generator) for s in (4, 8, 16, 32, 64)]
+    anchors = torch.cat(rpn(features, (128, 128)).anchors)
+    labels, targets = rpn.targets(anchors, [torch.zeros((0, 4)), random_boxes(4, 128, generator)])
+    assert torch.isfinite(targets).all()
+    assert (labels[0] == 0).all() and (labels[1] == 1).any()
+    assert (targets[labels != 1] == 0).all() and (targets[labels == 1] != 0).any()
+
+
+def test_rpn_assign_in_chunks_of_images_equals_all_at_once(tiny_model, monkeypatch):
+    generator = torch.Generator().manual_seed(5)
+    rpn = tiny_model.rpn
+    features = [torch.randn(3, 256, 128 // s, 128 // s, generator=generator) for s in (4, 8, 16, 32, 64)]
+    anchors = torch.cat(rpn(features, (128, 128)).anchors)
+    gt = [random_boxes(2, 128, generator), torch.zeros((0, 4)), random_boxes(6, 128, generator)]
+    whole = rpn.assign(anchors, gt)
+    # One image per chunk: the block holds fewer values than one image's IoU matrix.
+    monkeypatch.setattr(rpn_module, "MATCH_BLOCK", len(anchors))
+    chunked = rpn.assign(anchors, gt)
+    assert (whole[0] == 1).sum() > 0
+    for got, want in zip(chunked, whole):
+        assert torch.equal(got, want)
 
 
 def test_box_loss_equals_fastrcnn_loss():

@@ -100,20 +100,29 @@ def build_training_data(config: TrainConfig, context: distributed.Context, start
     return dataset, loader
 
 
-def make_optimizer(parameters: list[torch.nn.Parameter], solver: SolverConfig) -> torch.optim.SGD:
+def make_optimizer(
+    parameters: list[torch.nn.Parameter], solver: SolverConfig, loss_scaling: bool = False
+) -> torch.optim.SGD:
     """SGD with momentum and weight decay (the paper's 0.9 and 1e-4 by default).
 
     PyTorch's fused kernel updates all parameters in one pass, without a chain of small
     per-parameter operations: 1.9 vs 5.6 ms per step for the shapes model on the CPU.
+    With loss scaling (float16) the update is the plain one: when the first scaled step
+    overflows, the fused kernel skips it but keeps momentum buffers it never initialised.
     """
-    fused = all(p.device.type in ("cpu", "cuda") for p in parameters)
-    return torch.optim.SGD(
-        parameters,
-        lr=solver.base_lr,
-        momentum=solver.momentum,
-        weight_decay=solver.weight_decay,
-        fused=fused or None,
+    optimizer = torch.optim.SGD(
+        parameters, lr=solver.base_lr, momentum=solver.momentum, weight_decay=solver.weight_decay
     )
+    use_fused_sgd(optimizer, loss_scaling)
+    return optimizer
+
+
+def use_fused_sgd(optimizer: torch.optim.SGD, loss_scaling: bool) -> None:
+    """Choose the fused update where it is safe; also after `load_state_dict`, which
+    restores the choice saved in the checkpoint's parameter groups."""
+    for group in optimizer.param_groups:
+        on_supported_device = all(p.device.type in ("cpu", "cuda") for p in group["params"])
+        group["fused"] = True if on_supported_device and not loss_scaling else None
 
 
 def rng_state() -> dict:
@@ -175,7 +184,10 @@ def _train(config: TrainConfig, resume: bool, context: distributed.Context) -> M
 
     solver = config.solver
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(parameters, solver)
+    # float16 gradients underflow without loss scaling; bfloat16 has float32's range and needs none.
+    autocast = autocast_dtype(solver.precision, context.device, "solver.precision")
+    loss_scaling = autocast == torch.float16
+    optimizer = make_optimizer(parameters, solver, loss_scaling)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: learning_rate_factor(i, solver))
     # Creating the loader's iterator draws a seed from the global RNG: do it before the
     # RNG state of a resumed run is restored, exactly as an uninterrupted run did.
@@ -183,6 +195,7 @@ def _train(config: TrainConfig, resume: bool, context: distributed.Context) -> M
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        use_fused_sgd(optimizer, loss_scaling)
         scheduler.load_state_dict(checkpoint["scheduler"])
         states = checkpoint["rng"]
         set_rng_state(states[context.rank] if context.rank < len(states) else states[0])
@@ -214,9 +227,7 @@ def _train(config: TrainConfig, resume: bool, context: distributed.Context) -> M
                 path,
             )
 
-    # float16 gradients underflow without loss scaling; bfloat16 has float32's range and needs none.
-    autocast = autocast_dtype(solver.precision, context.device, "solver.precision")
-    scaler = torch.amp.GradScaler(context.device.type, enabled=autocast == torch.float16)
+    scaler = torch.amp.GradScaler(context.device.type, enabled=loss_scaling)
     progress = tqdm(
         total=solver.max_iter,
         initial=start_iter,

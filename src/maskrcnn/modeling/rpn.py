@@ -15,6 +15,8 @@ from maskrcnn.ops.layout import dense_gradient
 from maskrcnn.ops.matcher import BETWEEN, Matcher
 from maskrcnn.ops.sampler import BalancedSampler
 
+MATCH_BLOCK = 1 << 24
+
 
 class RPNHead(nn.Module):
     """A shared 3x3 conv, then per anchor one objectness logit and four box deltas.
@@ -129,7 +131,7 @@ class RPN(nn.Module):
         Returns labels (N, A) float (1 object, 0 background, -1 ignored: IoU between the
         two thresholds) and the ground-truth box each anchor is matched to (N, A, 4)
         (zeros where the image has none). All images are matched in one batched step,
-        their ground truth padded to the longest list.
+        their ground truth padded to the longest list, in chunks of images that bound memory.
         """
         num_images, most = len(gt_boxes), max((len(b) for b in gt_boxes), default=0)
         padded = anchors.new_zeros((num_images, max(most, 1), 4))
@@ -137,17 +139,26 @@ class RPN(nn.Module):
         for image, boxes in enumerate(gt_boxes):
             padded[image, : len(boxes)] = boxes
             valid[image, : len(boxes)] = True
-        iou = pairwise_iou(padded, anchors).masked_fill_(~valid[:, :, None], -1.0)
-        matches = self.matcher(iou, valid)
+        # The IoU block and its intermediates hold N*G*A values (a few of them twice that):
+        # match as many images at once as keep it near 2^24 values.
+        per_chunk = max(1, MATCH_BLOCK // (padded.shape[1] * len(anchors)))
+        matches = torch.cat(
+            [
+                self.matcher(pairwise_iou(boxes, anchors).masked_fill_(~keep[:, :, None], -1.0), keep)
+                for boxes, keep in zip(padded.split(per_chunk), valid.split(per_chunk))
+            ]
+        )
         labels = (matches >= 0).to(anchors.dtype).masked_fill_(matches == BETWEEN, -1.0)
         matched = torch.gather(padded, 1, matches.clamp(min=0)[:, :, None].expand(-1, -1, 4))
         return labels, matched
 
     def targets(self, anchors: Tensor, gt_boxes: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """Labels (N, A) as `assign`, and regression targets (N, A, 4) towards each anchor's match."""
+        """Labels (N, A) as `assign`, and regression targets (N, A, 4) towards each positive
+        anchor's match; zero for the others (an image without boxes has no match to encode)."""
         labels, matched = self.assign(anchors, gt_boxes)
         deltas = self.box_coder.encode(matched.reshape(-1, 4), anchors.repeat(len(gt_boxes), 1))
-        return labels, deltas.reshape(matched.shape)
+        deltas = deltas.reshape(matched.shape).masked_fill_((labels != 1)[:, :, None], 0.0)
+        return labels, deltas
 
     def loss(self, outputs: RPNOutputs, gt_boxes: list[Tensor]) -> dict[str, Tensor]:
         """Objectness and box-regression losses of the RPN for one batch."""
