@@ -11,6 +11,8 @@ a warm-up. Prints, for an 800x1067 image with 100 detections:
 - end to end: both models in float32, ours in bfloat16, ONNX Runtime on our exported graph,
   with 100 and with 10 detections, and the peak memory each inference adds;
 - how time grows with the short side: 512, 800 and 1200 pixels (both models resize to it).
+The bfloat16 columns are run on a CPU with bfloat16 instructions (AVX-512 BF16 or AMX), or
+with --bf16; elsewhere PyTorch emulates bfloat16 at ~1 GFLOP/s and they show "-".
 """
 
 import argparse
@@ -18,7 +20,6 @@ import contextlib
 import functools
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,12 +29,12 @@ import time
 from collections import defaultdict
 
 import torch
-from timing import median_time, paired_medians
+from timing import machine, median_time, paired_medians
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.detection.roi_heads import maskrcnn_inference
 
 import maskrcnn
-from maskrcnn.precision import autocast_context
+from maskrcnn.precision import autocast_context, cpu_has_fast_bfloat16
 from maskrcnn.structures import Detections
 from maskrcnn.testing import torchvision_reference_model
 
@@ -217,6 +218,9 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--weights", help="a torchvision maskrcnn_resnet50_fpn state-dict file")
+    parser.add_argument(
+        "--bf16", action="store_true", help="time bfloat16 even on a CPU without bfloat16 instructions"
+    )
     parser.add_argument("--quick", action="store_true", help="stage table and end-to-end rows only")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -226,22 +230,25 @@ def main() -> None:
 
     ours, reference = build_models(args.weights)
     image = test_image(800)
+    print(f"# Mask R-CNN R50-FPN inference, {machine()}, median of {args.runs} runs")
+    # Without bfloat16 instructions PyTorch emulates bfloat16 at ~1 GFLOP/s: an R50
+    # inference would take minutes, so those columns are left out unless asked for.
+    half = cpu_has_fast_bfloat16() or args.bf16
+    fp32_rate = gemm_throughput(torch.float32)
+    bf16_rate = gemm_throughput(torch.bfloat16) if half else None
     print(
-        f"# Mask R-CNN R50-FPN inference, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
-        f"{os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"median of {args.runs} runs"
-    )
-    fp32_rate, bf16_rate = gemm_throughput(torch.float32), gemm_throughput(torch.bfloat16)
-    print(
-        f"# matrix-multiply throughput: float32 {fp32_rate / 1e9:.0f} GFLOP/s, "
-        f"bfloat16 {bf16_rate / 1e9:.0f} GFLOP/s"
+        f"# matrix-multiply throughput: float32 {fp32_rate / 1e9:.0f} GFLOP/s, bfloat16 "
+        + (f"{bf16_rate / 1e9:.0f} GFLOP/s" if half else "not run (no bfloat16 instructions; --bf16 runs it)")
     )
 
-    timers = {"ours": StageTimer(), "torchvision": StageTimer(), "ours bf16": StageTimer()}
+    timers = {"ours": StageTimer(), "torchvision": StageTimer()}
+    if half:
+        timers["ours bf16"] = StageTimer()
     for _ in range(args.runs + 1):
         our_stages(ours, image, timers["ours"])
         torchvision_stages(reference, image, timers["torchvision"])
-        our_stages(ours, image, timers["ours bf16"], "bf16")
+        if half:
+            our_stages(ours, image, timers["ours bf16"], "bf16")
     flops = StageFlops()
     torchvision_stages(reference, image, flops)
     medians = {name: timer.medians() for name, timer in timers.items()}
@@ -261,14 +268,14 @@ def main() -> None:
         totals["flops"] += stage_flops
         print(
             f"| {stage} | {row['ours']:.3f} | {row['torchvision']:.3f} | "
-            f"{row['torchvision'] / row['ours']:.2f}x | {row['ours bf16']:.3f} | {stage_flops / 1e9:.0f} | "
-            f"{stage_flops / fp32_rate:.3f} | {stage_flops / bf16_rate:.3f} |"
+            f"{row['torchvision'] / row['ours']:.2f}x | {cell(row.get('ours bf16'))} | "
+            f"{stage_flops / 1e9:.0f} | {stage_flops / fp32_rate:.3f} | {cell(stage_flops, bf16_rate)} |"
         )
     print(
         f"| **sum** | {totals['ours']:.3f} | {totals['torchvision']:.3f} | "
-        f"{totals['torchvision'] / totals['ours']:.2f}x | {totals['ours bf16']:.3f} | "
+        f"{totals['torchvision'] / totals['ours']:.2f}x | {cell(totals.get('ours bf16'))} | "
         f"{totals['flops'] / 1e9:.0f} | {totals['flops'] / fp32_rate:.3f} | "
-        f"{totals['flops'] / bf16_rate:.3f} |"
+        f"{cell(totals['flops'], bf16_rate)} |"
     )
 
     print("\n## End to end, 800x1067 image\n")
@@ -284,8 +291,9 @@ def main() -> None:
         runs = {
             "torchvision fp32": functools.partial(reference, [image]),
             "maskrcnn fp32": functools.partial(ours, [image]),
-            "maskrcnn bf16": functools.partial(ours, [image], "bf16"),
         }
+        if half:
+            runs["maskrcnn bf16"] = functools.partial(ours, [image], "bf16")
         if sessions is not None:
             runs["maskrcnn ONNX Runtime fp32"] = functools.partial(run_session, sessions, count, image)
         with torch.inference_mode():
@@ -315,12 +323,18 @@ def main() -> None:
         runs = {
             "theirs": functools.partial(reference, batch),
             "mine": functools.partial(ours, batch),
-            "half": functools.partial(ours, batch, "bf16"),
         }
+        if half:
+            runs["half"] = functools.partial(ours, batch, "bf16")
         with torch.inference_mode():
             medians = paired_medians(runs, args.runs)
-        theirs, mine, half = medians["theirs"], medians["mine"], medians["half"]
-        print(f"| {short_side} | {mine:.3f} | {theirs:.3f} | {theirs / mine:.2f}x | {half:.3f} |")
+        theirs, mine, half_time = medians["theirs"], medians["mine"], cell(medians.get("half"))
+        print(f"| {short_side} | {mine:.3f} | {theirs:.3f} | {theirs / mine:.2f}x | {half_time} |")
+
+
+def cell(value: float | None, rate: float | None = 1.0) -> str:
+    """A table cell in seconds (value / rate), or "-" for what was not run."""
+    return "-" if value is None or rate is None else f"{value / rate:.3f}"
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import functools
 
 import torch
 import torchvision
-from timing import median_time
+from timing import machine, median_time
 
 from maskrcnn.ops.poolers import assign_fpn_levels
 from maskrcnn.ops.roi_align import roi_align
@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--rois", type=int, default=1024)
     args = parser.parse_args()
     features, rois = workload(args.rois)
+    print(f"# {machine()}")
     print(f"# RoIAlign forward+backward, {args.rois} RoIs over P2-P5 (per level {[len(r) for r in rois]}),")
     print(f"# 256 channels, sampling ratio 2, {torch.get_num_threads()} threads, median of {args.runs}")
     header = ["output", "ours (s)", "torchvision (s)", "speed-up", "max |grad diff|"]

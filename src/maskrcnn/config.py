@@ -122,7 +122,9 @@ class SolverConfig:
     warmup_iters: int = 1000
     warmup_factor: float = 0.001
     clip_grad_norm: float = 0.0  # 0 disables clipping
-    precision: str = "fp32"  # "fp32", or "bf16"/"fp16" autocast ("auto": bf16 on CPU, fp16 on CUDA)
+    # "fp32", or "bf16"/"fp16" autocast; "auto": fp16 on CUDA, bf16 on a CPU with
+    # bfloat16 instructions (AVX-512 BF16 or AMX), else fp32
+    precision: str = "fp32"
     checkpoint_period: int = 5000
     log_period: int = 20
     eval_period: int = 0  # 0: evaluate only at the end (when a validation split is given)

@@ -1,22 +1,47 @@
 """Numeric precision of a run: float32, or bfloat16 / float16 autocast."""
 
 import contextlib
+import warnings
 
 import torch
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
-def autocast_dtype(precision: str, device: torch.device, what: str = "precision") -> torch.dtype | None:
-    """None for float32; "auto" is bfloat16 on the CPU and float16 on CUDA.
+def cpu_has_fast_bfloat16() -> bool:
+    """Whether this CPU has bfloat16 matrix instructions (AVX-512 BF16 or AMX).
 
-    what: the setting's name, for the error message.
+    Without them PyTorch emulates bfloat16 arithmetic: on an AVX2-only EPYC a 1024x1024
+    matrix product ran at 0.9 GFLOP/s against 108 in float32, and the shapes training step
+    under bfloat16 autocast took 3.1 s against 0.32 s.
     """
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def autocast_dtype(precision: str, device: torch.device, what: str = "precision") -> torch.dtype | None:
+    """None for float32; "auto" is float16 on CUDA, and on the CPU bfloat16 where the CPU
+    has bfloat16 instructions, else float32. An explicit "bf16" on a CPU without them
+    is kept, with a warning.
+
+    what: the setting's name, for the messages.
+    """
+    on_cpu = torch.device(device).type == "cpu"
     if precision == "auto":
         precision = "fp16" if torch.device(device).type == "cuda" else "bf16"
+        if on_cpu and not cpu_has_fast_bfloat16():
+            precision = "fp32"
     dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in dtypes:
         raise ValueError(f"{what} must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "bf16" and on_cpu and not cpu_has_fast_bfloat16():
+        warnings.warn(
+            f"{what} bf16: this CPU has no bfloat16 instructions (AVX-512 BF16 or AMX; PyTorch "
+            f"reports {torch.backends.cpu.get_cpu_capability()}), so bfloat16 is emulated and "
+            "runs 10-100x slower than float32; fp32 is the faster choice here",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return dtypes[precision]
 
 

@@ -118,8 +118,9 @@ class MaskRCNN(nn.Module):
     def predict(self, images, precision: str = "fp32") -> list[dict[str, Tensor]]:
         """Detect objects in a list of images (or a single image).
 
-        precision: "fp32" (default), "bf16" (fast on CPUs with bfloat16 units), "fp16" (CUDA)
-        or "auto" (bf16 on the CPU, fp16 on CUDA): see `forward`.
+        precision: "fp32" (default), "bf16" (fast on CPUs with bfloat16 instructions, slow
+        elsewhere), "fp16" (CUDA) or "auto" (fp16 on CUDA; on the CPU bf16 where it is
+        fast, else fp32): see `forward`.
 
         images: float tensors (3, H, W) RGB in [0, 1], uint8 tensors (3, H, W), uint8 numpy
         arrays (H, W, 3) or PIL images; sizes may differ. Raises ValueError on bad input.
