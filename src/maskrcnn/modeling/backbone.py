@@ -4,6 +4,7 @@ from torch import Tensor, nn
 
 from maskrcnn.config import BackboneConfig
 from maskrcnn.modeling.norm import conv_norm, make_norm
+from maskrcnn.ops.conv import Conv2d
 
 BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 STAGE_STRIDES = (4, 8, 16, 32)
@@ -52,7 +53,7 @@ class Bottleneck(nn.Module):
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = nn.Conv2d(in_channels, width, 1, stride=stride_1x1, bias=False)
         self.norm1 = make_norm(norm, width, eps)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=stride_3x3, padding=1, groups=groups, bias=False)
+        self.conv2 = Conv2d(width, width, 3, stride=stride_3x3, padding=1, groups=groups, bias=False)
         self.norm2 = make_norm(norm, width, eps)
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.norm3 = make_norm(norm, out_channels, eps)

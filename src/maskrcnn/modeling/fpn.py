@@ -3,6 +3,8 @@
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from maskrcnn.ops.conv import Conv2d
+
 
 class FPN(nn.Module):
     """Lateral 1x1 convs, nearest-neighbour top-down sums, 3x3 output convs; P6 subsamples P5.
@@ -14,9 +16,7 @@ class FPN(nn.Module):
     def __init__(self, in_channels: tuple[int, ...], channels: int = 256):
         super().__init__()
         self.lateral = nn.ModuleList(nn.Conv2d(c, channels, kernel_size=1) for c in in_channels)
-        self.output = nn.ModuleList(
-            nn.Conv2d(channels, channels, kernel_size=3, padding=1) for _ in in_channels
-        )
+        self.output = nn.ModuleList(Conv2d(channels, channels, kernel_size=3, padding=1) for _ in in_channels)
         for conv in [*self.lateral, *self.output]:
             nn.init.kaiming_uniform_(conv.weight, a=1)
             nn.init.zeros_(conv.bias)

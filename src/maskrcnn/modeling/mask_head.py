@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from maskrcnn.ops.conv import Conv2d
 from maskrcnn.ops.roi_align import axis_sampling
 
 
@@ -19,7 +20,7 @@ class MaskHead(nn.Module):
         super().__init__()
         convs = []
         for index in range(num_convs):
-            convs.append(nn.Conv2d(in_channels if index == 0 else conv_dim, conv_dim, 3, padding=1))
+            convs.append(Conv2d(in_channels if index == 0 else conv_dim, conv_dim, 3, padding=1))
         self.convs = nn.ModuleList(convs)
         self.deconv = nn.ConvTranspose2d(conv_dim if num_convs else in_channels, conv_dim, 2, stride=2)
         self.predictor = nn.Conv2d(conv_dim, num_classes, kernel_size=1)

@@ -3,10 +3,10 @@
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from maskrcnn.modeling.weight_cache import derived_weight
+from maskrcnn.ops.conv import conv2d
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -57,7 +57,7 @@ def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: Tensor) -> Tensor:
         return norm(conv(x))
     sources = (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var)
     weight, bias = derived_weight(norm, "_folded_conv", sources, lambda: _fold(conv, norm))
-    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def _fold(conv: nn.Conv2d, norm: "FrozenBatchNorm2d") -> tuple[Tensor, Tensor]:

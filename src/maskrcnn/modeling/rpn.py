@@ -11,6 +11,7 @@ from maskrcnn.config import RPNConfig
 from maskrcnn.modeling.anchors import AnchorGenerator
 from maskrcnn.ops import BoxCoder, clip_boxes, remove_small_boxes
 from maskrcnn.ops.boxes import pairwise_iou
+from maskrcnn.ops.conv import Conv2d
 from maskrcnn.ops.layout import dense_gradient
 from maskrcnn.ops.matcher import BETWEEN, Matcher
 from maskrcnn.ops.sampler import BalancedSampler
@@ -26,7 +27,7 @@ class RPNHead(nn.Module):
 
     def __init__(self, channels: int, num_anchors: int):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.conv = Conv2d(channels, channels, kernel_size=3, padding=1)
         self.objectness = nn.Conv2d(channels, num_anchors, kernel_size=1)
         self.deltas = nn.Conv2d(channels, 4 * num_anchors, kernel_size=1)
         for layer in (self.conv, self.objectness, self.deltas):

@@ -1,0 +1,100 @@
+"""Convolution with the matrix-product weight gradient: the same values and gradients as F.conv2d."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from maskrcnn.ops import conv as conv_module
+from maskrcnn.ops.conv import Conv2d, conv2d, weight_gradient
+
+
+@pytest.fixture
+def any_size(monkeypatch):
+    """Small test maps take the matrix-product path too."""
+    monkeypatch.setattr(conv_module, "MIN_ROWS", 0)
+
+
+def channels_last(*shape, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=generator).contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize(
+    "in_channels,out_channels,kernel,padding,size",
+    [
+        (8, 16, 3, 1, (20, 27)),
+        (16, 8, 1, 0, (17, 30)),
+        (5, 6, 5, 2, (19, 21)),
+        (8, 8, 3, 0, (24, 20)),
+        (4, 12, 3, (1, 0), (18, 25)),
+    ],
+)
+def test_values_and_gradients_equal_f_conv2d(any_size, in_channels, out_channels, kernel, padding, size):
+    x = channels_last(3, in_channels, *size, seed=0)
+    weight = torch.randn(
+        out_channels, in_channels, kernel, kernel, generator=torch.Generator().manual_seed(1)
+    )
+    bias = torch.randn(out_channels, generator=torch.Generator().manual_seed(2))
+    ours = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    theirs = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    y = conv2d(*ours, padding=padding)
+    assert type(y.grad_fn).__name__ == "_ShiftWeightGradConvBackward"
+    want = F.conv2d(*theirs, padding=padding)
+    torch.testing.assert_close(y, want)
+    grad = torch.randn(want.shape, generator=torch.Generator().manual_seed(3))
+    y.backward(grad)
+    want.backward(grad)
+    for got, expected in zip(ours, theirs):
+        torch.testing.assert_close(got.grad, expected.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_weight_gradient_wraps_nothing_across_image_edges():
+    # A gradient only in each image's last column and row: a shifted read that wrapped into
+    # the next row or image would pick up the large values placed there.
+    x = torch.zeros(2, 1, 5, 6)
+    x[:, :, :, 0] = 100.0
+    x[1, :, 0, :] = 100.0
+    x[:, :, 2:4, 3:5] = 1.0
+    grad = torch.zeros(2, 1, 5, 6)
+    grad[:, :, -1, :] = 1.0
+    grad[:, :, :, -1] = 1.0
+    weight = torch.zeros(1, 1, 3, 3, requires_grad=True)
+    F.conv2d(x, weight, padding=1).backward(grad)
+    torch.testing.assert_close(weight_gradient(grad, x, (3, 3), (1, 1)), weight.grad)
+
+
+def test_other_convolutions_are_f_conv2d():
+    x = channels_last(2, 4, 48, 48, seed=4)  # 2 * 50 * 50 padded rows: above MIN_ROWS
+    weight = torch.randn(4, 4, 3, 3, requires_grad=True)
+    assert type(conv2d(x, weight, padding=1).grad_fn).__name__ == "_ShiftWeightGradConvBackward"
+    for kwargs, source in (
+        (dict(stride=2, padding=1), x),
+        (dict(padding=1, groups=2), x),
+        (dict(padding=1, dilation=2), x),
+        (dict(padding=1), x.contiguous()),
+    ):
+        w = weight if kwargs.get("groups", 1) == 1 else weight[:, :2]
+        y = conv2d(source, w, None, **kwargs)
+        assert type(y.grad_fn).__name__ != "_ShiftWeightGradConvBackward", kwargs
+        torch.testing.assert_close(y, F.conv2d(source, w, None, **kwargs))
+    small = channels_last(1, 4, 8, 8, seed=6)
+    assert type(conv2d(small, weight, padding=1).grad_fn).__name__ != "_ShiftWeightGradConvBackward"
+    frozen = weight.detach()
+    assert type(conv2d(x, frozen, padding=1).grad_fn).__name__ != "_ShiftWeightGradConvBackward"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv2d(x, weight, padding=1).dtype == torch.bfloat16
+
+
+def test_module_keeps_nn_conv2d_state_and_parameter_layout(any_size):
+    torch.manual_seed(0)
+    ours = Conv2d(6, 6, 3, padding=1).to(memory_format=torch.channels_last)
+    reference = torch.nn.Conv2d(6, 6, 3, padding=1)
+    reference.load_state_dict(ours.state_dict())
+    assert ours.state_dict().keys() == reference.state_dict().keys()
+    x = channels_last(4, 6, 32, 32, seed=5)
+    assert type(ours(x).grad_fn).__name__ == "_ShiftWeightGradConvBackward"
+    ours(x).square().sum().backward()
+    reference(x).square().sum().backward()
+    assert ours.weight.grad.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(ours.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.bias.grad, reference.bias.grad, rtol=1e-4, atol=1e-4)
