@@ -20,16 +20,24 @@ def channels_last(*shape, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    "in_channels,out_channels,kernel,padding,size",
+    "in_channels,out_channels,kernel,padding,stride,size",
     [
-        (8, 16, 3, 1, (20, 27)),
-        (16, 8, 1, 0, (17, 30)),
-        (5, 6, 5, 2, (19, 21)),
-        (8, 8, 3, 0, (24, 20)),
-        (4, 12, 3, (1, 0), (18, 25)),
+        (8, 16, 3, 1, 1, (20, 27)),
+        (16, 8, 1, 0, 1, (17, 30)),
+        (5, 6, 5, 2, 1, (19, 21)),
+        (8, 8, 3, 0, 1, (24, 20)),
+        (4, 12, 3, (1, 0), 1, (18, 25)),
+        (8, 8, 3, 1, 2, (20, 27)),
+        (8, 8, 3, 1, 2, (19, 21)),
+        (6, 10, 1, 0, 2, (17, 22)),
+        (4, 6, 7, 3, 2, (23, 30)),
+        (4, 6, 3, 1, (2, 1), (18, 19)),
+        (4, 6, 5, 1, 3, (26, 25)),
     ],
 )
-def test_values_and_gradients_equal_f_conv2d(any_size, in_channels, out_channels, kernel, padding, size):
+def test_values_and_gradients_equal_f_conv2d(
+    any_size, in_channels, out_channels, kernel, padding, stride, size
+):
     x = channels_last(3, in_channels, *size, seed=0)
     weight = torch.randn(
         out_channels, in_channels, kernel, kernel, generator=torch.Generator().manual_seed(1)
@@ -37,15 +45,20 @@ def test_values_and_gradients_equal_f_conv2d(any_size, in_channels, out_channels
     bias = torch.randn(out_channels, generator=torch.Generator().manual_seed(2))
     ours = [t.clone().requires_grad_() for t in (x, weight, bias)]
     theirs = [t.clone().requires_grad_() for t in (x, weight, bias)]
-    y = conv2d(*ours, padding=padding)
-    assert type(y.grad_fn).__name__ == "_ShiftWeightGradConvBackward"
-    want = F.conv2d(*theirs, padding=padding)
+    y = conv2d(*ours, stride=stride, padding=padding)
+    # 1x1 kernels keep the native gradient; `weight_gradient` is checked on them below
+    assert (type(y.grad_fn).__name__ == "_ShiftWeightGradConvBackward") == (kernel > 1)
+    want = F.conv2d(*theirs, stride=stride, padding=padding)
     torch.testing.assert_close(y, want)
     grad = torch.randn(want.shape, generator=torch.Generator().manual_seed(3))
     y.backward(grad)
     want.backward(grad)
     for got, expected in zip(ours, theirs):
         torch.testing.assert_close(got.grad, expected.grad, rtol=1e-4, atol=1e-4)
+    pair = (padding, padding) if isinstance(padding, int) else padding
+    strides = (stride, stride) if isinstance(stride, int) else stride
+    direct = weight_gradient(grad, x, (kernel, kernel), pair, strides)
+    torch.testing.assert_close(direct, theirs[1].grad, rtol=1e-4, atol=1e-4)
 
 
 def test_weight_gradient_wraps_nothing_across_image_edges():
@@ -68,7 +81,6 @@ def test_other_convolutions_are_f_conv2d():
     weight = torch.randn(4, 4, 3, 3, requires_grad=True)
     assert type(conv2d(x, weight, padding=1).grad_fn).__name__ == "_ShiftWeightGradConvBackward"
     for kwargs, source in (
-        (dict(stride=2, padding=1), x),
         (dict(padding=1, groups=2), x),
         (dict(padding=1, dilation=2), x),
         (dict(padding=1), x.contiguous()),

@@ -1,11 +1,12 @@
 """Convolution with a weight gradient built from matrix products, for channels-last maps.
 
-oneDNN's CPU weight gradient of a stride-1 convolution on channels-last maps can run far
-below the machine's matrix throughput: on a 2-core AVX2 EPYC a 3x3, 256-channel conv on
-two 200x272 maps took 4.5 s against 1.0 s for the same gradient on NCHW maps. The weight
-gradient is a sum over the kernel's taps of (output gradient)^T x (shifted input): with
-both maps zero-padded to a common row width, each tap's shifted input is a contiguous run
-of rows, and the gradient is kh*kw plain matrix products (1.06 s on that conv).
+oneDNN's CPU weight gradient of a convolution on channels-last maps can run far below the
+machine's matrix throughput: on a 2-core AVX2 EPYC a 3x3, 256-channel conv on two 200x272
+maps took 4.5 s against 1.0 s for the same gradient on NCHW maps. The weight gradient is a
+sum over the kernel's taps of (output gradient)^T x (shifted input): with both maps
+zero-padded to a common row width, each tap's shifted input is a contiguous run of rows,
+and the gradient is kh*kw plain matrix products (1.06 s on that conv). A strided conv is
+split into stride_h * stride_w phase images of the input, each read at stride 1.
 """
 
 import torch
@@ -28,13 +29,12 @@ def conv2d(
 ) -> Tensor:
     """F.conv2d; x (N, Ci, H, W), weight (Co, Ci, kh, kw) -> (N, Co, Ho, Wo).
 
-    A float32 CPU training convolution (weight needing a gradient, no autocast) with
-    stride 1, dilation 1, one group and integer padding, on a channels-last map, gets its
-    weight gradient from `weight_gradient`; everything else is F.conv2d.
+    A float32 CPU training convolution (weight needing a gradient, no autocast) with a
+    kernel larger than 1x1, dilation 1, one group and integer padding, on a channels-last
+    map, gets its weight gradient from `weight_gradient`; everything else is F.conv2d.
     """
     if _shift_gradient_applies(x, weight, stride, padding, dilation, groups):
-        pad = (padding, padding) if isinstance(padding, int) else tuple(padding)
-        return _ShiftWeightGradConv.apply(x, weight, bias, pad)
+        return _ShiftWeightGradConv.apply(x, weight, bias, _pair(stride), _pair(padding))
     return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
 
@@ -47,7 +47,11 @@ def _shift_gradient_applies(x, weight, stride, padding, dilation, groups) -> boo
         return False
     if x.dtype != torch.float32 or weight.dtype != torch.float32 or torch.is_autocast_enabled("cpu"):
         return False
-    if isinstance(padding, str) or _pair(stride) != (1, 1) or _pair(dilation) != (1, 1) or groups != 1:
+    if isinstance(padding, str) or _pair(dilation) != (1, 1) or groups != 1:
+        return False
+    # A 1x1 kernel's native channels-last gradient is one product already (and the
+    # strided one would pay for copying the whole map to read a quarter of it).
+    if weight.shape[2] * weight.shape[3] == 1:
         return False
     if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():
         return False
@@ -55,29 +59,42 @@ def _shift_gradient_applies(x, weight, stride, padding, dilation, groups) -> boo
     return x.shape[0] * (x.shape[2] + 2 * pad_h) * (x.shape[3] + 2 * pad_w) >= MIN_ROWS
 
 
-def weight_gradient(grad: Tensor, x: Tensor, kernel: tuple[int, int], padding: tuple[int, int]) -> Tensor:
-    """Weight gradient of a stride-1 convolution: grad (N, Co, Ho, Wo), x (N, Ci, H, W)
-    -> (Co, Ci, kh, kw).
+def weight_gradient(
+    grad: Tensor,
+    x: Tensor,
+    kernel: tuple[int, int],
+    padding: tuple[int, int],
+    stride: tuple[int, int] = (1, 1),
+) -> Tensor:
+    """Weight gradient of a convolution: grad (N, Co, Ho, Wo), x (N, Ci, H, W) -> (Co, Ci, kh, kw).
 
-    Both maps go into zero-padded (N, Hp, Wp, C) row buffers, the gradient at the top-left
-    of its image's region. Output cell (n, r, c) reads input cell (n, r + i, c + j) for
-    tap (i, j): in the flattened buffers that is row + i * Wp + j, so the tap's gradient
-    is one product of the gradient rows with the input rows shifted by that offset. A
-    shifted row that wraps past an image's edge meets a zero gradient row.
+    The zero-padded input, its size rounded up to a multiple of the stride, is split into
+    phase images of Hq x Wq cells: phase (a, b) holds padded cells (s_h u + a, s_w v + b).
+    Output cell (n, r, c) reads, for tap (i, j), phase (i % s_h, j % s_w) at
+    (r + i // s_h, c + j // s_w). With the gradient at the top-left of (N, Hq, Wq) zero
+    rows, that is flat row + (i // s_h) * Wq + j // s_w: each tap is one product of the
+    gradient rows with a phase's rows from that offset on. A shifted row that wraps past
+    an image's edge meets a zero gradient row.
     """
     num, in_channels, height, width = x.shape
-    out_channels, out_height, out_width = grad.shape[1:]
-    (kernel_h, kernel_w), (pad_h, pad_w) = kernel, padding
-    padded_h, padded_w = height + 2 * pad_h, width + 2 * pad_w
-    rows = num * padded_h * padded_w
-    x_rows = _padded_rows(x, pad_h, pad_w, padded_h, padded_w)
-    grad_rows = _padded_rows(grad, 0, 0, padded_h, padded_w)
-    x_rows, grad_rows = x_rows.view(rows, in_channels), grad_rows.view(rows, out_channels)
+    out_channels = grad.shape[1]
+    (kernel_h, kernel_w), (pad_h, pad_w), (stride_h, stride_w) = kernel, padding, stride
+    cells_h = -(-(height + 2 * pad_h) // stride_h)
+    cells_w = -(-(width + 2 * pad_w) // stride_w)
+    rows = num * cells_h * cells_w
+    x_padded = _padded_rows(x, pad_h, pad_w, cells_h * stride_h, cells_w * stride_w)
+    phases = {
+        (a, b): x_padded[:, a::stride_h, b::stride_w].reshape(rows, in_channels)
+        for a in range(min(stride_h, kernel_h))
+        for b in range(min(stride_w, kernel_w))
+    }
+    grad_rows = _padded_rows(grad, 0, 0, cells_h, cells_w).view(rows, out_channels)
     taps = []
     for i in range(kernel_h):
         for j in range(kernel_w):
-            offset = i * padded_w + j
-            taps.append(torch.mm(grad_rows[: rows - offset].t(), x_rows[offset:]))
+            offset = (i // stride_h) * cells_w + j // stride_w
+            phase = phases[i % stride_h, j % stride_w]
+            taps.append(torch.mm(grad_rows[: rows - offset].t(), phase[offset:]))
     return torch.stack(taps, dim=2).view(out_channels, in_channels, kernel_h, kernel_w)
 
 
@@ -99,11 +116,13 @@ class _ShiftWeightGradConv(torch.autograd.Function):
     `weight_gradient`."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, padding: tuple[int, int]) -> Tensor:
+    def forward(
+        ctx, x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int], padding: tuple[int, int]
+    ) -> Tensor:
         ctx.save_for_backward(x, weight)
-        ctx.padding = padding
+        ctx.stride, ctx.padding = stride, padding
         ctx.has_bias = bias is not None
-        return F.conv2d(x, weight, bias, 1, padding)
+        return F.conv2d(x, weight, bias, stride, padding)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -117,7 +136,7 @@ class _ShiftWeightGradConv(torch.autograd.Function):
                 x,
                 weight,
                 None,
-                [1, 1],
+                list(ctx.stride),
                 list(ctx.padding),
                 [1, 1],
                 False,
@@ -126,11 +145,11 @@ class _ShiftWeightGradConv(torch.autograd.Function):
                 [True, False, False],
             )[0]
         if ctx.needs_input_grad[1]:
-            grad_weight = weight_gradient(grad, x, weight.shape[2:], ctx.padding)
+            grad_weight = weight_gradient(grad, x, weight.shape[2:], ctx.padding, ctx.stride)
             grad_weight = grad_weight.contiguous(memory_format=_layout(weight))
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad.sum((0, 2, 3))
-        return grad_x, grad_weight, grad_bias, None
+        return grad_x, grad_weight, grad_bias, None, None
 
 
 def _layout(weight: Tensor) -> torch.memory_format:
