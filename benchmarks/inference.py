@@ -34,6 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.detection.roi_heads import maskrcnn_inference
 
 import maskrcnn
+from maskrcnn.modeling.weight_cache import inference_pass
 from maskrcnn.precision import autocast_context, cpu_has_fast_bfloat16
 from maskrcnn.structures import Detections
 from maskrcnn.testing import torchvision_reference_model
@@ -74,7 +75,7 @@ def our_stages(model: maskrcnn.MaskRCNN, image: torch.Tensor, timer, precision: 
     """model([image]) split into the paper's stages, each timed."""
     with timer("preprocess"):
         images = model.preprocessor([image])
-    with autocast_context(precision, image.device):
+    with inference_pass(), autocast_context(precision, image.device):
         with timer("backbone+FPN"):
             pyramid = model.features(images.tensor)
         with timer("RPN"):

@@ -9,3 +9,32 @@ from maskrcnn.testing import torchvision_reference_model
 def torchvision_maskrcnn():
     """torchvision's maskrcnn_resnet50_fpn in eval mode with random weights that detect things."""
     return torchvision_reference_model()
+
+
+def _nuclei_image(height: int = 64, width: int = 80, seed: int = 0, count: int = 4):
+    """A 16-bit fluorescence-like image: background ~100, round nuclei ~200-235, camera noise.
+
+    Returns (image (H, W) uint16, nuclei as (center_y, center_x, radius) tuples, nucleus mask
+    (H, W) bool). The values fill a small part of uint16's range, as a 12- or 16-bit camera's do.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    values = 100 + rng.normal(0, 3, size=(height, width))
+    rows, cols = np.mgrid[:height, :width]
+    nuclei, mask = [], np.zeros((height, width), dtype=bool)
+    for _ in range(count):
+        radius = int(rng.integers(5, 9))
+        center_y = int(rng.integers(radius + 1, height - radius - 1))
+        center_x = int(rng.integers(radius + 1, width - radius - 1))
+        inside = (rows - center_y) ** 2 + (cols - center_x) ** 2 <= radius**2
+        values[inside] = rng.uniform(200, 230) + rng.normal(0, 2, size=int(inside.sum()))
+        nuclei.append((center_y, center_x, radius))
+        mask |= inside
+    return np.clip(np.round(values), 0, 235).astype(np.uint16), nuclei, mask
+
+
+@pytest.fixture
+def nuclei_image():
+    """The factory `_nuclei_image(height, width, seed, count)`."""
+    return _nuclei_image

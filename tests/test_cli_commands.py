@@ -1,6 +1,7 @@
 """Command-line details beyond predict's basics: dataset category ids, make-shapes, train errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -10,6 +11,8 @@ from maskrcnn import ModelConfig, build_model
 from maskrcnn.cli import main
 from maskrcnn.config import InputConfig, RoIHeadsConfig
 from maskrcnn.engine.checkpoint import save_checkpoint
+
+SHAPES_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "shapes.yaml"
 
 
 def test_predict_reports_the_dataset_category_ids(tmp_path):
@@ -64,3 +67,47 @@ def test_overrides_may_follow_the_options(tmp_path, capsys):
     assert "solver.learning_rate" in capsys.readouterr().err
     assert main(["train", "configs/shapes.yaml", "--out", str(tmp_path), "--no-such-flag"]) == 2
     assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+def _tiny_training_args(shapes, out) -> list[str]:
+    return [
+        "train",
+        str(SHAPES_CONFIG),
+        "--train-json",
+        str(shapes / "annotations" / "instances_train.json"),
+        "--train-images",
+        str(shapes / "train"),
+        "--out",
+        str(out),
+        "--max-iter",
+        "1",
+        "data.num_workers=0",
+        "data.min_sizes_train=[96]",
+        "data.max_size_train=128",
+        "device=cpu",
+    ]
+
+
+def test_train_without_val_json_trains_without_validation(tmp_path, capsys, monkeypatch):
+    from maskrcnn.data.shapes import make_shapes
+
+    make_shapes(tmp_path / "shapes", 2, 1, seed=0)
+    # The config names data/shapes for validation; a user's own data has no such split.
+    monkeypatch.chdir(tmp_path)
+    assert main(_tiny_training_args(tmp_path / "shapes", tmp_path / "run")) == 0
+    assert "training without a validation split" in capsys.readouterr().out
+    assert (tmp_path / "run" / "model_final.pt").exists()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records and not any("segm_AP" in r for r in records)
+
+
+def test_train_with_a_missing_val_json_fails_before_training(tmp_path, capsys):
+    from maskrcnn.data.shapes import make_shapes
+
+    make_shapes(tmp_path / "shapes", 2, 1, seed=0)
+    missing = tmp_path / "nowhere" / "val.json"
+    args = _tiny_training_args(tmp_path / "shapes", tmp_path / "run")
+    args += ["--val-json", str(missing), "--val-images", str(tmp_path / "shapes" / "val")]
+    assert main(args) == 2
+    assert str(missing) in capsys.readouterr().err
+    assert not (tmp_path / "run" / "metrics.jsonl").exists() and not (tmp_path / "run" / "last.pt").exists()

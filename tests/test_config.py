@@ -1,6 +1,6 @@
 import pytest
 
-from maskrcnn.config import ConfigError, ModelConfig, config_from_dict, config_to_dict
+from maskrcnn.config import ConfigError, ModelConfig, config_from_dict, config_to_dict, load_config
 
 
 def test_round_trip_through_plain_data():
@@ -36,3 +36,74 @@ def test_ints_are_accepted_for_floats_and_none_for_optional():
     config = config_from_dict(ModelConfig, {"backbone": {"norm_eps": 0}, "anchors": {"strides": None}})
     assert config.backbone.norm_eps == 0.0 and isinstance(config.backbone.norm_eps, float)
     assert config.anchors.strides is None
+
+
+def test_a_checkpoint_config_without_the_input_channel_keys_loads_with_defaults():
+    # Written before model.input had channels, intensity and percentiles.
+    old = config_to_dict(ModelConfig(num_classes=3))
+    for key in ("channels", "intensity", "percentiles"):
+        del old["input"][key]
+    config = config_from_dict(ModelConfig, old)
+    loaded = config.input
+    assert (loaded.channels, loaded.intensity, loaded.percentiles) == (3, "auto", (1.0, 99.8))
+    gray = config_from_dict(ModelConfig, {"input": {"channels": 1, "pixel_mean": [0.5], "pixel_std": [0.2]}})
+    assert gray.input.pixel_mean == (0.5,) and gray.input.pixel_std == (0.2,)
+
+
+SHAPES = "configs/shapes.yaml"
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        # malformed YAML on the command line names its key, not a parser traceback
+        ("data.min_sizes_train=[480,512", "data.min_sizes_train (from the command line): '[480,512' is not"),
+        ("solver.base_lr=-1", "solver.base_lr=-1.0 (from the command line): expected a number > 0"),
+        # a wrong type blames the command line, where it came from, not the YAML file
+        ("solver.base_lr=abc", "solver.base_lr (from the command line): expected float, got 'abc'"),
+        # the full dotted key, as the user wrote it
+        ("model.backbone.norm=xyz", "model.backbone.norm='xyz' (from the command line): expected one of"),
+        ("model.rpn.nms_threshold=1.5", "model.rpn.nms_threshold=1.5 (from the command line)"),
+        ("solver.precision=fp8", "solver.precision='fp8' (from the command line): expected one of fp32"),
+        ("device=gpu", "device='gpu' (from the command line): expected auto, cpu, cuda"),
+        ("data.num_workers=-2", "data.num_workers=-2 (from the command line): expected an integer >= 0"),
+        ("solver.steps=[300,200]", "solver.steps=[300, 200] (from the command line): expected iterations in"),
+        ("solver.base_lr.x=3", "solver.base_lr (from the command line): expected float, got {'x': 3}"),
+        ("=3", "the command line: '=3' is not a key=value override"),
+        ("data.flip_probability=.nan", "data.flip_probability=nan (from the command line)"),
+    ],
+)
+def test_bad_overrides_name_key_origin_value_and_what_is_accepted(override, expected):
+    with pytest.raises(ConfigError) as error:
+        load_config(SHAPES, [override])
+    assert str(error.value).startswith(expected), str(error.value)
+
+
+def test_contradicting_sizes_name_both_keys_and_their_files():
+    with pytest.raises(ConfigError) as error:
+        load_config(SHAPES, ["data.min_sizes_train=[480,512,544]"])
+    message = str(error.value)
+    assert "data.min_sizes_train=[480, 512, 544] (from the command line)" in message
+    assert f"data.max_size_train=288 (from {SHAPES})" in message
+    assert load_config(SHAPES, ["data.min_sizes_train=[480,512,544]", "data.max_size_train=900"])
+
+
+def test_a_bad_value_in_a_file_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("solver:\n  momentum: 1.5\nmodel:\n  roi_heads:\n    pooler: warp\n")
+    with pytest.raises(ConfigError, match=rf"model.roi_heads.pooler='warp' \(from {path}\)"):
+        load_config(str(path), [])
+    with pytest.raises(ConfigError, match=rf"solver.momentum=1.5 \(from {path}\)"):
+        load_config(str(path), ["model.roi_heads.pooler=align"])
+
+
+def test_a_misspelt_key_gets_a_suggestion():
+    with pytest.raises(ConfigError, match="did you mean 'solver.momentum'"):
+        load_config(SHAPES, ["solver.momentun=0.9"])
+
+
+def test_every_shipped_config_passes_its_checks():
+    from pathlib import Path
+
+    for path in sorted(Path("configs").glob("*.yaml")):
+        assert load_config(str(path), [])

@@ -40,3 +40,23 @@ def test_cpu_has_fast_bfloat16_follows_torchs_instruction_checks(monkeypatch):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
         assert precision.cpu_has_fast_bfloat16() is want
+
+
+def test_float16_on_the_cpu_warns_with_the_measured_slowdown():
+    with pytest.warns(RuntimeWarning, match=r"solver.precision fp16 on the CPU: .* 3.8 s against 0.34 s"):
+        assert precision.autocast_dtype("fp16", torch.device("cpu"), "solver.precision") == torch.float16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert precision.autocast_dtype("fp16", torch.device("cuda")) == torch.float16
+
+
+def test_strict_refuses_what_would_only_warn(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_fast_bfloat16", lambda: False)
+    with precision.strict_precision():
+        with pytest.raises(ValueError, match="fp16 on the CPU.*refused under --strict"):
+            precision.autocast_dtype("fp16", torch.device("cpu"), "--precision")
+        with pytest.raises(ValueError, match="no bfloat16 instructions.*refused under --strict"):
+            precision.autocast_dtype("bf16", torch.device("cpu"))
+        assert precision.autocast_dtype("fp32", torch.device("cpu")) is None
+    with pytest.warns(RuntimeWarning):  # outside the block: a warning again
+        precision.autocast_dtype("fp16", torch.device("cpu"))

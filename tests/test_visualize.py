@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from maskrcnn.visualize import PALETTE, draw_instances
+from maskrcnn.visualize import PALETTE, display_image, draw_instances
 
 NAMES = ("__background__", "cat", "dog")
 
@@ -93,3 +93,18 @@ def test_rejects_masks_of_another_size():
     image = np.zeros((64, 64, 3), dtype=np.uint8)
     with pytest.raises(ValueError, match="masks"):
         draw_instances(image, np.zeros((1, 4)), [1], [0.9], np.zeros((1, 32, 32), bool), NAMES)
+
+
+def test_display_image_shows_what_the_model_sees():
+    gray = torch.linspace(0, 1, 12).reshape(1, 3, 4)
+    shown = display_image(gray)
+    assert shown.shape == (3, 4, 3) and shown.dtype == np.uint8
+    assert (shown[..., 0] == shown[..., 2]).all() and shown[0, 0, 0] == 0 and shown[-1, -1, 1] == 255
+    two = torch.stack([torch.ones(3, 4), torch.full((3, 4), 0.5)])  # two stains: red and green
+    assert display_image(two)[0, 0].tolist() == [255, 128, 0]
+    rgb = torch.rand(3, 5, 6, generator=torch.Generator().manual_seed(0))
+    expected = (rgb.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    assert np.array_equal(display_image(rgb), expected)
+    assert np.array_equal(display_image(torch.cat([rgb, torch.zeros(2, 5, 6)])), expected)  # first three
+    with pytest.raises(ValueError, match="must be"):
+        display_image(torch.zeros(5, 6))

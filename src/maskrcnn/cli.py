@@ -8,10 +8,16 @@ its `_add_<name>` and list it in SUBCOMMANDS.
 """
 
 import argparse
+import contextlib
 import sys
+import warnings
+
+from tqdm import tqdm
 
 from maskrcnn import __version__
-from maskrcnn.precision import PRECISIONS
+from maskrcnn.config import DataConfig
+from maskrcnn.modeling.mask_rcnn import PREDICT_SCORE_THRESHOLD
+from maskrcnn.precision import PRECISIONS, strict_precision
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +32,24 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extras)}")
     except SystemExit as exit_:  # --help, --version or a usage error: argparse has printed it
         return exit_.code if isinstance(exit_.code, int) else 2
-    return args.run(args)
+    with plain_warnings(), strict_precision(getattr(args, "strict", False)):
+        return args.run(args)
+
+
+@contextlib.contextmanager
+def plain_warnings():
+    """Warnings as `warning: <message>` lines of their own on stderr, for a person reading a
+    terminal or a log: no source line of the call, and never glued to a progress bar."""
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        tqdm.write(f"warning: {message}", file=file or sys.stderr)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,12 +81,7 @@ def _add_predict(subcommands) -> None:
         "--weights", required=True, metavar="FILE", help="maskrcnn checkpoint or torchvision state dict"
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
-    parser.add_argument(
-        "--score-threshold",
-        type=_probability,
-        default=0.5,
-        help="keep detections scoring at least this (0.5)",
-    )
+    _add_score_threshold(parser)
     parser.add_argument(
         "--device", choices=("cpu", "cuda", "auto"), default="auto", help="auto: CUDA if available"
     )
@@ -72,6 +90,14 @@ def _add_predict(subcommands) -> None:
         "--polygons",
         action="store_true",
         help="polygon segmentations instead of RLE (pycocotools' loadRes/COCOeval read only RLE)",
+    )
+    parser.add_argument(
+        "--max-image-pixels",
+        type=_non_negative_int,
+        default=DataConfig.max_image_pixels,
+        metavar="N",
+        help="refuse, before decoding, images whose header claims more pixels "
+        f"(width x height x planes; default {DataConfig.max_image_pixels}, 0: no limit)",
     )
     parser.set_defaults(run=_run_predict)
 
@@ -88,6 +114,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         device=args.device,
         polygons=args.polygons,
         precision=args.precision,
+        max_image_pixels=args.max_image_pixels,
     )
 
 
@@ -104,6 +131,12 @@ def _add_train(subcommands) -> None:
     parser.add_argument("--out", help="run folder (output_dir)")
     parser.add_argument("--max-iter", type=int)
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's last.pt")
+    _add_strict(parser)
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out (its checkpoints, logs and plots) instead of refusing",
+    )
     parser.add_argument(
         "--skip-bad-images", action="store_true", help="skip unreadable images with a warning"
     )
@@ -123,6 +156,7 @@ def _run_train(args: argparse.Namespace) -> int:
         out=args.out,
         max_iter=args.max_iter,
         resume=args.resume,
+        overwrite=args.overwrite,
         skip_bad_images=args.skip_bad_images,
     )
 
@@ -181,7 +215,8 @@ def _add_export(subcommands) -> None:
         "export",
         help="export a model to ONNX (dynamic image size, pasted masks in the graph)",
         description=(
-            "Export to ONNX: input 'image' (3, H, W) float32 RGB in [0, 1] of any size; outputs "
+            "Export to ONNX: input 'image' (C, H, W) float32 of any size, C = model.input.channels, "
+            "in [0, 1] (intensity range) or raw intensities (minmax, percentile); outputs "
             "boxes (D, 4) xyxy pixels, scores (D,), labels (D,) int64, masks (D, H, W) bool. The "
             "file is then run with ONNX Runtime and compared with the eager model. Exit code 1 if "
             "that check fails, 2 if nothing was written."
@@ -194,6 +229,14 @@ def _add_export(subcommands) -> None:
     parser.add_argument("--format", choices=("onnx",), default="onnx")
     parser.add_argument("--check-image", metavar="IMAGE", help="compare on this image (default: random)")
     parser.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime comparison")
+    _add_score_threshold(parser)
+    parser.add_argument(
+        "--intensity",
+        choices=("range", "minmax", "percentile"),
+        help="the graph's intensity normalization, for a model whose model.input.intensity is "
+        "'auto' (default there: range, input in [0, 1]); minmax and percentile take raw intensities "
+        "and normalize each channel inside the graph",
+    )
     parser.set_defaults(run=_run_export)
 
 
@@ -201,7 +244,22 @@ def _run_export(args: argparse.Namespace) -> int:
     from maskrcnn.engine.export_command import export_command
 
     return export_command(
-        args.weights, args.out, format=args.format, check_image=args.check_image, check=not args.no_check
+        args.weights,
+        args.out,
+        format=args.format,
+        check_image=args.check_image,
+        check=not args.no_check,
+        intensity=args.intensity,
+        score_threshold=args.score_threshold,
+    )
+
+
+def _add_score_threshold(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--score-threshold",
+        type=_probability,
+        default=PREDICT_SCORE_THRESHOLD,
+        help="keep detections scoring at least this, in [0, 1] (default %(default)s, as model.predict)",
     )
 
 
@@ -214,6 +272,26 @@ def _add_precision(parser: argparse.ArgumentParser) -> None:
         "instructions (AVX-512 BF16, AMX), 10-100x slower elsewhere; fp16: CUDA; auto: fp16 on CUDA, "
         "on the CPU bf16 where it is fast, else fp32 (default fp32)",
     )
+    _add_strict(parser)
+
+
+def _add_strict(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse a precision that is slow on this hardware (fp16 on a CPU, bf16 on a CPU without "
+        "bfloat16 instructions) instead of warning about it",
+    )
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
 
 
 def _probability(text: str) -> float:

@@ -6,6 +6,7 @@ values of the wrong type with a message naming the key.
 """
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -76,9 +77,17 @@ class RoIHeadsConfig:
 class InputConfig:
     min_size: int = 800
     max_size: int = 1333
-    pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # RGB in [0, 1]
-    pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # One mean and std per input channel, on the [0, 1] scale `intensity` maps pixels to.
+    pixel_mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # ImageNet RGB
+    pixel_std: tuple[float, ...] = (0.229, 0.224, 0.225)
     size_divisibility: int = 32
+    channels: int = 3  # 1-channel images are repeated to fill a model of more channels
+    # How pixel values become [0, 1] (data/intensity.py): "range" divides by the dtype's maximum
+    # (8-bit photographs), "minmax" and "percentile" map each image's channel from its min/max
+    # or its `percentiles` to [0, 1] (microscopy). "auto": "range" for uint8, floats already in
+    # [0, 1] as they are, "percentile" for every other type (16-bit, int32, float TIFF).
+    intensity: str = "auto"
+    percentiles: tuple[float, float] = (1.0, 99.8)
 
 
 @dataclass
@@ -109,6 +118,9 @@ class DataConfig:
     group_by_aspect_ratio: bool = True
     drop_images_without_annotations: bool = False
     skip_bad_images: bool = False
+    # Images whose header claims more pixels (width x height x planes) are refused before
+    # decoding (decompression bombs); 0: no limit.
+    max_image_pixels: int = 300_000_000
 
 
 @dataclass
@@ -144,7 +156,25 @@ class TrainConfig:
 
 
 class ConfigError(ValueError):
-    """A configuration value is unknown or of the wrong type."""
+    """A configuration value is unknown, of the wrong type or out of range.
+
+    key: the full dotted key the message is about (None when it is about a whole file).
+    """
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
+
+    def located(self, origin: str) -> "ConfigError":
+        """The same error, saying after its key where the value came from (a file, the command line)."""
+        message = str(self)
+        if not origin or "(from " in message:
+            return self
+        if self.key and message.startswith(self.key):
+            rest = message[len(self.key) :]
+            head, sep, tail = rest.partition(": ")
+            return ConfigError(f"{self.key}{head} (from {origin}){sep}{tail}", self.key)
+        return ConfigError(f"{origin}: {message}", self.key)
 
 
 def config_to_dict(config) -> dict:
@@ -166,14 +196,18 @@ def config_from_dict(cls, data: dict, path: str = ""):
     path: dotted prefix used in error messages.
     """
     if not isinstance(data, dict):
-        raise ConfigError(f"{path or cls.__name__}: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{path or cls.__name__}: expected a mapping, got {type(data).__name__}", path)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     values = {}
     for key, value in data.items():
         dotted = f"{path}.{key}" if path else key
         if key not in names:
-            raise ConfigError(f"unknown config key {dotted!r}; known keys here: {sorted(names)}")
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"did you mean {(f'{path}.' if path else '') + close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"{dotted}: unknown config key; {hint}known keys here: {', '.join(sorted(names))}", dotted
+            )
         values[key] = _coerce(hints[key], value, dotted)
     return cls(**values)
 
@@ -195,15 +229,17 @@ def _coerce(hint, value, dotted: str):
             except ConfigError as error:
                 errors.append(str(error))
         raise ConfigError(
-            errors[0] if len(errors) == 1 else f"{dotted}: expected {_name(hint)}, got {value!r}"
+            errors[0] if len(errors) == 1 else f"{dotted}: expected {_name(hint)}, got {value!r}", dotted
         )
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{dotted}: expected {_name(hint)}, got {value!r}")
+            raise ConfigError(f"{dotted}: expected {_name(hint)}, got {value!r}", dotted)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(args[0], v, f"{dotted}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
-            raise ConfigError(f"{dotted}: expected {len(args)} values ({_name(hint)}), got {len(value)}")
+            raise ConfigError(
+                f"{dotted}: expected {len(args)} values ({_name(hint)}), got {len(value)}", dotted
+            )
         return tuple(_coerce(a, v, f"{dotted}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -215,34 +251,53 @@ def _coerce(hint, value, dotted: str):
         if isinstance(value, hint):
             return value
     else:
-        raise ConfigError(f"{dotted}: unsupported config type {hint!r}")
-    raise ConfigError(f"{dotted}: expected {_name(hint)}, got {value!r} ({type(value).__name__})")
+        raise ConfigError(f"{dotted}: unsupported config type {hint!r}", dotted)
+    raise ConfigError(f"{dotted}: expected {_name(hint)}, got {value!r} ({type(value).__name__})", dotted)
 
 
 def _name(hint) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+COMMAND_LINE = "the command line"
+
+
 def parse_overrides(overrides: list[str]) -> dict:
     """["solver.base_lr=0.01", "data.min_sizes_train=[640,800]"] -> nested dict.
 
-    Values are read as YAML, so numbers, booleans, lists and null need no quoting.
+    Values are read as YAML, so numbers, booleans, lists and null need no quoting. A value
+    that is not valid YAML (an unclosed bracket) fails with a ConfigError naming its key.
     """
     import yaml
 
     nested: dict = {}
     for item in overrides:
         key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"{item!r} is not a key=value override (e.g. solver.base_lr=0.01)")
         node = nested
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
+        parts = key.split(".")
+        for index, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
-        node[parts[-1]] = yaml.safe_load(text)
+                prefix = ".".join(parts[: index + 1])
+                raise ConfigError(f"{key}: conflicts with the override of {prefix}", key)
+        try:
+            node[parts[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ConfigError(f"{key}: {text!r} is not a valid value ({problem})", key) from None
     return nested
+
+
+def _keys(data: dict, prefix: str = "") -> set[str]:
+    """The dotted keys of a nested dict's values (its sections are not values)."""
+    keys = set()
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        keys |= _keys(value, dotted) if isinstance(value, dict) and value else {dotted}
+    return keys
 
 
 def merge(base: dict, update: dict) -> dict:
@@ -259,7 +314,9 @@ def merge(base: dict, update: dict) -> dict:
 def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
     """A TrainConfig from a YAML file (keys omitted keep their defaults) and key=value overrides.
 
-    Raises ConfigError naming the file and the key for unknown keys, wrong types or bad YAML.
+    Raises ConfigError naming the key, where its value came from (the file or the command
+    line), the value and what is accepted: unknown keys, wrong types, values out of range,
+    settings that contradict each other, bad YAML.
     """
     import yaml
 
@@ -275,6 +332,24 @@ def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the config must be a mapping of sections, got {type(data).__name__}")
     try:
-        return config_from_dict(TrainConfig, merge(data, parse_overrides(list(overrides))))
+        command_line = parse_overrides(list(overrides))
     except ConfigError as error:
-        raise ConfigError(f"{path or 'config'}: {error}") from None
+        raise error.located(COMMAND_LINE) from None
+    from_command_line, from_file = _keys(command_line), _keys(data)
+
+    def origin(key: str) -> str:
+        """Where `key`'s value came from: the command line wins over the file."""
+        parts = key.split("[")[0].split(".")  # "data.min_sizes_train[1]" is data.min_sizes_train's
+        prefixes = {".".join(parts[: i + 1]) for i in range(len(parts))}
+        if prefixes & from_command_line or any(k.startswith(f"{key}.") for k in from_command_line):
+            return COMMAND_LINE
+        return str(path) if path and prefixes & from_file else ""
+
+    from maskrcnn.config_checks import check_train_config
+
+    try:
+        config = config_from_dict(TrainConfig, merge(data, command_line))
+        check_train_config(config, origin)
+    except ConfigError as error:
+        raise error.located(origin(error.key) if error.key else str(path or "")) from None
+    return config

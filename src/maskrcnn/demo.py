@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config, [*overrides, "data.val_json=''"])
     print(f"[2/4] training {args.config} for {config.solver.max_iter} iterations")
     started = time.perf_counter()
-    train(config)
+    train(config, overwrite=True)  # the demo's folder holds the demo's own earlier run
     train_seconds = time.perf_counter() - started
 
     weights = out / FINAL_CHECKPOINT
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     print("[4/4] drawing predictions on a dozen validation images")
     images = sorted(paths["val_images"].glob("*.png"))[:12]
-    predict_command([str(p) for p in images], str(weights), str(out / "overlays"), score_threshold=0.5)
+    predict_command([str(p) for p in images], str(weights), str(out / "overlays"))
 
     metrics = json.loads((out / "metrics.json").read_text())
     print()

@@ -64,3 +64,68 @@ def match_near_ties(
                 order[i], order[j] = order[j], order[i]
                 break
     return {key: value[order] for key, value in other.items()}
+
+
+def tiny_model_config(
+    class_names: tuple[str, ...] = ("__background__", "a", "b"),
+    category_ids: tuple[int, ...] = (),
+    min_size: int = 64,
+    max_size: int = 96,
+    detections_per_image: int = 20,
+):
+    """A narrow Mask R-CNN (one block per stage, 16-channel FPN and heads) that builds, saves
+    and runs in moments: for tests of what surrounds the model, not of its accuracy.
+
+    Random weights score every class about equally, so the score threshold is 0 (every
+    image gets detections) and their number is capped.
+    """
+    from maskrcnn.config import BackboneConfig, InputConfig, ModelConfig, RoIHeadsConfig
+
+    return ModelConfig(
+        num_classes=len(class_names),
+        class_names=tuple(class_names),
+        category_ids=tuple(category_ids),
+        backbone=BackboneConfig(
+            stage_blocks=(1, 1, 1, 1),
+            stage_channels=(32, 64, 128, 256),
+            stem_channels=16,
+            width_per_group=8,
+            norm="gn",
+            freeze_at=0,
+            fpn_channels=16,
+        ),
+        input=InputConfig(min_size=min_size, max_size=max_size),
+        roi_heads=RoIHeadsConfig(
+            fc_dim=64, mask_conv_dim=16, score_threshold=0.0, detections_per_image=detections_per_image
+        ),
+    )
+
+
+def shapes_training_config(shapes, output, *overrides: str):
+    """configs/shapes.yaml sized for a test: a shapes dataset folder `shapes` (from
+    `make_shapes`), 128-176 px images, batches of 2 in the main process, logging every step."""
+    from pathlib import Path
+
+    from maskrcnn.config import load_config
+
+    shapes = Path(shapes)
+    config = Path(__file__).resolve().parents[2] / "configs" / "shapes.yaml"
+    return load_config(
+        str(config),
+        [
+            f"data.train_json={shapes / 'annotations' / 'instances_train.json'}",
+            f"data.train_images={shapes / 'train'}",
+            f"data.val_json={shapes / 'annotations' / 'instances_val.json'}",
+            f"data.val_images={shapes / 'val'}",
+            f"output_dir={output}",
+            "data.num_workers=0",
+            "data.images_per_batch=2",
+            "data.min_sizes_train=[128]",
+            "data.max_size_train=176",
+            "solver.log_period=1",
+            "solver.warmup_iters=2",
+            "solver.base_lr=0.01",
+            "device=cpu",
+            *overrides,
+        ],
+    )

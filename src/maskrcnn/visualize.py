@@ -90,6 +90,24 @@ def draw_instances(
     return result
 
 
+def display_image(image) -> np.ndarray:
+    """The model's input image (C, H, W) float in [0, 1] -> (H, W, 3) uint8 RGB to draw on.
+
+    It shows what the model sees (the normalized intensities): 1 channel as gray, 2 as red
+    and green (the usual two stains), 3 as RGB, more than 3 by their first three.
+    """
+    pixels = _numpy(image).astype(np.float32)
+    if pixels.ndim != 3 or pixels.shape[0] == 0:
+        raise ValueError(f"image must be (C, H, W), got shape {pixels.shape}")
+    channels = pixels.shape[0]
+    if channels == 1:
+        pixels = np.repeat(pixels, 3, axis=0)
+    elif channels == 2:
+        pixels = np.concatenate([pixels, np.zeros_like(pixels[:1])])
+    rgb = pixels[:3].transpose(1, 2, 0)
+    return np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
 def _tint_masks(canvas: np.ndarray, masks: np.ndarray, colours: np.ndarray) -> None:
     """Blend each pixel with the colour of the first (best) mask covering it, in place.
 

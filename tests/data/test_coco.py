@@ -1,5 +1,6 @@
 import json
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -7,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from maskrcnn.config import InputConfig
 from maskrcnn.data.coco import AnnotationWarning, BadImageWarning, CocoDataset, collate
 from maskrcnn.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestSide
 
@@ -296,3 +298,22 @@ def test_seeded_items_replay_exactly_whatever_the_global_rng(tmp_path):
         (dataset[(0, seed)][0].shape, float(dataset[(0, seed)][1]["boxes"][0, 0])) for seed in range(20)
     }
     assert len(outcomes) > 2
+
+
+def test_images_are_normalized_and_limited_as_the_model_config_says(tmp_path):
+    image_dir = tmp_path / "images"
+    image_dir.mkdir()
+    values = np.full((HEIGHT, WIDTH), 100, dtype=np.uint16)
+    values[:, WIDTH // 2 :] = 230  # a dim 16-bit image: 100 and 230 of 65535
+    Image.fromarray(values).save(image_dir / "a.png")
+    paths = write_coco(tmp_path, [annotation(1, SQUARE)])
+    gray = InputConfig(channels=1, pixel_mean=(0.5,), pixel_std=(0.25,))
+    image, _ = CocoDataset(*paths, input_config=gray)[0]
+    assert image.shape == (1, HEIGHT, WIDTH)
+    assert image[0, 0, 0] == 0 and image[0, 0, -1] == 1  # "auto" -> percentile for uint16
+    ranged, _ = CocoDataset(*paths, input_config=replace(gray, intensity="range"))[0]
+    assert ranged.max().item() == pytest.approx(230 / 65535)
+    with pytest.raises(ValueError, match=r"a.png: image is 12 x 10 pixels .* over the limit"):
+        CocoDataset(*paths, max_image_pixels=100)[0]
+    with pytest.warns(BadImageWarning, match="over the limit"):
+        assert CocoDataset(*paths, max_image_pixels=100, skip_bad_images=True)[0] is None

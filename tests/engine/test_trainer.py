@@ -13,11 +13,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from maskrcnn.config import load_config
 from maskrcnn.data.shapes import make_shapes
 from maskrcnn.engine.metrics import read_metrics
 from maskrcnn.engine.trainer import NonFiniteLossError, train
+from maskrcnn.interop.load import load_model
 from maskrcnn.modeling.mask_rcnn import MaskRCNN
+from maskrcnn.modeling.weight_cache import inference_pass
+from maskrcnn.testing import shapes_training_config as tiny_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "shapes.yaml"
 
@@ -27,28 +29,6 @@ def shapes(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("shapes")
     make_shapes(root, 8, 2, seed=0)
     return root
-
-
-def tiny_config(shapes: Path, output: Path, *overrides: str):
-    return load_config(
-        str(CONFIG),
-        [
-            f"data.train_json={shapes / 'annotations' / 'instances_train.json'}",
-            f"data.train_images={shapes / 'train'}",
-            f"data.val_json={shapes / 'annotations' / 'instances_val.json'}",
-            f"data.val_images={shapes / 'val'}",
-            f"output_dir={output}",
-            "data.num_workers=0",
-            "data.images_per_batch=2",
-            "data.min_sizes_train=[128]",
-            "data.max_size_train=176",
-            "solver.log_period=1",
-            "solver.warmup_iters=2",
-            "solver.base_lr=0.01",
-            "device=cpu",
-            *overrides,
-        ],
-    )
 
 
 def logged_losses(output: Path) -> list[dict]:
@@ -172,3 +152,105 @@ def test_two_process_ddp_ends_with_identical_weights(shapes, tmp_path):
     # only rank 0 logs: one record per iteration, not two
     assert [r["iteration"] for r in read_metrics(output / "metrics.jsonl") if "loss" in r] == [1, 2, 3]
     assert json.loads((output / "metrics.jsonl").read_text().splitlines()[0])["loss"] > 0
+
+
+def test_evaluations_use_the_weights_of_their_step(shapes, tmp_path, monkeypatch):
+    """With frozen BatchNorm folded into the convolutions, every evaluation (and the model
+    `train` returns) computes what a fresh model with that step's weights computes, although
+    the fused SGD update does not bump the parameters' version counters."""
+    recorded = []
+    original = MaskRCNN.features
+
+    def recording(self, images):
+        pyramid = original(self, images)
+        if not torch.is_grad_enabled():  # an evaluation, not a training step
+            state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+            recorded.append((state, images.clone(), [level.clone() for level in pyramid]))
+        return pyramid
+
+    monkeypatch.setattr(MaskRCNN, "features", recording)
+    config = tiny_config(
+        shapes, tmp_path / "run", "solver.max_iter=4", "solver.eval_period=2", "model.backbone.norm=frozen_bn"
+    )
+    model = train(config)
+    monkeypatch.setattr(MaskRCNN, "features", original)
+    assert len(recorded) == 4  # two validation images at iterations 2 and 4
+    fresh = load_model(tmp_path / "run" / "model_final.pt", device="cpu")
+    final_state = fresh.state_dict()
+    for state, images, pyramid in recorded:
+        fresh.load_state_dict(state)
+        with torch.no_grad(), inference_pass():
+            expected = fresh.features(images)
+        for got, want in zip(pyramid, expected):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    # the returned model is the final one, also under its own (warm) inference path
+    fresh.load_state_dict(final_state)
+    image = recorded[-1][1]
+    with torch.no_grad(), inference_pass():
+        for got, want in zip(model.features(image), fresh.features(image)):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:solver.precision fp16 on the CPU:RuntimeWarning")
+def test_float16_resume_restores_the_loss_scale(shapes, tmp_path):
+    """float16 training scales the loss, halves the scale when gradients overflow and doubles
+    it after a run of good steps: a resumed run goes on with the scale and the count of good
+    steps the checkpoint had."""
+    fp16 = ("solver.precision=fp16", "model.backbone.norm=frozen_bn")
+    straight = tmp_path / "straight"
+    train(tiny_config(shapes, straight, "solver.max_iter=2", *fp16))
+    split = tmp_path / "split"
+    train(tiny_config(shapes, split, "solver.max_iter=1", *fp16))
+    assert torch.load(split / "last.pt", weights_only=True)["scaler"]["_growth_tracker"] == 1
+    train(tiny_config(shapes, split, "solver.max_iter=2", *fp16), resume=True)
+    expected, resumed = logged_losses(straight), logged_losses(split)
+    assert [r["iteration"] for r in resumed] == [1, 2]
+    for a, b in zip(expected, resumed):
+        for key in a:
+            assert b[key] == pytest.approx(a[key], abs=1e-6, rel=0), (a["iteration"], key)
+    final = torch.load(split / "last.pt", weights_only=True)["scaler"]
+    assert final == torch.load(straight / "last.pt", weights_only=True)["scaler"]
+    assert final["_growth_tracker"] == 2
+
+
+def test_resume_drops_logs_past_the_checkpoint(shapes, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    output = tmp_path / "run"
+    # a run checkpointed at 2 that went on logging to 5 before it died
+    train(tiny_config(shapes, output, "solver.max_iter=5", "solver.checkpoint_period=2"))
+    last = torch.load(output / "last.pt", weights_only=True)
+    last["iteration"] = 2
+    torch.save(last, output / "last.pt")
+    assert [r["iteration"] for r in logged_losses(output)] == [1, 2, 3, 4, 5]
+    train(tiny_config(shapes, output, "solver.max_iter=3"), resume=True)
+    records = read_metrics(output / "metrics.jsonl")
+    assert [r["iteration"] for r in records if "loss" in r] == [1, 2, 3]
+    assert max(r["iteration"] for r in records) == 3  # the earlier run's final AP record is gone too
+    events = EventAccumulator(str(output / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss")] == [1, 2, 3]
+
+
+def test_classes_from_the_dataset_are_announced(shapes, tmp_path, capsys):
+    train(tiny_config(shapes, tmp_path / "run", "solver.max_iter=1", "model.num_classes=91"))
+    out = capsys.readouterr().out
+    assert "model.num_classes: 4 from" in out and "not 91" in out
+
+
+def test_a_second_run_into_the_same_folder_is_refused_unless_replaced(shapes, tmp_path):
+    output = tmp_path / "run"
+    train(tiny_config(shapes, output, "solver.max_iter=2"))
+    before = (output / "metrics.jsonl").read_text()
+    with pytest.raises(ValueError, match=r"holds a training run .*--resume.*--overwrite"):
+        train(tiny_config(shapes, output, "solver.max_iter=1"))
+    assert (output / "metrics.jsonl").read_text() == before
+    with pytest.raises(ValueError, match="give one"):
+        train(tiny_config(shapes, output, "solver.max_iter=1"), resume=True, overwrite=True)
+    train(tiny_config(shapes, output, "solver.max_iter=1", "data.val_json=''"), overwrite=True)
+    records = read_metrics(output / "metrics.jsonl")
+    assert [r["iteration"] for r in records] == [1]
+    assert not (output / "metrics.json").exists()  # the first run's evaluation is gone too
+    # every line of the log is strict JSON (AP of an absent size range is null, not NaN)
+    for line in before.splitlines():
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in metrics.jsonl"))

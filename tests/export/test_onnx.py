@@ -1,6 +1,10 @@
 """ONNX export: the exported graph, run by ONNX Runtime, gives the eager model's detections."""
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
+import tifffile
 import torch
 
 from maskrcnn import ModelConfig, build_model
@@ -8,7 +12,15 @@ from maskrcnn.cli import main
 from maskrcnn.config import BackboneConfig, InputConfig, RoIHeadsConfig
 from maskrcnn.engine.checkpoint import save_checkpoint
 from maskrcnn.export.graph import paste_masks_in_graph
-from maskrcnn.export.onnx import compare_with_eager, export_onnx, onnx_session, run_onnx
+from maskrcnn.export.onnx import (
+    compare_with_eager,
+    export_intensity,
+    export_onnx,
+    onnx_session,
+    run_onnx,
+    with_export_intensity,
+)
+from maskrcnn.interop.load import load_model
 from maskrcnn.modeling.mask_head import paste_masks
 
 pytest.importorskip("onnxruntime")
@@ -36,7 +48,10 @@ def tiny_config(**roi_heads) -> ModelConfig:
 def exported(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model(tiny_config()).eval()
-    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx", example_size=(48, 64))
+    # every detection (random weights score about 1 / num_classes): compared one by one below
+    path = export_onnx(
+        model, tmp_path_factory.mktemp("onnx") / "model.onnx", example_size=(48, 64), score_threshold=0.0
+    )
     return model, onnx_session(path)
 
 
@@ -44,7 +59,7 @@ def exported(tmp_path_factory):
 def test_onnx_runtime_matches_eager_at_sizes_other_than_the_traced_one(exported, size):
     model, session = exported
     image = torch.rand(3, *size, generator=torch.Generator().manual_seed(size[0] + size[1]))
-    check = compare_with_eager(model, session, image)
+    check = compare_with_eager(model, session, image, score_threshold=0.0)
     assert check.detections > 10
     assert check.same_count and check.same_labels
     assert check.max_box_difference <= 1e-3
@@ -53,6 +68,19 @@ def test_onnx_runtime_matches_eager_at_sizes_other_than_the_traced_one(exported,
     outputs = run_onnx(session, image)
     assert outputs["masks"].shape[1:] == size and outputs["masks"].dtype == torch.bool
     assert outputs["labels"].dtype == torch.int64
+
+
+def test_the_graph_applies_its_score_threshold_as_predict_does(exported, tmp_path):
+    model, all_detections = exported
+    image = torch.rand(3, 60, 80, generator=torch.Generator().manual_seed(3))
+    scores = run_onnx(all_detections, image)["scores"]
+    threshold = float(scores.median())
+    session = onnx_session(
+        export_onnx(model, tmp_path / "t.onnx", example_size=(48, 64), score_threshold=threshold)
+    )
+    check = compare_with_eager(model, session, image, score_threshold=threshold)
+    assert check.ok and 0 < check.detections < len(scores)
+    assert check.detections == int((scores >= threshold).sum())
 
 
 def test_no_detection_gives_empty_outputs(tmp_path):
@@ -92,6 +120,7 @@ def test_export_command_writes_a_checked_file(tmp_path, capsys):
     assert main(["export", "--weights", str(weights), str(again), "--format", "tflite"]) == 2
     assert not again.exists()
     assert "same count True" in printed and "same labels True" in printed
+    assert "intensity range: input 'image' is (3, H, W) float32 in [0, 1]" in printed
 
 
 def test_export_command_with_bad_weights_writes_nothing_and_keeps_an_old_file(tmp_path, capsys):
@@ -110,3 +139,51 @@ def test_models_without_masks_are_refused(tmp_path):
     with pytest.raises(ValueError, match="mask head"):
         export_onnx(model, tmp_path / "x.onnx")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_percentile_graph_agrees_with_the_eager_model_on_16_bit_images(tmp_path, capsys, nuclei_image):
+    torch.manual_seed(0)
+    gray = InputConfig(min_size=64, max_size=96, channels=1, pixel_mean=(0.5,), pixel_std=(0.25,))
+    weights = tmp_path / "gray.pt"
+    save_checkpoint(weights, build_model(replace(tiny_config(), input=gray)))  # intensity "auto"
+    tifffile.imwrite(tmp_path / "check.tif", nuclei_image(60, 80, seed=3)[0])
+    out = tmp_path / "gray.onnx"
+    args = ["export", "--weights", str(weights), str(out), "--check-image", str(tmp_path / "check.tif")]
+    # every detection of the random weights: compared one by one below
+    assert main([*args, "--intensity", "percentile", "--score-threshold", "0"]) == 0  # the check agreed
+    printed = capsys.readouterr().out
+    assert "intensity percentile: input 'image' is (1, H, W) float32 of raw intensities" in printed
+    assert "percentiles 1 and 99.8 to 0 and 1" in printed and "same count True" in printed
+
+    model = with_export_intensity(load_model(weights, device="cpu"), "percentile")
+    session = onnx_session(out)
+    for size, seed in (((60, 80), 3), ((45, 130), 4)):
+        values = nuclei_image(*size, seed=seed)[0]  # uint16, 0-235
+        check = compare_with_eager(model, session, values, score_threshold=0.0)
+        assert check.detections > 10
+        assert check.same_count and check.same_labels
+        assert check.max_box_difference <= 1e-3 and check.max_score_difference <= 1e-4
+        assert check.mask_agreement >= 0.999
+        # The graph takes the raw 16-bit values and normalizes them itself.
+        raw = run_onnx(session, torch.from_numpy(values.astype(np.float32))[None])
+        eager = model.predict(values, score_threshold=0.0)[0]
+        torch.testing.assert_close(raw["scores"], eager["scores"], atol=1e-4, rtol=0)
+
+
+def test_the_graphs_intensity_follows_the_model():
+    auto, fixed = InputConfig(), InputConfig(intensity="minmax")
+    assert export_intensity(auto) == "range"
+    assert export_intensity(auto, "percentile") == "percentile"
+    assert export_intensity(fixed) == "minmax" and export_intensity(fixed, "minmax") == "minmax"
+    with pytest.raises(ValueError, match="normalizes intensities by 'minmax'"):
+        export_intensity(fixed, "range")
+    with pytest.raises(ValueError, match="must be one of range, minmax, percentile"):
+        export_intensity(auto, "auto")
+
+
+def test_export_refuses_an_intensity_the_model_was_not_trained_with(tmp_path, capsys):
+    weights = tmp_path / "minmax.pt"
+    save_checkpoint(weights, build_model(replace(tiny_config(), input=InputConfig(intensity="minmax"))))
+    out = tmp_path / "model.onnx"
+    assert main(["export", "--weights", str(weights), str(out), "--intensity", "percentile"]) == 2
+    assert "model.input.intensity" in capsys.readouterr().err and not out.exists()

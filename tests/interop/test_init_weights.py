@@ -1,10 +1,13 @@
 """Initial weights for training: an ImageNet trunk, or a whole model with other classes."""
 
+import warnings
+
 import pytest
 import torch
 from torchvision.models import resnet50
 
 from maskrcnn import ModelConfig, build_model
+from maskrcnn.config import BackboneConfig, InputConfig
 from maskrcnn.engine.checkpoint import save_checkpoint
 from maskrcnn.interop.init_weights import load_initial_weights
 from maskrcnn.interop.state_dicts import CheckpointError
@@ -43,3 +46,47 @@ def test_unrelated_files_are_refused(tmp_path):
     torch.save({"something": torch.zeros(2)}, path)
     with pytest.raises(CheckpointError, match="other.pt"):
         load_initial_weights(build_model(ModelConfig(num_classes=3)), str(path))
+
+
+def tiny(channels: int = 3) -> ModelConfig:
+    return ModelConfig(
+        num_classes=3,
+        backbone=BackboneConfig(stage_blocks=(1, 1, 1, 1), stage_channels=(64, 128, 256, 512)),
+        input=InputConfig(channels=channels, pixel_mean=(0.5,) * channels, pixel_std=(0.25,) * channels),
+    )
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_an_rgb_stem_is_adapted_to_other_channel_counts(tmp_path, channels):
+    torch.manual_seed(0)
+    source = build_model(tiny(3))
+    path = tmp_path / "rgb.pt"
+    save_checkpoint(path, source)
+    rgb = source.trunk.stem.conv.weight.detach()  # (64, 3, 7, 7)
+    target = build_model(tiny(channels))
+    with pytest.warns(UserWarning) as warned:
+        untouched = load_initial_weights(target, str(path))
+    message = " ".join(str(w.message) for w in warned)
+    assert str(path) in message and "3 channels (RGB)" in message and f"takes {channels}" in message
+    adapted = target.trunk.stem.conv.weight.detach()
+    assert adapted.shape == (64, channels, 7, 7)
+    if channels == 1:
+        assert "sum of its RGB filters" in message
+        torch.testing.assert_close(adapted[:, 0], rgb[:, 0] + rgb[:, 1] + rgb[:, 2])
+    else:
+        assert "repeated to 4 channels and scaled by 3/4" in message
+        for channel, source_channel in enumerate([0, 1, 2, 0]):
+            torch.testing.assert_close(adapted[:, channel], rgb[:, source_channel] * 0.75)
+    assert "trunk.stem.conv.weight" not in untouched
+    assert torch.equal(target.trunk.res3[0].conv1.weight, source.trunk.res3[0].conv1.weight)
+
+
+def test_an_rgb_stem_on_an_rgb_model_is_copied_without_a_warning(tmp_path):
+    torch.manual_seed(0)
+    source = build_model(tiny(3))
+    save_checkpoint(tmp_path / "rgb.pt", source)
+    target = build_model(tiny(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_initial_weights(target, str(tmp_path / "rgb.pt"))
+    assert torch.equal(target.trunk.stem.conv.weight, source.trunk.stem.conv.weight)

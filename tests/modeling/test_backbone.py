@@ -83,6 +83,22 @@ def test_freeze_at(freeze_at, frozen):
         assert not any(trainable) if name in frozen else all(trainable), name
 
 
+def test_frozen_stages_keep_their_batchnorm_statistics_in_training():
+    small = BackboneConfig(
+        stage_blocks=(1, 1, 1, 1), stage_channels=(32, 64, 64, 64), stem_channels=16, width_per_group=8
+    )
+    trunk = ResNet(BackboneConfig(**{**small.__dict__, "norm": "bn", "freeze_at": 2})).train()
+    before = {k: v.clone() for k, v in trunk.state_dict().items() if "running" in k}
+    trunk(torch.randn(2, 3, 64, 64) * 3 + 1)
+    after = trunk.state_dict()
+    for key, value in before.items():
+        frozen = key.startswith(("stem.", "res2."))
+        assert torch.equal(after[key], value) == frozen, key
+    assert not trunk.stem.training and not trunk.res2.training and trunk.res3.training
+    trunk.eval().train()  # and again after a round trip through eval mode
+    assert not trunk.res2[0].norm1.training and trunk.res3[0].norm1.training
+
+
 @pytest.mark.parametrize(
     "norm, kind", [("frozen_bn", FrozenBatchNorm2d), ("bn", torch.nn.BatchNorm2d), ("gn", torch.nn.GroupNorm)]
 )

@@ -6,9 +6,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
 
+from maskrcnn.modeling import norm as norm_module
 from maskrcnn.modeling.box_head import BoxHead
 from maskrcnn.modeling.mask_head import MaskHead, select_class_masks, upsample_2x2
 from maskrcnn.modeling.norm import FrozenBatchNorm2d, GroupNorm, conv_norm
+from maskrcnn.modeling.weight_cache import inference_pass
 
 
 def random_frozen_norm(channels: int, seed: int = 0) -> FrozenBatchNorm2d:
@@ -39,21 +41,58 @@ def test_folded_norm_equals_conv_then_norm_with_gradients(bias):
     torch.testing.assert_close(conv.weight.grad, expected_grads[1], rtol=1e-4, atol=1e-4)
 
 
-def test_cached_fold_follows_weight_and_norm_updates():
+def test_fold_is_computed_once_per_inference_pass(monkeypatch):
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 4, 1, bias=False)
     norm = random_frozen_norm(4)
     x = torch.randn(1, 4, 5, 5)
+    calls = []
+    original = norm_module._fold
+    monkeypatch.setattr(norm_module, "_fold", lambda c, n: calls.append(1) or original(c, n))
     with torch.no_grad():
-        first = conv_norm(conv, norm, x)
+        conv_norm(conv, norm, x)
+        conv_norm(conv, norm, x)
+        assert len(calls) == 2  # outside a pass nothing is kept
+        with inference_pass():
+            first = conv_norm(conv, norm, x)
+            with inference_pass():  # a nested pass joins the outer one
+                torch.testing.assert_close(conv_norm(conv, norm, x), first)
+        assert len(calls) == 3
         torch.testing.assert_close(first, norm(conv(x)))
-        conv.weight.mul_(2)  # an optimizer step or a state-dict load writes in place
-        torch.testing.assert_close(conv_norm(conv, norm, x), norm(conv(x)))
-        norm.running_var.fill_(4.0)
-        second = conv_norm(conv, norm, x)
-        torch.testing.assert_close(second, norm(conv(x)))
-        assert not torch.allclose(first, second)
     assert "_folded_conv" not in str(norm.state_dict().keys())
+
+
+@pytest.mark.parametrize(
+    "update",
+    ["fused_sgd", "foreach_sgd", "data", "in_place", "load_state_dict", "norm_buffer"],
+)
+def test_fold_follows_every_kind_of_update_between_passes(update):
+    """Fused optimizers and writes through .data change a parameter without bumping its
+    version counter: a fold cached across passes would then be stale."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+    norm = random_frozen_norm(4)
+    x = torch.randn(1, 4, 6, 6)
+    with torch.no_grad(), inference_pass():
+        before = conv_norm(conv, norm, x)
+    if update in ("fused_sgd", "foreach_sgd"):
+        options = {"fused": True} if update == "fused_sgd" else {"foreach": True}
+        optimizer = torch.optim.SGD(conv.parameters(), lr=0.5, momentum=0.9, **options)
+        conv_norm(conv, norm, x).square().sum().backward()
+        optimizer.step()
+    with torch.no_grad():
+        if update == "data":
+            conv.weight.data.mul_(2)
+        elif update == "in_place":
+            conv.weight.add_(1)
+        elif update == "load_state_dict":
+            conv.load_state_dict({"weight": torch.randn_like(conv.weight)})
+        elif update == "norm_buffer":
+            norm.running_var.data.fill_(4.0)
+        with inference_pass():
+            after = conv_norm(conv, norm, x)
+        torch.testing.assert_close(after, norm(conv(x)), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(before, after)
 
 
 def test_non_frozen_norms_are_applied_as_layers():

@@ -9,6 +9,7 @@ from torchvision.models.detection._utils import BoxCoder as TorchvisionBoxCoder
 
 from maskrcnn.ops import BoxCoder, box_area, clip_boxes, remove_small_boxes
 from maskrcnn.ops.box_coder import DEFAULT_SCALE_CLAMP
+from maskrcnn.ops.boxes import pairwise_iou
 
 # The RPN's, the box head's, and distinct weights that catch a weight applied to the wrong coordinate.
 WEIGHTS = [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0), (2.0, 3.0, 4.0, 0.5)]
@@ -202,3 +203,106 @@ def test_remove_small_boxes_by_hand():
     )
     assert remove_small_boxes(boxes, 2.0).tolist() == [0, 3, 4]
     assert remove_small_boxes(boxes, 3.0).tolist() == [0, 4]
+
+
+# Boxes that each type holds but whose extents or areas it does not: int8 and uint8 boxes over
+# 127 pixels wide, int16 areas above 32767, float16 areas above 65504, bfloat16 areas that need
+# more than its 8 significant bits. DEGENERATE_UINT8 has x2 < x1: a negative width, which must not
+# wrap around to a large one.
+NARROW_BOXES = {
+    torch.int8: [[-100, -120, 110, 127], [-128, -128, 127, 127], [0, 0, 50, 60], [-20, -10, 90, 100]],
+    torch.uint8: [[0, 0, 255, 255], [5, 10, 250, 200], [100, 100, 180, 255], [20, 0, 255, 90]],
+    torch.int16: [
+        [0, 0, 30000, 30000],
+        [-30000, -20000, 10000, 32767],
+        [500, 600, 20000, 25000],
+        [0, 0, 9, 7],
+    ],
+    torch.float16: [
+        [0, 0, 1000, 1000],
+        [100, 200, 900, 1100],
+        [-2000, -1000, 60000, 30000],
+        [0.5, 0, 300, 400],
+    ],
+    torch.bfloat16: [[0, 0, 1000, 1000], [100, 200, 900, 1100], [3, 5, 113, 127], [17, 19, 257, 301]],
+}
+DEGENERATE_UINT8 = [200, 10, 100, 50]
+
+
+def narrow_boxes(dtype: torch.dtype) -> torch.Tensor:
+    return torch.tensor(NARROW_BOXES[dtype], dtype=torch.float64).to(dtype)
+
+
+def float64_area(boxes: torch.Tensor) -> torch.Tensor:
+    wide = boxes.double()
+    return (wide[:, 2] - wide[:, 0]) * (wide[:, 3] - wide[:, 1])
+
+
+@pytest.mark.parametrize("dtype", NARROW_BOXES)
+def test_box_area_of_narrow_types_does_not_overflow(dtype):
+    boxes = narrow_boxes(dtype)
+    if dtype == torch.uint8:
+        boxes = torch.cat((boxes, torch.tensor([DEGENERATE_UINT8], dtype=dtype)))
+    area = box_area(boxes)
+    assert area.dtype == (torch.float32 if dtype.is_floating_point else torch.int64)
+    torch.testing.assert_close(area.double(), float64_area(boxes), rtol=1e-7, atol=0)
+    torch.testing.assert_close(area.double(), torchvision.ops.box_area(boxes).double(), rtol=1e-7, atol=0)
+    if dtype == torch.uint8:
+        assert area[-1] == -100 * 40
+
+
+@pytest.mark.parametrize("dtype", NARROW_BOXES)
+def test_pairwise_iou_of_narrow_types_equals_the_float64_computation(dtype):
+    boxes = narrow_boxes(dtype)
+    others = boxes.flip(0)[:3]
+    expected = torchvision.ops.box_iou(boxes.double(), others.double())
+    assert ((expected > 0) & (expected < 1)).sum() >= 4, "the boxes should partly overlap"
+    iou = pairwise_iou(boxes, others)
+    assert iou.shape == (4, 3)
+    assert iou.dtype == torch.float32
+    torch.testing.assert_close(iou.double(), expected, rtol=1e-6, atol=1e-7)
+    # The batched form (N images of G boxes each) computes the same values.
+    batched = pairwise_iou(boxes.reshape(2, 2, 4), others)
+    torch.testing.assert_close(batched.double(), expected.reshape(2, 2, 3), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.uint8])
+def test_remove_small_boxes_of_narrow_types_does_not_wrap_widths(dtype):
+    boxes = narrow_boxes(dtype)
+    if dtype == torch.uint8:
+        boxes = torch.cat((boxes, torch.tensor([DEGENERATE_UINT8], dtype=dtype)))
+    for min_size in (1.0, 60.0, 150.0):
+        expected = torchvision.ops.remove_small_boxes(boxes.double(), min_size)
+        assert torch.equal(remove_small_boxes(boxes, min_size), expected)
+    assert remove_small_boxes(boxes, 150.0).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.uint8, torch.int16, torch.float16])
+@pytest.mark.parametrize("image_size", [(800, 1333), (100, 120), (70000, 70000)])
+def test_clip_boxes_of_narrow_types_to_an_image_beyond_their_range(dtype, image_size):
+    """An image bound the type cannot hold clips nothing the type can hold; a smaller one clips as usual."""
+    boxes = narrow_boxes(dtype)
+    clipped = clip_boxes(boxes, image_size)
+    assert clipped.dtype == dtype
+    expected = torchvision.ops.clip_boxes_to_image(boxes.double(), image_size).to(dtype)
+    assert torch.equal(clipped, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int8, torch.float16])
+def test_box_arithmetic_on_zero_boxes(dtype):
+    none, some = torch.zeros((0, 4), dtype=dtype), torch.tensor([[0, 0, 4, 5], [1, 1, 3, 3]], dtype=dtype)
+    area_dtype = torchvision.ops.box_area(none).dtype if dtype == torch.float32 else box_area(some).dtype
+    assert box_area(none).shape == (0,)
+    assert box_area(none).dtype == area_dtype
+    assert pairwise_iou(none, some).shape == torchvision.ops.box_iou(none, some).shape == (0, 2)
+    assert pairwise_iou(some, none).shape == torchvision.ops.box_iou(some, none).shape == (2, 0)
+    assert pairwise_iou(none, none).shape == (0, 0)
+    # Batched: images without ground truth, and no images at all.
+    assert pairwise_iou(none.reshape(3, 0, 4), some).shape == (3, 0, 2)
+    assert pairwise_iou(none.reshape(0, 2, 4), some).shape == (0, 2, 2)
+    assert pairwise_iou(some[None], none).shape == (1, 2, 0)
+    assert clip_boxes(none, (10, 20)).shape == (0, 4)
+    assert clip_boxes(none.reshape(0, 3, 4), (10, 20)).shape == (0, 3, 4)
+    kept = remove_small_boxes(none, 1.0)
+    assert kept.shape == (0,)
+    assert kept.dtype == torch.int64

@@ -110,3 +110,23 @@ def test_module_keeps_nn_conv2d_state_and_parameter_layout(any_size):
     assert ours.weight.grad.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(ours.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(ours.bias.grad, reference.bias.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_zero_images(any_size, stride):
+    """A mask head given no RoIs: an empty output and zero weight and bias gradients, as nn.Conv2d."""
+    torch.manual_seed(0)
+    ours = Conv2d(6, 4, 3, padding=1, stride=stride).to(memory_format=torch.channels_last)
+    reference = torch.nn.Conv2d(6, 4, 3, padding=1, stride=stride)
+    reference.load_state_dict(ours.state_dict())
+    x = channels_last(0, 6, 14, 14, seed=7).requires_grad_()
+    y = ours(x)
+    assert y.shape == reference(x).shape == (0, 4, 14 // stride, 14 // stride)
+    y.sum().backward()
+    reference(x).sum().backward()
+    for got, expected in ((ours.weight.grad, reference.weight.grad), (ours.bias.grad, reference.bias.grad)):
+        assert torch.equal(got, torch.zeros_like(got))
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    grad = torch.zeros(0, 4, 14 // stride, 14 // stride)
+    direct = weight_gradient(grad, x.detach(), (3, 3), (1, 1), (stride, stride))
+    assert torch.equal(direct, torch.zeros(4, 6, 3, 3))

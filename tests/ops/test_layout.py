@@ -32,3 +32,10 @@ def test_gradient_is_unchanged_and_dense_in_the_input_layout():
 def test_no_graph_no_wrapper():
     x = torch.randn(2, 3)
     assert dense_gradient(x) is x
+
+
+def test_zero_images():
+    for layout in (torch.channels_last, torch.contiguous_format):
+        x = torch.randn(0, 3, 4, 5).contiguous(memory_format=layout).requires_grad_()
+        (dense_gradient(x * 2) * 3).sum().backward()
+        assert x.grad.shape == (0, 3, 4, 5)

@@ -254,6 +254,66 @@ def test_images_without_boxes():
     assert nothing.shape == (0, 4, 7, 7)
 
 
+# No RoIs anywhere in the batch: (number of images, boxes).
+NO_ROIS = {
+    "no-images": (0, []),
+    "empty-list-for-a-batch": (2, []),
+    "images-without-boxes": (2, [torch.zeros((0, 4)), torch.zeros((0, 4))]),
+}
+
+
+@pytest.mark.parametrize("strides", [STRIDES, (16,)], ids=["fpn", "c4"])
+@pytest.mark.parametrize("kind", ["align", "pool"])
+@pytest.mark.parametrize("grad_enabled", [True, False], ids=["autograd", "no-grad"])
+@pytest.mark.parametrize("case", NO_ROIS)
+def test_no_rois_at_all(case, grad_enabled, kind, strides):
+    """(0, C, S, S), and with autograd a zero gradient for every feature map."""
+    num_images, boxes = NO_ROIS[case]
+    height, width = IMAGE_SIZE
+    features = [torch.randn(num_images, 4, height // s, width // s, requires_grad=True) for s in strides]
+    pooler = MultiScaleRoIPooler(7, strides, kind=kind)
+    with torch.set_grad_enabled(grad_enabled):
+        pooled = pooler(features, boxes)
+        grouped, order = pooler.pool_by_level(features, boxes)
+    for out in (pooled, grouped):
+        assert out.shape == (0, 4, 7, 7)
+        assert out.dtype == torch.float32
+        assert out.requires_grad == grad_enabled
+    assert order.shape == (0,)
+    assert order.dtype == torch.int64
+    if grad_enabled:
+        (pooled.sum() + grouped.sum()).backward()
+        for feature in features:
+            assert torch.equal(feature.grad, torch.zeros_like(feature))
+
+
+def test_images_without_boxes_backpropagate_as_torchvision():
+    generator = torch.Generator().manual_seed(7)
+    ours_inputs = [f.requires_grad_(True) for f in pyramid(generator, num_images=2, channels=4)]
+    reference_inputs = [f.detach().clone().requires_grad_(True) for f in ours_inputs]
+    boxes = [torch.zeros((0, 4)), torch.zeros((0, 4))]
+    MultiScaleRoIPooler(7, STRIDES, sampling_ratio=2)(ours_inputs, boxes).sum().backward()
+    torchvision_pooler_output(reference_inputs, boxes, 7).sum().backward()
+    for ours_input, reference_input in zip(ours_inputs, reference_inputs):
+        assert torch.equal(ours_input.grad, reference_input.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.int16])
+def test_narrow_box_types_are_assigned_the_levels_of_float32_boxes(dtype):
+    """A 400-pixel box has an area (160000) that float16 and int16 cannot hold."""
+    sides = [20.0, 56.0, 100.0, 224.0, 256.0, 400.0, 448.0, 1000.0]
+    boxes = torch.tensor([square(side, 8.0, 16.0) for side in sides])
+    narrow = boxes.to(dtype)
+    assert torch.equal(narrow.double(), boxes.double()), "the test boxes are exact in every type"
+    expected = LevelMapper(k_min=2, k_max=5)([boxes]) + 2
+    assert torch.equal(assign_fpn_levels(narrow, 2, 5), expected.to(torch.int64))
+
+    generator = torch.Generator().manual_seed(8)
+    features = pyramid(generator, num_images=1, channels=3)
+    pooler = MultiScaleRoIPooler(7, STRIDES, sampling_ratio=2)
+    torch.testing.assert_close(pooler(features, [narrow]), pooler(features, [boxes]), rtol=0, atol=0)
+
+
 def test_unknown_kind_raises():
     with pytest.raises(ValueError, match="kind"):
         MultiScaleRoIPooler(7, STRIDES, kind="bilinear")

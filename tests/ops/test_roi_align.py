@@ -265,6 +265,53 @@ def test_empty_rois(boxes, output_size):
         assert out.shape == torchvision.ops.roi_align(features, boxes, output_size, sampling_ratio=2).shape
 
 
+@pytest.mark.parametrize(
+    ("num_images", "boxes"),
+    [
+        (2, torch.zeros((0, 5))),
+        (2, [torch.zeros((0, 4)), torch.zeros((0, 4))]),
+        (2, []),
+        (0, torch.zeros((0, 5))),
+        (0, []),
+    ],
+    ids=["tensor", "list-of-empty", "empty-list", "no-images", "no-images-empty-list"],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_empty_rois_give_a_zero_feature_gradient(num_images, boxes, dtype):
+    """A batch without RoIs still backpropagates: a zero gradient, as torchvision's, not an error."""
+    features = torch.randn(num_images, 6, 10, 12, dtype=dtype, requires_grad=True)
+    boxes = [b.to(dtype) for b in boxes] if isinstance(boxes, list) else boxes.to(dtype)
+    out = roi_align(features, boxes, (7, 5), sampling_ratio=2)
+    assert out.shape == (0, 6, 7, 5)
+    assert out.dtype == dtype
+    assert out.requires_grad
+    out.sum().backward()
+    assert features.grad.shape == features.shape
+    assert features.grad.dtype == dtype
+    assert torch.equal(features.grad, torch.zeros_like(features))
+    if not isinstance(boxes, list) or boxes:  # torchvision's list form needs at least one tensor
+        reference_input = features.detach().clone().requires_grad_(True)
+        torchvision.ops.roi_align(reference_input, boxes, (7, 5), sampling_ratio=2).sum().backward()
+        assert torch.equal(features.grad, reference_input.grad)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize(
+    "shape", [(1, 3, 0, 8), (1, 3, 8, 0), (1, 0, 8, 8)], ids=["no-rows", "no-columns", "no-channels"]
+)
+def test_rois_on_an_empty_map_pool_to_zero(shape, aligned):
+    """No cell to read: every bin is 0, as for a RoI wholly outside the map (torchvision crashes here)."""
+    features = torch.randn(shape, requires_grad=True)
+    rois = torch.tensor([[0, 1.0, 1.0, 4.0, 4.0], [0, -3.0, 2.0, 20.0, 6.0]])
+    out = roi_align(features, rois, (3, 2), sampling_ratio=2, aligned=aligned)
+    assert out.shape == (2, shape[1], 3, 2)
+    assert out.dtype == features.dtype
+    assert torch.equal(out, torch.zeros(out.shape))
+    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(8))
+    (out * upstream).sum().backward()
+    assert torch.equal(features.grad, torch.zeros(shape))
+
+
 @pytest.mark.parametrize("aligned", [False, True])
 @pytest.mark.parametrize("sampling_ratio", [2, 0])
 def test_float64(aligned, sampling_ratio):

@@ -2,16 +2,13 @@
 
 Annotations are checked once, when the dataset is built: broken ones are repaired or dropped
 and counted, and one `AnnotationWarning` per dataset says how many and why, so that a few bad
-labels never stop a training run. Crowd regions are left out of the targets (and counted, but
-they are not errors). Category ids, whatever they are, become contiguous labels 1..K in sorted-id
-order; 0 is the background.
+labels never stop a training run; a file whose images or categories are broken fails with one
+ValueError naming the file and the field. Crowd regions are left out of the training targets but
+kept in each record's `crowd` (evaluation treats them as ignore regions). Category ids, whatever
+they are, become contiguous labels 1..K in sorted-id order; 0 is the background.
 """
 
-import json
-import math
 import warnings
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,45 +17,37 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from maskrcnn.data.images import load_image
+from maskrcnn.config import InputConfig
+from maskrcnn.config_checks import check_input_config
+from maskrcnn.data.coco_annotations import (
+    AnnotationChecker,
+    AnnotationWarning,
+    ImageRecord,
+    Instance,
+    category_names,
+    image_entries,
+    list_field,
+    read_json,
+    to_rle,
+)
+from maskrcnn.data.images import DEFAULT_MAX_IMAGE_PIXELS, load_image, to_image_tensor
 
-
-class AnnotationWarning(UserWarning):
-    """Some annotations of a dataset were dropped or repaired."""
+__all__ = ["AnnotationWarning", "BadImageWarning", "CocoDataset", "ImageRecord", "Instance", "collate"]
 
 
 class BadImageWarning(UserWarning):
     """An image file was missing or unreadable and its sample was skipped."""
 
 
-@dataclass(frozen=True)
-class Instance:
-    """One usable annotation: a contiguous label, a box clipped to the image, and its segmentation.
-
-    box: (x1, y1, x2, y2) in image pixels. segmentation: a list of polygons (flat [x, y, ...]
-    lists of at least 6 numbers) or an RLE dict with "size" and "counts" (string or list).
-    """
-
-    label: int
-    box: tuple[float, float, float, float]
-    segmentation: list | dict
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    image_id: int
-    file_name: str
-    height: int
-    width: int
-    instances: tuple[Instance, ...]
-
-
 class CocoDataset(Dataset):
     """Samples `(image, target)` from a COCO instance-segmentation annotation file.
 
-    image: (3, H, W) float32 RGB in [0, 1]. target: `boxes` (G, 4) float32 xyxy pixels, `labels`
-    (G,) int64 in 1..K, `masks` (G, H, W) uint8 in {0, 1}, `image_id` int, `file_name` str; G may
-    be 0. `transform(image, target, generator)` (see data.transforms) runs last.
+    image: (C, H, W) float32 in [0, 1], the model's input: the file's pixels (`load_image`)
+    normalized as `input_config` says (`to_image_tensor`; pass the model's `config.input`, so
+    that training, eval and predict see the same values). target: `boxes` (G, 4) float32 xyxy
+    pixels, `labels` (G,) int64 in 1..K, `masks` (G, H, W) uint8 in {0, 1}, `image_id` int,
+    `file_name` str; G may be 0. `transform(image, target, generator)` (see data.transforms)
+    runs last.
 
     Index with `dataset[i]` or `dataset[(i, seed)]`: with a seed, the transform's random choices
     come from a generator seeded by (i, seed) alone, so an epoch can be replayed exactly in any
@@ -67,6 +56,7 @@ class CocoDataset(Dataset):
     drop_images_without_annotations: leave out images that have no usable instance (none at all,
     only crowd regions, or only dropped ones). skip_bad_images: a missing or undecodable image
     gives None (and one BadImageWarning per file) instead of a ValueError; `collate` drops them.
+    max_image_pixels: files whose header claims more pixels are refused (data.max_image_pixels).
     """
 
     def __init__(
@@ -77,45 +67,41 @@ class CocoDataset(Dataset):
         transform=None,
         drop_images_without_annotations: bool = False,
         skip_bad_images: bool = False,
+        input_config: InputConfig | None = None,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ):
         self.annotation_file = str(annotation_file)
         self.image_dir = Path(image_dir)
         self.transform = transform
         self.skip_bad_images = skip_bad_images
+        self.input_config = input_config if input_config is not None else InputConfig()
+        check_input_config(self.input_config)
+        self.max_image_pixels = max_image_pixels
         self._warned_files: set[str] = set()
 
-        data = _read_json(self.annotation_file)
-        categories = _list_field(data, "categories", self.annotation_file)
-        images = _list_field(data, "images", self.annotation_file)
-        annotations = _list_field(data, "annotations", self.annotation_file)
+        data = read_json(self.annotation_file)
+        categories = list_field(data, "categories", self.annotation_file)
+        images = list_field(data, "images", self.annotation_file)
+        annotations = list_field(data, "annotations", self.annotation_file)
 
-        names = _category_names(categories, self.annotation_file)
+        names = category_names(categories, self.annotation_file)
         self.category_ids: tuple[int, ...] = tuple(sorted(names))
         self.class_names: tuple[str, ...] = ("__background__",) + tuple(names[i] for i in self.category_ids)
         self.num_classes = len(self.class_names)
         label_of = {category_id: label for label, category_id in enumerate(self.category_ids, start=1)}
 
-        sizes = _image_entries(images, self.annotation_file)
-        checker = _AnnotationChecker(label_of)
-        instances: dict[int, list[Instance]] = {image_id: [] for image_id in sizes}
-        for annotation in annotations:
-            if not isinstance(annotation, dict):
-                checker.drop("malformed annotation")
-                continue
-            image_id = annotation.get("image_id")
-            if image_id not in sizes:
-                checker.drop("unknown image id")
-                continue
-            instance = checker.check(annotation, *sizes[image_id][1:])
-            if instance is not None:
-                instances[image_id].append(instance)
-
+        sizes = image_entries(images, self.annotation_file)
+        checker = AnnotationChecker(label_of, sizes)
+        kept = checker.sort(annotations)  # image id -> (instances, crowd regions)
         self.records: list[ImageRecord] = [
-            ImageRecord(image_id, file_name, height, width, tuple(instances[image_id]))
+            ImageRecord(image_id, file_name, height, width, tuple(instances), tuple(crowd))
             for image_id, (file_name, height, width) in sizes.items()
-            if instances[image_id] or not drop_images_without_annotations
+            for instances, crowd in [kept[image_id]]
+            if instances or not drop_images_without_annotations
         ]
-        self.annotation_summary: dict[str, int] = dict(checker.counts)
+        # reason -> dropped annotations: with the records' instances and crowd regions, every
+        # annotation of the file is accounted for.
+        self.annotation_summary: dict[str, int] = checker.dropped
         message = checker.summary()
         if message:
             warnings.warn(f"{self.annotation_file}: {message}", AnnotationWarning, stacklevel=2)
@@ -144,7 +130,7 @@ class CocoDataset(Dataset):
         record = self.records[index]
         path = self.image_dir / record.file_name
         try:
-            image = load_image(path)
+            image = to_image_tensor(load_image(path, self.max_image_pixels), self.input_config, str(path))
             if tuple(image.shape[-2:]) != (record.height, record.width):
                 raise ValueError(
                     f"{path}: image is {image.shape[-1]}x{image.shape[-2]} pixels but "
@@ -185,7 +171,7 @@ def _target(record: ImageRecord) -> dict:
     height, width = record.height, record.width
     instances = record.instances
     if instances:
-        rles = [_to_rle(instance.segmentation, height, width) for instance in instances]
+        rles = [to_rle(instance.segmentation, height, width) for instance in instances]
         # decode gives (H, W, G) in Fortran order; one copy makes it (G, H, W) contiguous.
         masks = torch.from_numpy(np.ascontiguousarray(mask_utils.decode(rles).transpose(2, 0, 1)))
     else:
@@ -197,176 +183,3 @@ def _target(record: ImageRecord) -> dict:
         "image_id": record.image_id,
         "file_name": record.file_name,
     }
-
-
-def _to_rle(segmentation, height: int, width: int) -> dict:
-    """Polygons or an RLE (compressed or not) -> one compressed RLE of an (height, width) image."""
-    if isinstance(segmentation, list):
-        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    if isinstance(segmentation["counts"], list):
-        return mask_utils.frPyObjects(segmentation, height, width)
-    return segmentation
-
-
-class _AnnotationChecker:
-    """Turns raw annotations into Instances, counting what it drops or repairs and why."""
-
-    def __init__(self, label_of: dict[int, int]):
-        self.label_of = label_of
-        self.counts: Counter[str] = Counter()  # reason -> dropped annotations
-        self.unknown_category_ids: Counter = Counter()
-        self.crowd = 0
-        self.removed_polygons = 0  # from annotations that kept other polygons
-
-    def drop(self, reason: str) -> None:
-        self.counts[reason] += 1
-
-    def check(self, annotation: dict, height: int, width: int) -> Instance | None:
-        if annotation.get("iscrowd", 0):
-            self.crowd += 1
-            return None
-        category_id = annotation.get("category_id")
-        if category_id not in self.label_of:
-            self.unknown_category_ids[category_id] += 1
-            return None
-        segmentation = self._segmentation(annotation.get("segmentation"), height, width)
-        if segmentation is None:
-            return None
-        box = self._box(annotation.get("bbox"), segmentation, height, width)
-        if box is None:
-            return None
-        return Instance(self.label_of[category_id], box, segmentation)
-
-    def _segmentation(self, segmentation, height: int, width: int):
-        if not segmentation:
-            self.drop("no segmentation")
-            return None
-        if isinstance(segmentation, dict):
-            return self._rle(segmentation, height, width)
-        if not isinstance(segmentation, list):
-            self.drop("malformed segmentation")
-            return None
-        if all(isinstance(v, (int, float)) for v in segmentation):
-            segmentation = [segmentation]  # some tools write one polygon without the outer list
-        polygons, reason = [], None
-        for polygon in segmentation:
-            if not isinstance(polygon, list) or not all(isinstance(v, (int, float)) for v in polygon):
-                reason = "malformed polygon"
-            elif len(polygon) < 6:
-                reason = "fewer than 3 polygon points"
-            elif len(polygon) % 2 or not all(math.isfinite(v) for v in polygon):
-                reason = "malformed polygon"
-            else:
-                polygons.append([float(v) for v in polygon])
-        if not polygons:
-            self.drop(reason)
-            return None
-        self.removed_polygons += len(segmentation) - len(polygons)
-        return polygons
-
-    def _rle(self, rle: dict, height: int, width: int):
-        counts, size = rle.get("counts"), rle.get("size")
-        if not isinstance(size, (list, tuple)) or list(size) != [height, width]:
-            self.drop("RLE size differs from the image size")
-            return None
-        if isinstance(counts, list):
-            if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != height * width:
-                self.drop("malformed RLE")
-                return None
-        elif isinstance(counts, (str, bytes)):
-            counts = counts.decode() if isinstance(counts, bytes) else counts
-        else:
-            self.drop("malformed RLE")
-            return None
-        return {"size": [height, width], "counts": counts}
-
-    def _box(self, bbox, segmentation, height: int, width: int):
-        if bbox is None:
-            # No box in the file: take the mask's extent, which toBbox reads from the RLE.
-            bbox = mask_utils.toBbox(_to_rle(segmentation, height, width)).tolist()
-            if bbox[2] <= 0 or bbox[3] <= 0:
-                self.drop("empty mask")
-                return None
-        if (
-            not isinstance(bbox, (list, tuple))
-            or len(bbox) != 4
-            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)
-        ):
-            self.drop("malformed box")
-            return None
-        x, y, w, h = (float(v) for v in bbox)
-        if w <= 0 or h <= 0:
-            self.drop("zero-area box")
-            return None
-        x1, y1, x2, y2 = max(x, 0.0), max(y, 0.0), min(x + w, float(width)), min(y + h, float(height))
-        if x2 <= x1 or y2 <= y1:
-            self.drop("box outside the image")
-            return None
-        return x1, y1, x2, y2
-
-    def summary(self) -> str:
-        """One line, e.g. "dropped 5 annotations (3 fewer than 3 polygon points, 1 zero-area box, ...)"."""
-        reasons = [f"{n} {reason}" for reason, n in self.counts.most_common()]
-        unknown = sum(self.unknown_category_ids.values())
-        if unknown:
-            ids = ", ".join(str(i) for i in sorted(self.unknown_category_ids, key=str))
-            plural = "s" if len(self.unknown_category_ids) > 1 else ""
-            reasons.append(f"{unknown} unknown category id{plural} {ids}")
-        parts = []
-        dropped = sum(self.counts.values()) + unknown
-        if dropped:
-            parts.append(f"dropped {dropped} annotation{'s' if dropped > 1 else ''} ({', '.join(reasons)})")
-        if self.removed_polygons:
-            parts.append(f"removed {self.removed_polygons} broken polygons from annotations that kept others")
-        if parts and self.crowd:
-            parts.append(f"{self.crowd} crowd regions left out of the targets")
-        return "; ".join(parts)
-
-
-def _read_json(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as file:
-            data = json.load(file)
-    except FileNotFoundError:
-        raise ValueError(f"{path}: annotation file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not a readable JSON file ({error})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object with 'images', 'annotations' and 'categories'")
-    return data
-
-
-def _list_field(data: dict, field: str, path: str) -> list:
-    if field not in data:
-        raise ValueError(f"{path}: missing field '{field}' (not a COCO instances file?)")
-    if not isinstance(data[field], list):
-        raise ValueError(f"{path}: field '{field}' must be a list, got {type(data[field]).__name__}")
-    return data[field]
-
-
-def _category_names(categories: list, path: str) -> dict[int, str]:
-    names: dict[int, str] = {}
-    for i, category in enumerate(categories):
-        if not isinstance(category, dict) or not isinstance(category.get("id"), int):
-            raise ValueError(f"{path}: field 'categories[{i}].id' is missing or not an integer")
-        if category["id"] in names:
-            raise ValueError(f"{path}: field 'categories[{i}].id' repeats category id {category['id']}")
-        names[category["id"]] = str(category.get("name", category["id"]))
-    if not names:
-        raise ValueError(f"{path}: field 'categories' is empty; a detector needs at least one class")
-    return names
-
-
-def _image_entries(images: list, path: str) -> dict[int, tuple[str, int, int]]:
-    """image id -> (file_name, height, width), in file order."""
-    entries: dict[int, tuple[str, int, int]] = {}
-    for i, image in enumerate(images):
-        if not isinstance(image, dict):
-            raise ValueError(f"{path}: field 'images[{i}]' is not an object")
-        for key, kind in (("id", int), ("file_name", str), ("width", int), ("height", int)):
-            if not isinstance(image.get(key), kind) or (kind is int and key != "id" and image[key] <= 0):
-                raise ValueError(f"{path}: field 'images[{i}].{key}' is missing or invalid")
-        if image["id"] in entries:
-            raise ValueError(f"{path}: field 'images[{i}].id' repeats image id {image['id']}")
-        entries[image["id"]] = (image["file_name"], image["height"], image["width"])
-    return entries

@@ -1,96 +1,308 @@
-"""Turning what users pass as an image into a checked (3, H, W) float RGB tensor in [0, 1]."""
+"""Image files and user images -> the model's input: (C, H, W) float32 in [0, 1].
+
+`load_image` returns a file's pixels at full precision (a 16-bit image stays 16-bit);
+`to_image_tensor` checks what a user or a file gives and normalizes its intensities as the
+model's `InputConfig` says (data/intensity.py). Training, `eval`, `predict`, `model.predict`
+all go through both, so every path sees the same pixels.
+"""
+
+import contextlib
+import math
+import threading
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-SUPPORTED = "a torch.Tensor (3, H, W), a numpy array (H, W, 3) or a PIL.Image"
+from maskrcnn.config import DataConfig, InputConfig
+from maskrcnn.config_checks import check_input_config
+from maskrcnn.data.intensity import normalize_channels
+
+SUPPORTED = "a torch.Tensor (C, H, W), a numpy array (H, W, C) or (H, W), or a PIL.Image"
+TIFF_SUFFIXES = (".tif", ".tiff")
+DEFAULT_MAX_IMAGE_PIXELS = DataConfig.max_image_pixels
+# Floats this close to [0, 1] are taken as [0, 1] images (rounding in the user's own scaling).
+UNIT_TOLERANCE = 1e-3
 
 
-def to_image_tensor(image, name: str = "image") -> Tensor:
-    """Convert one image to a (3, H, W) float32 RGB tensor in [0, 1], or raise ValueError.
+class ImageTooLargeError(ValueError):
+    """An image file's header claims more pixels than the limit (a decompression bomb?)."""
 
-    Accepts float tensors (3, H, W) in [0, 1], uint8 tensors (3, H, W), numpy arrays
-    (H, W, 3) of uint8 (or float in [0, 1]), 2-D grayscale arrays/tensors, and PIL images
-    of any mode. `name` is used in error messages (e.g. "images[2]" or a file name).
+
+class _Pixels(NamedTuple):
+    values: Tensor  # (C, H, W) float32, or float64 for types float32 cannot hold exactly
+    dtype: str  # the type the user's pixels had, e.g. "uint16"
+    maximum: float | None  # the largest value of an integer type; None for floats
+    shape: tuple  # the shape as the user passed it, for messages
+
+
+def to_image_tensor(image, config: InputConfig, name: str = "image") -> Tensor:
+    """One image -> (config.channels, H, W) float32 in [0, 1], or raise ValueError naming `name`.
+
+    image: numpy (H, W) or (H, W, C), torch (C, H, W) or (H, W), or a PIL image; any integer
+    or float type. Intensities are normalized per `config.intensity` ("auto" resolves by type:
+    uint8 -> "range", other integers -> "percentile", floats in [0, 1] as they are, other
+    floats -> "percentile"). A 1-channel image on a model of more channels is repeated.
+    `name` is used in error messages (e.g. "images[2]" or a file name).
     """
-    if isinstance(image, Image.Image):
-        tensor = torch.from_numpy(pil_to_rgb_array(image)).permute(2, 0, 1)
-    elif isinstance(image, np.ndarray):
-        if image.ndim == 2:
-            image = image[:, :, None]
-        if image.ndim != 3:
-            raise ValueError(f"{name}: numpy image must be (H, W, 3), got shape {image.shape}")
-        if image.dtype.kind not in "uif":
-            raise ValueError(f"{name}: unsupported pixel type {image.dtype}")
-        # A copy: the caller keeps its array, and read-only arrays need one anyway.
-        tensor = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)
-    elif isinstance(image, Tensor):
-        tensor = image[None] if image.dim() == 2 else image
-        if tensor.dim() != 3:
-            raise ValueError(f"{name}: tensor image must be (3, H, W), got shape {tuple(image.shape)}")
-    else:
-        raise ValueError(f"{name}: unsupported image type {type(image).__name__}; expected {SUPPORTED}")
+    check_input_config(config)
+    pixels = _checked_pixels(image, config.channels, name)
+    normalized = _normalize(pixels, config, name).float()
+    return normalized.expand(config.channels, -1, -1).contiguous()
 
-    channels, height, width = tensor.shape
-    if channels == 1:
-        tensor = tensor.expand(3, -1, -1)
-    elif channels != 3:
+
+def to_raw_tensor(image, channels: int, name: str = "image") -> Tensor:
+    """One image -> (channels, H, W) float32 of its pixel values as they are (no normalization).
+
+    What an exported graph that normalizes intensities itself ("minmax", "percentile") takes.
+    The checks and the channel handling are those of `to_image_tensor`.
+    """
+    values = _checked_pixels(image, channels, name).values.float()
+    return values.expand(channels, -1, -1).contiguous()
+
+
+def _checked_pixels(image, channels: int, name: str) -> _Pixels:
+    pixels = _channels_first(image, name)
+    count, height, width = pixels.values.shape
+    if count not in (1, channels):
+        hint = "; convert RGBA or other formats to RGB first" if channels == 3 else ""
         raise ValueError(
-            f"{name}: expected 3 color channels (RGB) or 1 (grayscale), got {channels} "
-            f"(shape {tuple(tensor.shape)}); convert RGBA or other formats to RGB first"
+            f"{name}: image has {count} channels (shape {pixels.shape}) but the model takes "
+            f"{channels} (model.input.channels), or 1 (repeated){hint}"
         )
     if height == 0 or width == 0:
         raise ValueError(f"{name}: image is empty ({height}x{width} pixels)")
-    return _to_unit_float(tensor, name)
+    return pixels
 
 
-def _to_unit_float(tensor: Tensor, name: str) -> Tensor:
-    if tensor.dtype == torch.uint8:
-        return tensor.float().div_(255)
-    if tensor.dtype == torch.bool or not (tensor.is_floating_point() or tensor.dtype in _INTEGER_RANGES):
-        raise ValueError(f"{name}: unsupported pixel type {tensor.dtype}")
-    if tensor.dtype in _INTEGER_RANGES:
-        return tensor.float().div_(_INTEGER_RANGES[tensor.dtype])
-    tensor = tensor.float()
-    if not torch.isfinite(tensor).all():
+def _channels_first(image, name: str) -> _Pixels:
+    if isinstance(image, Image.Image):
+        image = pil_to_array(image)
+    if isinstance(image, np.ndarray):
+        shape = tuple(image.shape)
+        if image.ndim == 2:
+            image = image[:, :, None]
+        if image.ndim != 3:
+            raise ValueError(f"{name}: numpy image must be (H, W, 3), (H, W, C) or (H, W), got shape {shape}")
+        if image.dtype.kind not in "uif":
+            raise ValueError(f"{name}: unsupported pixel type {image.dtype}")
+        # float32 holds every 8- and 16-bit value exactly; wider types are normalized in float64.
+        exact = image.dtype.itemsize <= 2 or image.dtype == np.float32
+        maximum = float(np.iinfo(image.dtype).max) if image.dtype.kind in "ui" else None
+        # A copy: the caller keeps its array, and read-only arrays need one anyway.
+        values = np.array(image.transpose(2, 0, 1), dtype=np.float32 if exact else np.float64, order="C")
+        return _Pixels(torch.from_numpy(values), str(image.dtype), maximum, shape)
+    if isinstance(image, Tensor):
+        shape = tuple(image.shape)
+        tensor = image[None] if image.dim() == 2 else image
+        if tensor.dim() != 3:
+            raise ValueError(
+                f"{name}: tensor image must be (3, H, W), (C, H, W) or (H, W), got shape {shape}"
+            )
+        if tensor.dtype == torch.bool or tensor.is_complex():
+            raise ValueError(f"{name}: unsupported pixel type {tensor.dtype}")
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        if tensor.is_floating_point():
+            wide = tensor.dtype == torch.float64
+            return _Pixels(tensor.to(torch.float64 if wide else torch.float32), dtype, None, shape)
+        exact = tensor.element_size() <= 2
+        values = tensor.to(torch.float32 if exact else torch.float64)
+        return _Pixels(values, dtype, float(torch.iinfo(tensor.dtype).max), shape)
+    raise ValueError(f"{name}: unsupported image type {type(image).__name__}; expected {SUPPORTED}")
+
+
+def _normalize(pixels: _Pixels, config: InputConfig, name: str) -> Tensor:
+    values = pixels.values
+    if pixels.maximum is None and not torch.isfinite(values).all():
         raise ValueError(f"{name}: image contains NaN or infinite values")
-    low, high = tensor.min().item(), tensor.max().item()
-    if low < -1e-3 or high > 1 + 1e-3:
+    method = config.intensity
+    if method == "auto":
+        method = _auto_intensity(pixels)
+    if method != "range":
+        return normalize_channels(values, method, config.percentiles)
+    if pixels.maximum is not None:
+        low = 0.0 if pixels.dtype.startswith("uint") else values.min().item()
+        if low < 0:
+            raise ValueError(
+                f"{name}: {pixels.dtype} image has negative values (minimum {low:g}); intensity 'range' "
+                f"divides by the type's maximum ({pixels.maximum:g}) and needs values >= 0: set "
+                "model.input.intensity to 'minmax' or 'percentile'"
+            )
+        return values / pixels.maximum
+    low, high = (v.item() for v in torch.aminmax(values))
+    if low < -UNIT_TOLERANCE or high > 1 + UNIT_TOLERANCE:
         raise ValueError(
             f"{name}: float pixel values must be in [0, 1], got [{low:g}, {high:g}]"
             + ("; divide 8-bit values by 255" if high <= 255 else "")
+            + ", or set model.input.intensity to 'minmax' or 'percentile'"
         )
-    return tensor.clamp(0, 1)
+    return values.clamp(0, 1)
 
 
-_INTEGER_RANGES = {torch.int16: 65535.0, torch.int32: 65535.0, torch.uint16: 65535.0}
+def _auto_intensity(pixels: _Pixels) -> str:
+    """The intensity "auto" stands for: "range" for uint8 and [0, 1] floats, else "percentile".
+
+    A 12- or 16-bit camera fills a small part of its type's range, so dividing by the type's
+    maximum would leave its images nearly black: each image is scaled by its own percentiles.
+    """
+    if pixels.dtype == "uint8":
+        return "range"
+    if pixels.maximum is not None:
+        return "percentile"
+    low, high = (v.item() for v in torch.aminmax(pixels.values))
+    return "range" if low >= -UNIT_TOLERANCE and high <= 1 + UNIT_TOLERANCE else "percentile"
 
 
-def pil_to_rgb_array(image: Image.Image) -> np.ndarray:
-    """A PIL image of any mode -> (H, W, 3) uint8 RGB, honouring EXIF orientation.
+def pil_to_array(image: Image.Image) -> np.ndarray:
+    """A PIL image -> its pixels, (H, W) or (H, W, 3), honouring EXIF orientation.
 
-    16-bit and 32-bit integer images are scaled to 8 bits by their full range; alpha is
-    dropped (composited on black); palette images are expanded.
+    Types are kept: 8-bit modes give uint8, "I;16*" uint16, "I" int32, "F" float32. Palette
+    and alpha images become RGB (alpha dropped), gray with alpha and bilevel ones gray.
     """
     image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        scale = 65535.0 if image.mode.startswith("I") else max(values.max(), 1.0)
-        gray = np.clip(values / scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    return np.array(image.convert("RGB"))
+    if image.mode in ("1", "LA", "La"):
+        image = image.convert("L")
+    elif not (image.mode in ("L", "RGB", "I", "F") or image.mode.startswith("I;16")):
+        image = image.convert("RGB")
+    return _native_byte_order(np.array(image))
 
 
-def load_image(path) -> Tensor:
-    """Read an image file -> (3, H, W) float RGB in [0, 1]. Raises ValueError naming the file."""
+def load_image(path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """An image file's pixels, (H, W) or (H, W, C), in the file's own type (no 8-bit step).
+
+    PNG, JPEG, BMP, WebP, ... are read by PIL (see `pil_to_array`); .tif/.tiff by tifffile,
+    whose pages or channels become the image's channels (see `_tiff_channels_last`).
+    An image whose header claims more than `max_pixels` pixels (width x height x planes;
+    0: no limit) is refused with ImageTooLargeError before anything is decoded.
+    Raises ValueError naming the file for a missing, unreadable or too large image.
+    """
+    path = Path(path)
     try:
-        with Image.open(path) as image:
-            image.load()
-            array = pil_to_rgb_array(image)
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            return _read_tiff(path, max_pixels)
+        return _read_with_pil(path, max_pixels)
     except FileNotFoundError:
         raise ValueError(f"{path}: file not found") from None
-    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+    except ImageTooLargeError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ValueError(f"{path}: cannot read image ({error})") from None
-    return to_image_tensor(array, str(path))
+
+
+def _read_with_pil(path: Path, max_pixels: int) -> np.ndarray:
+    with _pil_check_replaced(), Image.open(path) as image:
+        width, height = image.size  # from the header: nothing is decoded yet
+        check_image_size(path, width, height, 1, max_pixels)
+        image.load()
+        return pil_to_array(image)
+
+
+def _read_tiff(path: Path, max_pixels: int) -> np.ndarray:
+    import tifffile
+
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            series, axes, shape = _tiff_planes(tiff)
+            check_image_size(
+                path, shape[axes.index("X")], shape[axes.index("Y")], _planes(axes, shape), max_pixels
+            )
+            array = series[0].asarray() if len(series) == 1 else np.stack([s.asarray() for s in series])
+    except (ImageTooLargeError, FileNotFoundError):
+        raise
+    except Exception as error:  # a corrupt file fails in many ways inside tifffile
+        raise ValueError(f"{type(error).__name__}: {error}") from None
+    if array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    return _tiff_channels_last(_native_byte_order(array), axes)
+
+
+def _tiff_planes(tiff) -> tuple[list, str, tuple[int, ...]]:
+    """The series that make the image, and its axes and shape, from the header alone.
+
+    Pages written one at a time are series of their own: those shaped like the first series
+    are further planes of it, stacked on an "I" axis (a thumbnail of another size is not).
+    """
+    if not tiff.series:
+        raise ValueError("no image in the file")
+    first = tiff.series[0]
+    key = (first.axes, first.shape, first.dtype)
+    series = [s for s in tiff.series if (s.axes, s.shape, s.dtype) == key]
+    axes, shape = first.axes, tuple(first.shape)
+    if len(series) > 1:
+        axes, shape = "I" + axes, (len(series), *shape)
+    if "Y" not in axes or "X" not in axes:
+        raise ValueError(f"its first series has axes {axes!r} (shape {shape}), no Y and X")
+    return series, axes, shape
+
+
+def _planes(axes: str, shape: tuple[int, ...]) -> int:
+    """How many width x height planes a TIFF image holds: pages, Z, C, T, ... multiplied.
+
+    An RGB(A) pixel counts as one pixel, as PIL counts them; more samples per pixel count as planes.
+    """
+    samples = math.prod(n for axis, n in zip(axes, shape) if axis == "S")
+    others = math.prod(n for axis, n in zip(axes, shape) if axis not in "YXS")
+    return others * (samples if samples > 4 else 1)
+
+
+def _tiff_channels_last(array: np.ndarray, axes: str) -> np.ndarray:
+    """A TIFF series of `axes` (e.g. "YXS", "CYX", "ZCYX", "QYXS") -> (H, W) or (H, W, C).
+
+    Every axis but Y and X becomes channels: the samples axis S (RGB) first, then the others
+    (pages, Z, C, T, ...) in the file's order, flattened; axes of length 1 are already gone.
+    """
+    order = [axes.index("Y"), axes.index("X")]
+    order += [i for i, axis in enumerate(axes) if axis == "S"]
+    order += [i for i, axis in enumerate(axes) if axis not in "YXS"]
+    array = array.transpose(order)
+    if array.ndim == 2:
+        return array
+    return array.reshape(array.shape[0], array.shape[1], -1)
+
+
+def check_image_size(path, width: int, height: int, planes: int, max_pixels: int) -> None:
+    """Raise ImageTooLargeError if width x height x planes exceeds `max_pixels` (0: no limit)."""
+    pixels = width * height * planes
+    if max_pixels and pixels > max_pixels:
+        size = f"{width} x {height} pixels" + (f" x {planes} planes" if planes > 1 else "")
+        raise ImageTooLargeError(
+            f"{path}: image is {size} ({pixels / 1e6:.1f} megapixels), over the limit of "
+            f"{max_pixels / 1e6:g} megapixels; raise data.max_image_pixels (maskrcnn predict: "
+            "--max-image-pixels) if the file is genuine"
+        )
+
+
+def _native_byte_order(array: np.ndarray) -> np.ndarray:
+    # Big-endian TIFF or "I;16B" PNG pixels: torch reads native byte order only.
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+
+
+class _PILCheck:
+    """PIL's own decompression-bomb check is a process-wide fixed limit (~89 megapixels, an
+    error at twice that); our reads replace it by `max_pixels`. It is switched off only while
+    a read of ours runs and restored, as the user had set it, when the last one ends."""
+
+    lock = threading.Lock()
+    readers = 0
+    saved: int | None = None
+
+
+@contextlib.contextmanager
+def _pil_check_replaced():
+    with _PILCheck.lock:
+        if _PILCheck.readers == 0:
+            _PILCheck.saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _PILCheck.readers += 1
+    try:
+        yield
+    finally:
+        with _PILCheck.lock:
+            _PILCheck.readers -= 1
+            if _PILCheck.readers == 0:
+                Image.MAX_IMAGE_PIXELS = _PILCheck.saved

@@ -1,34 +1,20 @@
 """Checkpoint files: written atomically, read back with the config that built the model."""
 
 import os
-import tempfile
-from pathlib import Path
 
 import torch
 
 from maskrcnn.config import ConfigError, ModelConfig, config_from_dict, config_to_dict
+from maskrcnn.files import atomic_output
 
 FORMAT = "maskrcnn"
 VERSION = 1
 
 
 def atomic_save(obj, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file beside `path`, then rename it over `path`.
-
-    A crash mid-write leaves the previous file intact, never a truncated one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """torch.save to `path` atomically: a crash mid-write leaves the previous file intact."""
+    with atomic_output(path) as temporary:
+        torch.save(obj, temporary)
 
 
 def save_checkpoint(path, model, **extra) -> None:

@@ -52,6 +52,12 @@ def teardown(context: Context) -> None:
         dist.destroy_process_group()
 
 
+def barrier(context: Context) -> None:
+    """Wait until every process gets here (nothing to do in a single process)."""
+    if context.distributed:
+        dist.barrier()
+
+
 def all_reduce_mean(values: dict[str, torch.Tensor], context: Context) -> dict[str, float]:
     """Average scalar tensors over all processes (for logging)."""
     names = sorted(values)
@@ -60,3 +66,50 @@ def all_reduce_mean(values: dict[str, torch.Tensor], context: Context) -> dict[s
         dist.all_reduce(stacked)
         stacked /= context.world_size
     return {n: v.item() for n, v in zip(names, stacked)}
+
+
+def all_gather(obj, context: Context) -> list:
+    """Every process's picklable `obj`, in rank order, on every process."""
+    if not context.distributed:
+        return [obj]
+    gathered = [None] * context.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def gather_to_main(obj, context: Context) -> list | None:
+    """Every process's picklable `obj`, in rank order, on rank 0; None on the other ranks.
+
+    Unlike `all_gather`, the objects (e.g. a split's detections) travel to rank 0 only.
+    """
+    if not context.distributed:
+        return [obj]
+    gathered = [None] * context.world_size if context.is_main else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered
+
+
+def raise_if_any_failed(failure: BaseException | None, context: Context) -> None:
+    """Call on every process with the exception it hit in a shared step (or None): if any
+    process failed, all raise, so that none is left waiting in the next collective.
+
+    A process re-raises its own exception; the others raise one naming the failed rank and
+    its message: a ValueError or OSError if the failure was one (a bad file, which the
+    commands report on one line), else a RuntimeError.
+    """
+    if not context.distributed:
+        if failure is not None:
+            raise failure
+        return
+    kind = next((k for k in _SHARED_FAILURES if isinstance(failure, k)), RuntimeError)
+    reports = all_gather(None if failure is None else (kind.__name__, str(failure)), context)
+    if failure is not None:
+        raise failure
+    for rank, report in enumerate(reports):
+        if report is not None:
+            name, message = report
+            kind = next((k for k in _SHARED_FAILURES if k.__name__ == name), RuntimeError)
+            raise kind(f"process {rank}: {message}")
+
+
+_SHARED_FAILURES = (ValueError, OSError)

@@ -1,6 +1,13 @@
-"""`maskrcnn eval`: COCO AP of a model (or of a results file) on a COCO-format split."""
+"""`maskrcnn eval`: COCO AP of a model (or of a results file) on a COCO-format split.
+
+AP is scored against the split's annotations as a `CocoDataset` cleans them (broken ones
+dropped and counted in its warning, crowd regions kept as ignore regions). Under torchrun
+each process predicts its share of the images and rank 0 writes the merged results file,
+the metrics and the plots.
+"""
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -9,17 +16,19 @@ from PIL import Image
 
 from maskrcnn.config import ConfigError, load_config
 from maskrcnn.data.coco import CocoDataset
+from maskrcnn.data.coco_annotations import rle_problem
+from maskrcnn.engine import distributed
 from maskrcnn.engine.evaluation import (
     evaluate_results,
     format_metrics,
     plot_precision_recall,
-    predict_dataset,
+    predict_split,
     write_metrics,
 )
 from maskrcnn.engine.results import write_json_atomic
 from maskrcnn.interop.load import load_model
 from maskrcnn.interop.state_dicts import CheckpointError
-from maskrcnn.visualize import draw_instances
+from maskrcnn.visualize import display_image, draw_instances
 
 RESULTS_FILE = "results.json"
 METRICS_FILE = "metrics.json"
@@ -38,32 +47,44 @@ def evaluate_command(
     device: str = "auto",
     precision: str = "fp32",
 ) -> int:
-    """Returns the exit code: 0 evaluated, 2 bad input (printed as one `error:` line)."""
+    """Returns the exit code: 0 evaluated, 2 bad input (printed as one `error:` line).
+
+    Under torchrun (`torchrun --nproc_per_node N -m maskrcnn eval ...`) every process runs
+    this: each predicts its share of the images; rank 0 alone prints and writes files.
+    """
     try:
-        config = load_config(config_path, list(overrides))
-        annotation_json = annotation_json or config.data.val_json
-        image_dir = image_dir or config.data.val_images
-        if not annotation_json:
-            raise ValueError("no annotations to evaluate against: give --json or data.val_json in the config")
+        context = distributed.setup(device)
+    except (ValueError, RuntimeError) as error:  # an unknown or unavailable --device
+        print(f"error: --device {device}: {error}", file=sys.stderr)
+        return 2
+    try:
+        if results_file:
+            if not context.is_main:
+                return 0  # nothing to share: rank 0 scores the file
+            config = load_config(config_path, list(overrides))
+            dataset = _split(config, annotation_json, image_dir)
+            model, results = None, _read_results(results_file, dataset)
+        else:
+            config, model, dataset = _model_and_split(
+                context, config_path, overrides, weights, annotation_json, image_dir
+            )
+            results = predict_split(model, dataset, context, precision=precision)
+        if not context.is_main:
+            return 0
         out = Path(out_dir or Path(config.output_dir) / "eval")
         out.mkdir(parents=True, exist_ok=True)
-        model = dataset = None
-        if results_file:
-            results = _read_results(results_file)
-        else:
-            if not weights:
-                raise ValueError("give --weights FILE (or --results FILE to evaluate saved detections)")
-            model = load_model(weights, device=device)
-            dataset = CocoDataset(annotation_json, image_dir, skip_bad_images=config.data.skip_bad_images)
-            results = predict_dataset(model, dataset, precision=precision)
+        if model is not None:
             write_json_atomic(results, out / RESULTS_FILE)
-        metrics, evaluations = evaluate_results(annotation_json, results)
+        metrics, evaluations = evaluate_results(dataset, results)
     except (ConfigError, CheckpointError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        if context.is_main:  # every process has the same problem, or has heard of it: one line
+            print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        distributed.teardown(context)
     print(format_metrics(metrics))
     write_metrics(metrics, out / METRICS_FILE)
-    names = {c["id"]: c["name"] for c in json.loads(Path(annotation_json).read_text())["categories"]}
+    names = dict(zip(dataset.category_ids, dataset.class_names[1:]))
     plot_precision_recall(evaluations, names, out / PR_PLOT_FILE)
     if vis and model is not None:
         write_side_by_side(model, dataset, vis, out / "vis", precision)
@@ -71,18 +92,88 @@ def evaluate_command(
     return 0
 
 
-def _read_results(path: str) -> list[dict]:
+def _split(config, annotation_json, image_dir, input_config=None) -> CocoDataset:
+    """The split to score: --json and --images, or the config's validation split."""
+    annotation_json = annotation_json or config.data.val_json
+    image_dir = image_dir or config.data.val_images
+    if not annotation_json:
+        raise ValueError("no annotations to evaluate against: give --json or data.val_json in the config")
+    dataset = CocoDataset(
+        annotation_json,
+        image_dir or "",
+        skip_bad_images=config.data.skip_bad_images,
+        input_config=input_config,  # normalized as the model was trained
+        max_image_pixels=config.data.max_image_pixels,
+    )
+    return dataset
+
+
+def _model_and_split(context, config_path, overrides, weights, annotation_json, image_dir):
+    """The config, the model and the split, on every process; if any process cannot read
+    them, all raise (and none waits for the others in `predict_split`)."""
+    config = model = dataset = failure = None
+    try:
+        config = load_config(config_path, list(overrides))
+        if not weights:
+            raise ValueError("give --weights FILE (or --results FILE to evaluate saved detections)")
+        model = load_model(weights, device=context.device)
+        dataset = _split(config, annotation_json, image_dir, model.config.input)
+    except (ConfigError, CheckpointError, ValueError, OSError) as error:
+        failure = error
+    distributed.raise_if_any_failed(failure, context)
+    return config, model, dataset
+
+
+def _read_results(path: str, dataset: CocoDataset) -> list[dict]:
+    """A COCO results file, checked entry by entry against the images of `dataset`."""
     try:
         results = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: cannot read results ({error})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ValueError(f"{path}: cannot read results ({type(error).__name__}: {error})") from None
     if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
         raise ValueError(f"{path}: a COCO results file is a list of objects")
+    sizes = {record.image_id: (record.height, record.width) for record in dataset.records}
     for index, entry in enumerate(results):
-        for field in ("image_id", "category_id", "score"):
-            if field not in entry:
-                raise ValueError(f"{path}: entry {index} has no {field!r}")
+        problem = _result_problem(entry, sizes)
+        if problem:
+            raise ValueError(f"{path}: entry {index} {problem}")
     return results
+
+
+def _result_problem(entry: dict, sizes: dict[int, tuple[int, int]]) -> str | None:
+    """What pycocotools would trip over in one results entry ("has no 'score'"), or None."""
+    for field in ("image_id", "category_id", "score", "bbox"):
+        if field not in entry:
+            return f"has no {field!r}"
+    image_id, score, bbox = entry["image_id"], entry["score"], entry["bbox"]
+    if not _is_int(image_id) or image_id not in sizes:
+        return f"has image_id {_short(image_id)}, not an image of the ground truth"
+    if not _is_int(entry["category_id"]):
+        return f"has category_id {_short(entry['category_id'])}, not an integer"
+    if not _is_finite(score):
+        return f"has score {_short(score)}, not a finite number"
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_finite(v) for v in bbox):
+        return f"has bbox {_short(bbox)}, not [x, y, width, height]"
+    if "segmentation" in entry:
+        if not isinstance(entry["segmentation"], dict):
+            return "has a polygon segmentation (pycocotools scores RLE only: predict without --polygons)"
+        problem = rle_problem(entry["segmentation"], *sizes[image_id])
+        if problem:
+            return f"has an unusable segmentation ({problem})"
+    return None
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def write_side_by_side(model, dataset: CocoDataset, count: int, out: Path, precision: str = "fp32") -> None:
@@ -93,7 +184,7 @@ def write_side_by_side(model, dataset: CocoDataset, count: int, out: Path, preci
         if sample is None:
             continue
         image, target = sample
-        pixels = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        pixels = display_image(image)
         truth = draw_instances(
             pixels,
             target["boxes"],
@@ -102,7 +193,7 @@ def write_side_by_side(model, dataset: CocoDataset, count: int, out: Path, preci
             target["masks"] > 0,
             model.class_names,
         )
-        detections = model.predict([image], precision)[0]
+        detections = model.predict([image], precision, normalized=True)[0]
         predicted = draw_instances(
             pixels,
             detections["boxes"],

@@ -1,17 +1,27 @@
-"""COCO evaluation: inference over a split, the results file, and pycocotools' AP."""
+"""COCO evaluation: inference over a split, the results file, and pycocotools' AP.
+
+AP is scored against the split's cleaned annotations (`coco_ground_truth`), the ones a
+`CocoDataset` keeps, never against the raw file: a validation file with a broken polygon
+scores as its repaired self instead of stopping pycocotools.
+"""
 
 import contextlib
 import io
+import itertools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pycocotools.mask as mask_utils
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
 from maskrcnn.data.coco import CocoDataset
+from maskrcnn.data.coco_annotations import to_rle
+from maskrcnn.engine import distributed
 from maskrcnn.engine.results import detections_to_coco
 from maskrcnn.modeling.mask_rcnn import MaskRCNN
 
@@ -27,33 +37,118 @@ def label_to_category(model: MaskRCNN) -> dict[int, int] | None:
 
 @torch.inference_mode()
 def predict_dataset(
-    model: MaskRCNN, dataset: CocoDataset, progress: bool = True, precision: str = "fp32"
+    model: MaskRCNN,
+    dataset: CocoDataset,
+    progress: bool = True,
+    precision: str = "fp32",
+    indices: Sequence[int] | None = None,
 ) -> list[dict]:
-    """COCO results entries (bbox xywh, RLE segmentation, dataset category ids) for every image.
+    """COCO results entries (bbox xywh, RLE segmentation, dataset category ids) for every image
+    (or for the images at `indices`), in the dataset's order.
 
     precision: as for `MaskRCNN.predict`.
     """
     mapping = label_to_category(model)
     results = []
-    for index in tqdm(range(len(dataset)), desc="eval", unit="image", disable=not progress):
+    indices = range(len(dataset)) if indices is None else indices
+    for index in tqdm(indices, desc="eval", unit="image", disable=not progress):
         sample = dataset[index]
         if sample is None:  # an unreadable image skipped with --skip-bad-images
             continue
         image, target = sample
-        detections = model.predict([image], precision)[0]
+        # The dataset has normalized the image as the model's config says: not a second time.
+        detections = model.predict([image], precision, normalized=True, score_threshold=0.0)[0]
         results.extend(detections_to_coco(target["image_id"], detections, category_ids=mapping))
     return results
 
 
-def evaluate_results(ground_truth: str | Path, results: list[dict]) -> tuple[dict, dict[str, COCOeval]]:
+def predict_split(
+    model: MaskRCNN,
+    dataset: CocoDataset,
+    context: distributed.Context | None = None,
+    progress: bool = True,
+    precision: str = "fp32",
+) -> list[dict] | None:
+    """`predict_dataset` shared among the processes of `context` (torchrun): each predicts every
+    world_size-th image from its rank, and rank 0 receives all the results, in the order one
+    process gives them. The other ranks get None.
+
+    If any process fails, all raise (none is left waiting for the others).
+    """
+    if context is None or not context.distributed:
+        return predict_dataset(model, dataset, progress, precision)
+    share = range(context.rank, len(dataset), context.world_size)
+    results, failure = [], None
+    try:
+        results = predict_dataset(model, dataset, progress and context.is_main, precision, indices=share)
+    except Exception as error:  # re-raised below, once every process knows
+        failure = error
+    distributed.raise_if_any_failed(failure, context)
+    shards = distributed.gather_to_main(results, context)
+    if shards is None:
+        return None
+    # A stable sort by image keeps each image's detections in their order.
+    position = {image_id: index for index, image_id in enumerate(dataset.image_ids)}
+    return sorted(itertools.chain.from_iterable(shards), key=lambda entry: position[entry["image_id"]])
+
+
+def coco_ground_truth(dataset: CocoDataset) -> COCO:
+    """pycocotools' index of the dataset's cleaned annotations, what AP is scored against.
+
+    Every image of `dataset.records`, with its instances (iscrowd 0) and its crowd regions
+    (iscrowd 1: COCOeval ignores detections on them); category ids as in the dataset's file,
+    bbox [x, y, w, h] of the clipped box, segmentation a compressed RLE, and area the mask's
+    pixel count, as pycocotools computes it from the RLE (COCOeval's small/medium/large
+    ranges read it, for boxes too).
+    """
+    images, annotations = [], []
+    for record in dataset.records:
+        size = {"height": record.height, "width": record.width}
+        images.append({"id": record.image_id, "file_name": record.file_name, **size})
+        for iscrowd, instances in ((0, record.instances), (1, record.crowd)):
+            for instance in instances:
+                rle = to_rle(instance.segmentation, record.height, record.width)
+                x1, y1, x2, y2 = instance.box
+                annotations.append(
+                    {
+                        # ids start at 1: COCOeval takes a match to id 0 for no match.
+                        "id": len(annotations) + 1,
+                        "image_id": record.image_id,
+                        "category_id": dataset.label_to_category_id(instance.label),
+                        "segmentation": rle,
+                        "area": float(mask_utils.area(rle)),
+                        "bbox": [x1, y1, x2 - x1, y2 - y1],
+                        "iscrowd": iscrowd,
+                    }
+                )
+    names = dataset.class_names[1:]
+    categories = [{"id": i, "name": name} for i, name in zip(dataset.category_ids, names)]
+    coco = COCO()
+    coco.dataset = {"images": images, "annotations": annotations, "categories": categories}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def evaluate_results(
+    ground_truth: CocoDataset | COCO | str | Path, results: list[dict]
+) -> tuple[dict, dict[str, COCOeval]]:
     """Run COCOeval for boxes and masks.
 
+    ground_truth: a dataset (scored against its cleaned annotations, `coco_ground_truth`), an
+    annotation file (read as a `CocoDataset` first) or a COCO index.
     Returns metrics {"bbox": {"AP": ..., ...}, "segm": {...}, "per_class": {"bbox": {name: AP},
     "segm": {...}}} with AP in [0, 1] exactly as pycocotools computes it (-1, "no such
-    objects", is reported as NaN), and the COCOeval objects for plots.
+    objects", is reported as NaN), and the COCOeval objects for plots. Raises ValueError if
+    results name images that the ground truth does not have.
     """
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO(str(ground_truth))
+    if isinstance(ground_truth, (str, Path)):
+        ground_truth = CocoDataset(ground_truth, "")
+    coco = ground_truth if isinstance(ground_truth, COCO) else coco_ground_truth(ground_truth)
+    unknown = {r["image_id"] for r in results} - set(coco.getImgIds())
+    if unknown:
+        listed = ", ".join(str(i) for i in sorted(unknown, key=str)[:10])
+        raise ValueError(f"results name {len(unknown)} image ids not in the ground truth: {listed}")
     names = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
     metrics: dict = {"per_class": {}}
     evaluations = {}
@@ -64,7 +159,7 @@ def evaluate_results(ground_truth: str | Path, results: list[dict]) -> tuple[dic
             metrics["per_class"][iou_type] = {name: 0.0 for name in names.values()}
             continue
         with contextlib.redirect_stdout(io.StringIO()):
-            detections = coco.loadRes(entries)
+            detections = coco.loadRes([dict(r) for r in entries])  # it adds fields to what it gets
             evaluation = COCOeval(coco, detections, iou_type)
             evaluation.evaluate()
             evaluation.accumulate()

@@ -8,20 +8,30 @@ import torch
 from maskrcnn.data.images import load_image
 from maskrcnn.interop.load import load_model
 from maskrcnn.interop.state_dicts import CheckpointError
+from maskrcnn.modeling.mask_rcnn import PREDICT_SCORE_THRESHOLD
 
 FORMATS = ("onnx",)
 
 
 def export_command(
-    weights: str, out: str, format: str = "onnx", check_image: str | None = None, check: bool = True
+    weights: str,
+    out: str,
+    format: str = "onnx",
+    check_image: str | None = None,
+    check: bool = True,
+    intensity: str | None = None,
+    score_threshold: float = PREDICT_SCORE_THRESHOLD,
 ) -> int:
     """Returns the exit code: 0 exported (and checked), 1 exported but the check failed,
-    2 nothing written (bad weights, missing packages, unwritable output)."""
+    2 nothing written (bad weights, missing packages, unwritable output).
+
+    intensity: the graph's intensity normalization for a model whose model.input.intensity
+    is "auto" (default "range"); see `export.onnx.export_intensity`."""
     if format not in FORMATS:
         print(f"error: --format must be one of {', '.join(FORMATS)}, got {format!r}", file=sys.stderr)
         return 2
     try:
-        from maskrcnn.export.onnx import compare_with_eager, export_onnx, onnx_session
+        from maskrcnn.export.onnx import compare_with_eager, export_onnx, onnx_session, with_export_intensity
     except ImportError as error:
         print(
             f"error: ONNX export needs the onnx and onnxruntime packages ({error}); "
@@ -30,19 +40,22 @@ def export_command(
         )
         return 2
     try:
-        model = load_model(weights, device="cpu")
+        # The eager model normalizes as the graph will, so that the check compares like with like.
+        model = with_export_intensity(load_model(weights, device="cpu"), intensity)
         image = load_image(Path(check_image)) if check_image else None
-        path = export_onnx(model, out)
+        path = export_onnx(model, out, score_threshold=score_threshold)
     except (CheckpointError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     size_mb = path.stat().st_size / 2**20
     print(f"exported {weights} -> {path} ({size_mb:.1f} MiB, dynamic image size)")
+    print(_intensity_line(model.config.input))
     if not check:
         return 0
     if image is None:
-        image = torch.rand(3, *_check_size(model), generator=torch.Generator().manual_seed(0))
-    result = compare_with_eager(model, onnx_session(path), image)
+        channels = model.config.input.channels
+        image = torch.rand(channels, *_check_size(model), generator=torch.Generator().manual_seed(0))
+    result = compare_with_eager(model, onnx_session(path), image, score_threshold)
     where = check_image or f"a random {image.shape[1]}x{image.shape[2]} image"
     print(
         f"check on {where}: {result.detections} detections, "
@@ -54,6 +67,21 @@ def export_command(
         print("error: the exported graph does not reproduce the eager model's detections", file=sys.stderr)
         return 1
     return 0
+
+
+def _intensity_line(config) -> str:
+    """One line on what the exported file's input is and how it is normalized."""
+    image = f"input 'image' is ({config.channels}, H, W) float32"
+    if config.intensity == "range":
+        return f"intensity range: {image} in [0, 1] (integer pixels divided by their type's maximum)"
+    if config.intensity == "minmax":
+        how = "minimum and maximum"
+    else:
+        how = "percentiles {:g} and {:g}".format(*config.percentiles)
+    return (
+        f"intensity {config.intensity}: {image} of raw intensities; "
+        f"the graph maps each channel's {how} to 0 and 1"
+    )
 
 
 def _check_size(model) -> tuple[int, int]:

@@ -3,39 +3,43 @@
 import json
 from pathlib import Path
 
+from maskrcnn.files import strict_json, write_text_atomic
+
 
 class MetricsLog:
-    """Appends one JSON object per logged step to `metrics.jsonl` (and TensorBoard if present)."""
+    """Appends one JSON object per logged step to `metrics.jsonl` (and TensorBoard if present).
 
-    def __init__(self, output_dir: Path, enabled: bool = True):
+    start_iteration: the iteration a resumed run continues from. What an earlier run logged
+    past it is dropped, from metrics.jsonl (rewritten atomically) and from TensorBoard (its
+    purge step), so a resumed run's logs read like one uninterrupted run.
+    """
+
+    def __init__(self, output_dir: Path, enabled: bool = True, start_iteration: int = 0):
         self.path = output_dir / "metrics.jsonl"
         self.enabled = enabled
         self.tensorboard = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # TensorBoard is optional
-                SummaryWriter = None
-            if SummaryWriter is not None:
-                self.tensorboard = SummaryWriter(str(output_dir / "tensorboard"))
+        if not enabled:
+            return
+        if start_iteration > 0 and self.path.exists():
+            kept = [r for r in read_metrics(self.path) if r.get("iteration", 0) <= start_iteration]
+            write_text_atomic("".join(strict_json(r) + "\n" for r in kept), self.path)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # TensorBoard is optional
+            return
+        # TensorBoard hides the events from purge_step on that an earlier writer left.
+        purge_step = start_iteration + 1 if start_iteration > 0 else None
+        self.tensorboard = SummaryWriter(str(output_dir / "tensorboard"), purge_step=purge_step)
 
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
         with open(self.path, "a") as stream:
-            stream.write(json.dumps(record) + "\n")
+            stream.write(strict_json(record) + "\n")
         if self.tensorboard is not None:
             for key, value in record.items():
                 if key != "iteration" and isinstance(value, (int, float)):
                     self.tensorboard.add_scalar(key, value, record["iteration"])
-
-    def truncate_after(self, iteration: int) -> None:
-        """Drop records past `iteration` (a resumed run re-logs the steps after its checkpoint)."""
-        if not self.enabled or not self.path.exists():
-            return
-        records = read_metrics(self.path)
-        kept = [r for r in records if r.get("iteration", 0) <= iteration]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     def close(self) -> None:
         if self.tensorboard is not None:

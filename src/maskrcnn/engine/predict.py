@@ -4,22 +4,29 @@ Outputs in the output directory:
   <stem>.png         each image with its detections drawn
   predictions.json   COCO results entries (plus "file_name") for all images
   images.json        [{"id", "file_name", "height", "width"}] of the images that were read
+
+Under torchrun (`torchrun --nproc_per_node N -m maskrcnn predict ...`) each process takes every
+N-th image from its rank and writes those overlays; rank 0 merges the JSON files, which are
+the same as one process writes (an image's id is its position among all the inputs).
 """
 
+import itertools
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from maskrcnn.data.images import load_image
+from maskrcnn.data.images import DEFAULT_MAX_IMAGE_PIXELS, load_image, to_image_tensor
+from maskrcnn.engine import distributed
 from maskrcnn.engine.evaluation import label_to_category
 from maskrcnn.engine.results import detections_to_coco, write_json_atomic
 from maskrcnn.interop.load import load_model
 from maskrcnn.interop.state_dicts import CheckpointError
-from maskrcnn.modeling.mask_rcnn import MaskRCNN
-from maskrcnn.visualize import draw_instances
+from maskrcnn.modeling.mask_rcnn import PREDICT_SCORE_THRESHOLD, MaskRCNN
+from maskrcnn.visualize import display_image, draw_instances
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 PREDICTIONS_FILE = "predictions.json"
@@ -41,36 +48,108 @@ def predict_command(
     inputs: list[str],
     weights: str,
     out_dir: str,
-    score_threshold: float = 0.5,
+    score_threshold: float = PREDICT_SCORE_THRESHOLD,
     device: str = "auto",
     polygons: bool = False,
     precision: str = "fp32",
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> int:
     """Run `maskrcnn predict`; returns the exit code (0 ok, 1 some images failed, 2 nothing ran).
 
     Problems that stop the whole run (bad weights, no images, unusable output directory)
-    print one `error: ...` line instead of a traceback.
+    print one `error: ...` line instead of a traceback. Under torchrun every process runs
+    this and returns the same code; rank 0 prints the summary and the fatal errors.
     """
     try:
-        images = find_images(inputs)
-        if not images:
-            raise ValueError(f"no images found in {', '.join(inputs)} (extensions: {_extensions()})")
-        overlays = overlay_paths(images, Path(out_dir))
-        model = load_model(weights, device=device)
-    except (CheckpointError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        context = distributed.setup(device)
+    except (ValueError, RuntimeError) as error:  # --device cuda without CUDA
+        print(f"error: --device {device}: {error}", file=sys.stderr)
         return EXIT_FATAL
     try:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        run = predict_to_directory(
-            model, images, overlays, Path(out_dir), score_threshold, polygons, precision
+        return _predict(
+            context, inputs, weights, Path(out_dir), score_threshold, polygons, precision, max_image_pixels
         )
-    except OSError as error:  # the output directory or its JSON files cannot be written
-        print(f"error: {error}", file=sys.stderr)
+    except (CheckpointError, ValueError, OSError) as error:
+        if context.is_main:  # every process has the same problem, or has heard of it: one line
+            print(f"error: {error}", file=sys.stderr)
         return EXIT_FATAL
-    count = len(run.results)
-    print(f"{count} detection{'s' * (count != 1)} in {len(run.images)} of {len(images)} images -> {out_dir}")
-    return EXIT_IMAGE_ERRORS if run.errors else EXIT_OK
+    finally:
+        distributed.teardown(context)
+
+
+def _predict(
+    context: distributed.Context,
+    inputs: list[str],
+    weights: str,
+    out_dir: Path,
+    score_threshold: float,
+    polygons: bool,
+    precision: str,
+    max_image_pixels: int,
+) -> int:
+    model, images, overlays = _prepare(context, inputs, weights, out_dir)
+    # Each process takes every world_size-th image; ids are positions among all of them.
+    share = slice(context.rank, None, context.world_size)
+    ids = list(range(1, len(images) + 1))
+    run, failure = PredictionRun(), None
+    try:
+        run = predict_to_directory(
+            model,
+            images[share],
+            overlays[share],
+            out_dir,
+            score_threshold,
+            polygons,
+            precision,
+            max_image_pixels,
+            image_ids=ids[share],
+            progress=context.is_main,
+        )
+    except OSError as error:  # an overlay cannot be written: the output directory is unusable
+        failure = error
+    distributed.raise_if_any_failed(failure, context)
+    failed = sum(distributed.all_gather(len(run.errors), context))
+    runs = distributed.gather_to_main(run, context)
+    if context.is_main:
+        run = merge_runs(runs)
+        write_run(run, out_dir)
+        count, read = len(run.results), len(run.images)
+        print(f"{count} detection{'s' * (count != 1)} in {read} of {len(images)} images -> {out_dir}")
+    return EXIT_IMAGE_ERRORS if failed else EXIT_OK
+
+
+def _prepare(context: distributed.Context, inputs: list[str], weights: str, out_dir: Path):
+    """(model, images, overlay paths) on every process; if any process cannot have them, all
+    raise, so that none waits for the others later."""
+    model, images, overlays, failure = None, [], [], None
+    try:
+        images, skipped = find_images(inputs)
+        if skipped and context.is_main:
+            print(_skipped_line(skipped))
+        if not images:
+            raise ValueError(f"no images found in {', '.join(inputs)} (extensions: {_extensions()})")
+        overlays = overlay_paths(images, out_dir)
+        model = load_model(weights, device=context.device)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (CheckpointError, ValueError, OSError) as error:
+        failure = error
+    distributed.raise_if_any_failed(failure, context)
+    return model, images, overlays
+
+
+def merge_runs(runs: list[PredictionRun]) -> PredictionRun:
+    """The runs of several processes as one: images and results in image id order."""
+    images = sorted(itertools.chain.from_iterable(r.images for r in runs), key=lambda i: i["id"])
+    # A stable sort by image keeps each image's detections in their order.
+    results = sorted(itertools.chain.from_iterable(r.results for r in runs), key=lambda r: r["image_id"])
+    errors = list(itertools.chain.from_iterable(r.errors for r in runs))
+    return PredictionRun(images, results, errors)
+
+
+def write_run(run: PredictionRun, out_dir: Path) -> None:
+    """predictions.json and images.json in `out_dir`."""
+    write_json_atomic(run.results, out_dir / PREDICTIONS_FILE)
+    write_json_atomic(run.images, out_dir / IMAGES_FILE, indent=1)
 
 
 def predict_to_directory(
@@ -81,20 +160,29 @@ def predict_to_directory(
     score_threshold: float,
     polygons: bool = False,
     precision: str = "fp32",
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    image_ids: Sequence[int] | None = None,
+    progress: bool = True,
 ) -> PredictionRun:
-    """Detect in each image, write its overlay, then both JSON files; report as it goes.
+    """Detect in each image and write its overlay, reporting as it goes; `write_run` then
+    writes the JSON files.
 
     An image that cannot be read (or processed) is reported as `error: <path>: <problem>`
-    on stderr and skipped. Image ids are 1-based positions in `images`, so a file keeps its
-    id whether or not others fail. A progress bar is shown for more than one image.
+    on stderr and skipped. Image ids are `image_ids`, by default the 1-based positions in
+    `images`, so a file keeps its id whether or not others fail. A progress bar is shown
+    for more than one image (unless `progress` is False).
+    Each file is read and normalized as the training data was (the model's `config.input`);
+    files whose header claims more than `max_image_pixels` pixels are refused unread.
     """
     run = PredictionRun()
-    progress = tqdm(images, desc="predict", unit="image", disable=len(images) <= 1)
-    for image_id, (path, overlay) in enumerate(zip(progress, overlays), start=1):
+    ids = range(1, len(images) + 1) if image_ids is None else image_ids
+    progress = tqdm(images, desc="predict", unit="image", disable=len(images) <= 1 or not progress)
+    for image_id, path, overlay in zip(ids, progress, overlays):
         try:
-            image = load_image(path)  # (3, H, W) float in [0, 1]
-            detections = model.predict(image, precision)[0]
-            kept = _above(detections, score_threshold)
+            pixels = load_image(path, max_image_pixels)
+            image = to_image_tensor(pixels, model.config.input, str(path))  # (C, H, W) in [0, 1]
+            (detections,) = model.predict(image, precision, normalized=True, score_threshold=score_threshold)
+            kept = {key: value.cpu() for key, value in detections.items()}
             _save_overlay(image, kept, model.class_names, overlay)
         except (ValueError, OSError, torch.cuda.OutOfMemoryError) as error:
             run.errors.append((path, _problem(error, path)))
@@ -108,27 +196,38 @@ def predict_to_directory(
         run.results.extend(entries)
         tqdm.write(f"{path}: {len(entries)} detection{'s' * (len(entries) != 1)}")
     progress.close()
-    write_json_atomic(run.results, out_dir / PREDICTIONS_FILE)
-    write_json_atomic(run.images, out_dir / IMAGES_FILE, indent=1)
     return run
 
 
-def find_images(inputs: list[str]) -> list[Path]:
-    """Files as given, and the image files directly inside each directory, sorted by name.
+def find_images(inputs: list[str]) -> tuple[list[Path], list[Path]]:
+    """The images to run on, and what the directories held besides them.
 
-    Files named explicitly are kept whatever their extension (and even if missing, so the
-    run reports them); only directory listings are filtered by IMAGE_EXTENSIONS.
+    Files named explicitly are kept whatever their name (and even if missing, so the run
+    reports them). Inside a directory (not searched recursively), sorted by name, the files
+    with an IMAGE_EXTENSIONS suffix are images; hidden files (a leading dot: `.DS_Store`, or
+    the `._photo.jpg` that macOS writes beside each file on a foreign drive, which is no
+    JPEG), other files and subdirectories are skipped.
     """
-    images = []
+    images, skipped = [], []
     for name in inputs:
         path = Path(name)
-        if path.is_dir():
-            images.extend(
-                sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-            )
-        else:
+        if not path.is_dir():
             images.append(path)
-    return images
+            continue
+        for entry in sorted(path.iterdir()):
+            visible = not entry.name.startswith(".")
+            if visible and entry.is_file() and entry.suffix.lower() in IMAGE_EXTENSIONS:
+                images.append(entry)
+            else:
+                skipped.append(entry)
+    return images, skipped
+
+
+def _skipped_line(skipped: list[Path], shown: int = 20) -> str:
+    names = [f"{p}/" if p.is_dir() else str(p) for p in skipped[:shown]]
+    more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    count = f"{len(skipped)} {'entries' if len(skipped) > 1 else 'entry'}"
+    return f"skipped {count} (not images, or hidden): {', '.join(names)}{more}"
 
 
 def overlay_paths(images: list[Path], out_dir: Path) -> list[Path]:
@@ -153,15 +252,9 @@ def overlay_paths(images: list[Path], out_dir: Path) -> list[Path]:
     return paths
 
 
-def _above(detections: dict, score_threshold: float) -> dict:
-    keep = detections["scores"] >= score_threshold
-    return {key: value[keep].cpu() for key, value in detections.items()}
-
-
 def _save_overlay(image, detections: dict, class_names, path: Path) -> None:
-    pixels = (image * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()  # (H, W, 3)
     overlay = draw_instances(
-        pixels,
+        display_image(image),
         detections["boxes"],
         detections["labels"],
         detections["scores"],

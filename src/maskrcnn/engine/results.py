@@ -5,15 +5,14 @@ segmentation}; pycocotools' `COCO.loadRes` and `COCOeval` read it. They accept o
 segmentations, so polygons are for other consumers (annotation tools, datasets).
 """
 
-import json
 import os
-import secrets
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
+
+from maskrcnn.files import strict_json, write_text_atomic
 
 # Walking directions around a pixel boundary, clockwise on screen (y points down):
 # east, south, west, north. A right turn is +1, a left turn is +3 (mod 4).
@@ -195,21 +194,5 @@ def _numpy(values) -> np.ndarray:
 
 
 def write_json_atomic(obj, path: str | os.PathLike, indent: int | None = None) -> None:
-    """json.dump to a temporary file beside `path`, then rename it over `path`.
-
-    Readers never see a half-written file, and a crash leaves the previous one intact.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 honours the umask, unlike mkstemp's private 0o600 files.
-    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(obj, stream, indent=indent)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    """Strict JSON (NaN written as null) to `path` atomically: readers never see a half-written file."""
+    write_text_atomic(strict_json(obj, indent=indent), path)

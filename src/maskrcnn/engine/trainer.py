@@ -3,6 +3,7 @@
 import contextlib
 import math
 import random
+import shutil
 import signal
 import time
 from dataclasses import replace
@@ -19,8 +20,9 @@ from maskrcnn.data.samplers import TrainingBatchSampler
 from maskrcnn.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestSide
 from maskrcnn.engine import distributed
 from maskrcnn.engine.checkpoint import atomic_save, save_checkpoint
-from maskrcnn.engine.evaluation import evaluate_results, format_metrics, predict_dataset, write_metrics
+from maskrcnn.engine.evaluation import evaluate_results, format_metrics, predict_split, write_metrics
 from maskrcnn.engine.metrics import MetricsLog, plot_losses
+from maskrcnn.engine.progress import TrainingProgress
 from maskrcnn.engine.schedule import learning_rate_factor
 from maskrcnn.interop.init_weights import load_initial_weights
 from maskrcnn.modeling.mask_rcnn import MaskRCNN, build_model
@@ -80,6 +82,8 @@ def build_training_data(config: TrainConfig, context: distributed.Context, start
         transform=transform,
         drop_images_without_annotations=data.drop_images_without_annotations,
         skip_bad_images=data.skip_bad_images,
+        input_config=config.model.input,
+        max_image_pixels=data.max_image_pixels,
     )
     sampler = TrainingBatchSampler(
         dataset.aspect_ratios,
@@ -144,18 +148,46 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def train(config: TrainConfig, resume: bool = False) -> MaskRCNN:
-    """Train Mask R-CNN as `config` says; returns the trained model (on every process)."""
+def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> MaskRCNN:
+    """Train Mask R-CNN as `config` says; returns the trained model (on every process).
+
+    An output directory that holds a run is continued with resume=True or replaced with
+    overwrite=True (its run files are removed first); otherwise ValueError, so that a
+    second run never mixes its logs and checkpoints into the first one's.
+    """
     context = distributed.setup(config.device)
     try:
-        return _train(config, resume, context)
+        return _train(config, resume, overwrite, context)
     finally:
         distributed.teardown(context)
 
 
-def _train(config: TrainConfig, resume: bool, context: distributed.Context) -> MaskRCNN:
+# What a run writes into its output directory; a folder holding any of the first three holds a run.
+RUN_FILES = (LAST_CHECKPOINT, FINAL_CHECKPOINT, "metrics.jsonl", "metrics.json", "loss_curves.png")
+
+
+def _clear_earlier_run(output_dir: Path, resume: bool, overwrite: bool, context) -> None:
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one")
+    found = [name for name in RUN_FILES[:3] if (output_dir / name).exists()]
+    if resume or not found:
+        return
+    if not overwrite:
+        raise ValueError(
+            f"{output_dir}: holds a training run ({', '.join(found)}); continue it with --resume "
+            "or replace it with --overwrite (or choose another --out)"
+        )
+    if context.is_main:
+        for name in RUN_FILES:
+            (output_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(output_dir / "tensorboard", ignore_errors=True)
+    distributed.barrier(context)
+
+
+def _train(config: TrainConfig, resume: bool, overwrite: bool, context: distributed.Context) -> MaskRCNN:
     output_dir = Path(config.output_dir)
     last_path = output_dir / LAST_CHECKPOINT
+    _clear_earlier_run(output_dir, resume, overwrite, context)
     checkpoint = None
     if resume:
         if not last_path.exists():
@@ -169,7 +201,13 @@ def _train(config: TrainConfig, resume: bool, context: distributed.Context) -> M
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
     dataset, loader = build_training_data(config, context, start_iter)
+    validation = validation_data(config)  # read now: a broken file fails before the first step
     # The number of classes and their names follow the training set.
+    if config.model.num_classes != dataset.num_classes and context.is_main:
+        tqdm.write(
+            f"model.num_classes: {dataset.num_classes} from {config.data.train_json} "
+            f"({dataset.num_classes - 1} categories and the background), not {config.model.num_classes}"
+        )
     model_config = replace(
         config.model,
         num_classes=dataset.num_classes,
@@ -188,7 +226,6 @@ def _train(config: TrainConfig, resume: bool, context: distributed.Context) -> M
     autocast = autocast_dtype(solver.precision, context.device, "solver.precision")
     loss_scaling = autocast == torch.float16
     optimizer = make_optimizer(parameters, solver, loss_scaling)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: learning_rate_factor(i, solver))
     # Creating the loader's iterator draws a seed from the global RNG: do it before the
     # RNG state of a resumed run is restored, exactly as an uninterrupted run did.
     batches = iter(loader)
@@ -196,7 +233,6 @@ def _train(config: TrainConfig, resume: bool, context: distributed.Context) -> M
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         use_fused_sgd(optimizer, loss_scaling)
-        scheduler.load_state_dict(checkpoint["scheduler"])
         states = checkpoint["rng"]
         set_rng_state(states[context.rank] if context.rank < len(states) else states[0])
 
@@ -206,8 +242,7 @@ def _train(config: TrainConfig, resume: bool, context: distributed.Context) -> M
             trainable, device_ids=[context.device] if context.device.type == "cuda" else None
         )
 
-    log = MetricsLog(output_dir, enabled=context.is_main)
-    log.truncate_after(start_iter)
+    log = MetricsLog(output_dir, enabled=context.is_main, start_iteration=start_iter)
 
     def save(path: Path, iteration: int) -> None:
         states = _gather_rng_states(context)
@@ -220,23 +255,21 @@ def _train(config: TrainConfig, resume: bool, context: distributed.Context) -> M
                     "train_config": config_to_dict(config),
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
                     "iteration": iteration,
                     "rng": states,
+                    # float16's loss scale and growth counter: a resumed run scales as this one would
+                    **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}),
                 },
                 path,
             )
 
     scaler = torch.amp.GradScaler(context.device.type, enabled=loss_scaling)
-    progress = tqdm(
-        total=solver.max_iter,
-        initial=start_iter,
-        disable=not context.is_main,
-        desc="train",
-        dynamic_ncols=True,
-    )
+    if checkpoint is not None and loss_scaling and "scaler" in checkpoint:
+        scaler.load_state_dict(checkpoint["scaler"])
+    progress = TrainingProgress(solver.max_iter, start_iter, enabled=context.is_main)
     iteration = start_iter
-    with StopRequest() as stop:
+    # closing: an error's message must not be glued to the end of a half-drawn bar
+    with StopRequest() as stop, contextlib.closing(progress):
         while iteration < solver.max_iter:
             started = time.perf_counter()
             images, targets = next(batches)
@@ -245,6 +278,11 @@ def _train(config: TrainConfig, resume: bool, context: distributed.Context) -> M
                 {k: v.to(context.device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets
             ]
             data_time = time.perf_counter() - started
+            # The rate is a function of the iteration alone, so a resumed run follows it exactly.
+            # (A torch LR scheduler would warn whenever float16 loss scaling skips a step.)
+            lr = solver.base_lr * learning_rate_factor(iteration, solver)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
 
             with autocast_context(solver.precision, context.device, "solver.precision"):
                 losses = trainable(images, targets)
@@ -258,8 +296,6 @@ def _train(config: TrainConfig, resume: bool, context: distributed.Context) -> M
                 torch.nn.utils.clip_grad_norm_(parameters, solver.clip_grad_norm)
             scaler.step(optimizer)
             scaler.update()
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
             iteration += 1
 
             if iteration % solver.log_period == 0 or iteration == solver.max_iter:
@@ -267,44 +303,66 @@ def _train(config: TrainConfig, resume: bool, context: distributed.Context) -> M
                 record = {"iteration": iteration, "lr": lr, **values}
                 record.update(time=time.perf_counter() - started, data_time=data_time)
                 log.write(record)
-                progress.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2e}")
-            progress.update(1)
+                progress.log(iteration, values, lr)
+            progress.step()
 
             if solver.eval_period and iteration % solver.eval_period == 0 and iteration < solver.max_iter:
-                _evaluate(model, config, log, iteration, context, final=False)
+                _evaluate(model, validation, config, log, iteration, context, final=False)
                 model.train()
 
             stopping = _agree(stop.requested, context)
             if stopping or iteration % solver.checkpoint_period == 0:
                 save(last_path, iteration)
             if stopping:
-                if context.is_main:
-                    progress.write(f"stopped at iteration {iteration}; resume with --resume")
+                progress.write(f"stopped at iteration {iteration}; resume with --resume")
                 break
-    progress.close()
     if iteration >= solver.max_iter:
         save(last_path, iteration)
         if context.is_main:
             # The final model alone (no optimizer state): what predict, eval and export load.
             save_checkpoint(output_dir / FINAL_CHECKPOINT, model, iteration=iteration)
             plot_losses(log.path, output_dir / "loss_curves.png")
-        _evaluate(model, config, log, iteration, context, final=True)
+        _evaluate(model, validation, config, log, iteration, context, final=True)
     log.close()
     return model.eval()
 
 
+def validation_data(config: TrainConfig) -> CocoDataset | None:
+    """The validation split (None without data.val_json), cleaned as the training split is.
+
+    Raises ValueError naming the file or folder if it is missing or broken.
+    """
+    data = config.data
+    if not data.val_json:
+        return None
+    if data.val_images and not Path(data.val_images).is_dir():
+        raise ValueError(f"{data.val_images}: validation image folder not found (data.val_images)")
+    return CocoDataset(
+        data.val_json,
+        data.val_images,
+        skip_bad_images=data.skip_bad_images,
+        input_config=config.model.input,
+        max_image_pixels=data.max_image_pixels,
+    )
+
+
 def _evaluate(
-    model: MaskRCNN, config: TrainConfig, log: MetricsLog, iteration: int, context, final: bool
+    model: MaskRCNN,
+    validation: CocoDataset | None,
+    config: TrainConfig,
+    log: MetricsLog,
+    iteration: int,
+    context: distributed.Context,
+    final: bool,
 ) -> None:
-    """COCO AP on the validation split (rank 0 only; the others wait at their next collective)."""
-    if not config.data.val_json or not context.is_main:
+    """COCO AP on the validation split: every process predicts its share of the images,
+    rank 0 gathers them and scores them against the split's cleaned annotations."""
+    if validation is None:
         return
-    dataset = CocoDataset(
-        config.data.val_json, config.data.val_images, skip_bad_images=config.data.skip_bad_images
-    )
-    metrics, _ = evaluate_results(
-        config.data.val_json, predict_dataset(model.eval(), dataset, progress=False)
-    )
+    results = predict_split(model.eval(), validation, context, progress=False)
+    if not context.is_main:
+        return
+    metrics, _ = evaluate_results(validation, results)
     log.write(
         {"iteration": iteration, **{f"{t}_{k}": v for t in ("bbox", "segm") for k, v in metrics[t].items()}}
     )

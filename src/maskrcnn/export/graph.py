@@ -14,7 +14,8 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
-from maskrcnn.modeling.mask_rcnn import MaskRCNN
+from maskrcnn.data.intensity import PER_IMAGE, normalize_channels
+from maskrcnn.modeling.mask_rcnn import PREDICT_SCORE_THRESHOLD, MaskRCNN
 from maskrcnn.ops import MultiScaleRoIPooler
 from maskrcnn.ops.boxes import remove_small_boxes
 from maskrcnn.ops.poolers import assign_fpn_levels
@@ -37,13 +38,18 @@ def clip_to(boxes: Tensor, size: Tensor) -> Tensor:
 
 
 class TraceableMaskRCNN(nn.Module):
-    """forward: image (3, H, W) float RGB in [0, 1] -> boxes (D, 4) xyxy in the image's pixels,
+    """forward: image (C, H, W) float32 -> boxes (D, 4) xyxy in the image's pixels,
     scores (D,), labels (D,) int64, masks (D, H, W) bool; the same detections as
-    `model.predict(image)` for the eager model's default (float32) precision.
+    `model.predict(image, score_threshold=score_threshold)` in float32.
+
+    C is model.input.channels. The image is in [0, 1] for intensity "range" (and "auto");
+    for "minmax" and "percentile" it holds raw intensities (e.g. 16-bit values) and each
+    channel is normalized in the graph, as `to_image_tensor` does for the eager model.
     """
 
-    def __init__(self, model: MaskRCNN):
+    def __init__(self, model: MaskRCNN, score_threshold: float = PREDICT_SCORE_THRESHOLD):
         super().__init__()
+        self.score_threshold = float(score_threshold)
         if model.roi_heads.mask_head is None:
             raise ValueError("export needs a model with a mask head (model.masks: true)")
         if model.roi_heads.box_pooler.kind != "align":
@@ -61,6 +67,8 @@ class TraceableMaskRCNN(nn.Module):
         pooled = self.pool(heads.box_pooler, features, proposals)
         class_logits, deltas = heads.box_predictor(heads.box_head(pooled))
         boxes, scores, labels = self.detections(class_logits, deltas, proposals, resized)
+        keep = scores >= self.score_threshold  # as model.predict(..., score_threshold)
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         mask_probs = heads.mask_head.predict_probs(self.pool(heads.mask_pooler, features, boxes), labels)
         scale = (original.to(torch.float32) / resized.to(torch.float32)).flip(0).repeat(2)
         boxes = boxes * scale
@@ -68,8 +76,11 @@ class TraceableMaskRCNN(nn.Module):
         return boxes, scores, labels, masks
 
     def preprocess(self, image: Tensor) -> tuple[Tensor, Tensor]:
-        """-> (1, 3, H', W') normalized, resized and padded batch, and the (2,) resized size."""
+        """-> (1, C, H', W') normalized, resized and padded batch, and the (2,) resized size."""
         pre = self.model.preprocessor
+        intensity = self.model.config.input
+        if intensity.intensity in PER_IMAGE:
+            image = normalize_channels(image, intensity.intensity, intensity.percentiles)
         normalized = (image - pre.pixel_mean) / pre.pixel_std
         size = shape_of(image)[1:].to(torch.float64)
         # float64 as in the eager model's Python arithmetic: the same output size, to the pixel.

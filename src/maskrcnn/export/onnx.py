@@ -1,35 +1,76 @@
 """Export to ONNX, and a check of the exported file against the eager model."""
 
 import copy
-import os
-import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from maskrcnn.config import InputConfig
+from maskrcnn.data.images import to_image_tensor, to_raw_tensor
+from maskrcnn.data.intensity import PER_IMAGE
 from maskrcnn.export.graph import TraceableMaskRCNN
-from maskrcnn.modeling.mask_rcnn import MaskRCNN
+from maskrcnn.files import atomic_output
+from maskrcnn.modeling.mask_rcnn import PREDICT_SCORE_THRESHOLD, MaskRCNN
 from maskrcnn.testing import match_near_ties
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("boxes", "scores", "labels", "masks")
 OPSET = 17
+GRAPH_INTENSITIES = ("range", *PER_IMAGE)
 
 
-def export_onnx(model: MaskRCNN, path: str | Path, example_size: tuple[int, int] = (480, 640)) -> Path:
-    """Write `model` as an ONNX graph: image (3, H, W) float32 RGB in [0, 1], any H and W ->
+def export_intensity(config: InputConfig, requested: str | None = None) -> str:
+    """The intensity normalization an exported graph applies: the model's own, or for a model
+    whose `intensity` is "auto" (chosen per image by its type, which a float32 graph input no
+    longer tells) `requested`, by default "range" (input in [0, 1]).
+
+    Raises ValueError if `requested` contradicts the normalization the model was trained with.
+    """
+    if requested is not None and requested not in GRAPH_INTENSITIES:
+        choices = ", ".join(GRAPH_INTENSITIES)
+        raise ValueError(f"the graph's intensity must be one of {choices}, got {requested!r}")
+    if config.intensity == "auto":
+        return requested or "range"
+    if requested not in (None, config.intensity):
+        raise ValueError(
+            f"the model normalizes intensities by {config.intensity!r} (model.input.intensity); "
+            f"a graph applying {requested!r} would feed it other values than it was trained on"
+        )
+    return config.intensity
+
+
+def with_export_intensity(model: MaskRCNN, requested: str | None = None) -> MaskRCNN:
+    """`model` itself, its config's `input.intensity` set to `export_intensity(...)`, so that
+    its eager `predict` normalizes as the exported graph does."""
+    intensity = export_intensity(model.config.input, requested)
+    model.config = replace(model.config, input=replace(model.config.input, intensity=intensity))
+    return model
+
+
+def export_onnx(
+    model: MaskRCNN,
+    path: str | Path,
+    example_size: tuple[int, int] = (480, 640),
+    intensity: str | None = None,
+    score_threshold: float = PREDICT_SCORE_THRESHOLD,
+) -> Path:
+    """Write `model` as an ONNX graph: image (C, H, W) float32, any H and W ->
     boxes (D, 4) float32 xyxy, scores (D,), labels (D,) int64, masks (D, H, W) bool.
 
+    C is model.input.channels. The input is in [0, 1] when the graph's intensity (see
+    `export_intensity`; `intensity` chooses for "auto" models) is "range"; for "minmax" and
+    "percentile" it is the raw intensities, normalized per channel inside the graph.
     The file is written next to `path` and renamed over it only when complete.
     """
     path = Path(path)
     # The caller's model keeps its device and training flag: export works on a CPU copy.
-    model = copy.deepcopy(model).cpu().eval()
-    graph = TraceableMaskRCNN(model)
-    example = torch.rand(3, *example_size, generator=torch.Generator().manual_seed(0))
+    model = with_export_intensity(copy.deepcopy(model).cpu().eval(), intensity)
+    graph = TraceableMaskRCNN(model, score_threshold)
+    channels = model.config.input.channels
+    example = torch.rand(channels, *example_size, generator=torch.Generator().manual_seed(0))
     dynamic_axes = {
         INPUT_NAME: {1: "height", 2: "width"},
         "boxes": {0: "detections"},
@@ -37,10 +78,7 @@ def export_onnx(model: MaskRCNN, path: str | Path, example_size: tuple[int, int]
         "labels": {0: "detections"},
         "masks": {0: "detections", 1: "height", 2: "width"},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
+    with atomic_output(path) as temporary:
         with torch.no_grad(), warnings.catch_warnings():
             # The tracer warns about every shape it reads; the graph computes them all as tensors.
             warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
@@ -58,10 +96,6 @@ def export_onnx(model: MaskRCNN, path: str | Path, example_size: tuple[int, int]
                 dynamic_axes=dynamic_axes,
                 do_constant_folding=True,
             )
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     return path
 
 
@@ -92,17 +126,30 @@ def onnx_session(path: str | Path):
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
+def graph_input(image, config: InputConfig) -> torch.Tensor:
+    """What a graph exported with `config` takes for `image` (anything `model.predict` takes):
+    (C, H, W) float32, normalized for "range" and "auto", the raw values for "minmax" and
+    "percentile", which the graph normalizes itself."""
+    if config.intensity in PER_IMAGE:
+        return to_raw_tensor(image, config.channels)
+    return to_image_tensor(image, config)
+
+
 def run_onnx(session, image: torch.Tensor) -> dict[str, torch.Tensor]:
-    """image (3, H, W) float in [0, 1] -> the eager model's result dict, from ONNX Runtime."""
+    """image (C, H, W) float (see `graph_input`) -> the eager model's result dict, from ONNX Runtime."""
     outputs = session.run(None, {INPUT_NAME: image.detach().cpu().numpy().astype(np.float32)})
     return {name: torch.from_numpy(value) for name, value in zip(OUTPUT_NAMES, outputs)}
 
 
-def compare_with_eager(model: MaskRCNN, session, image: torch.Tensor) -> ExportCheck:
-    """Run both on `image` (3, H, W) and compare detection by detection (detections whose
-    scores agree to 1e-5 may come in either order)."""
-    eager = {key: value.cpu() for key, value in model.predict(image)[0].items()}
-    exported = match_near_ties(eager, run_onnx(session, image))
+def compare_with_eager(
+    model: MaskRCNN, session, image, score_threshold: float = PREDICT_SCORE_THRESHOLD
+) -> ExportCheck:
+    """Run both on `image` (anything `model.predict` takes; the graph gets `graph_input` of it)
+    and compare detection by detection (detections whose scores agree to 1e-5 may come in
+    either order). `model` must normalize as the graph does (`with_export_intensity`)."""
+    (eager,) = model.predict(image, score_threshold=score_threshold)
+    eager = {key: value.cpu() for key, value in eager.items()}
+    exported = match_near_ties(eager, run_onnx(session, graph_input(image, model.config.input)))
     count = len(eager["boxes"])
     same_count = len(exported["boxes"]) == count
     if not same_count or count == 0:

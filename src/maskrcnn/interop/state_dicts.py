@@ -25,7 +25,8 @@ def rename_keys(state_dict: dict, rules: list[tuple[str, str]]) -> dict:
 
 def load_strict(model: nn.Module, state_dict: dict, source: str) -> None:
     """Copy `state_dict` into `model`, failing with one message that lists every missing key,
-    unexpected key and shape mismatch. `source` names the file or origin in the message."""
+    unexpected key and shape mismatch. `source` names the file or origin in the message, which
+    is one line (the commands print it as `error: <message>`)."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -42,5 +43,5 @@ def load_strict(model: nn.Module, state_dict: dict, source: str) -> None:
     if mismatched:
         problems.append(f"shape mismatches ({len(mismatched)}): " + "; ".join(mismatched))
     if problems:
-        raise CheckpointError(f"{source}: weights do not fit the model:\n  " + "\n  ".join(problems))
+        raise CheckpointError(f"{source}: weights do not fit the model: " + " | ".join(problems))
     model.load_state_dict({k: torch.as_tensor(v) for k, v in state_dict.items()})

@@ -11,11 +11,11 @@ STAGE_STRIDES = (4, 8, 16, 32)
 
 
 class Stem(nn.Module):
-    """7x7 stride-2 conv, norm, ReLU, 3x3 stride-2 max pool: (N, 3, H, W) -> (N, C, H/4, W/4)."""
+    """7x7 stride-2 conv, norm, ReLU, 3x3 stride-2 max pool: (N, in_channels, H, W) -> (N, C, H/4, W/4)."""
 
-    def __init__(self, channels: int, norm: str, eps: float):
+    def __init__(self, channels: int, norm: str, eps: float, in_channels: int = 3):
         super().__init__()
-        self.conv = nn.Conv2d(3, channels, kernel_size=7, stride=2, padding=3, bias=False)
+        self.conv = nn.Conv2d(in_channels, channels, kernel_size=7, stride=2, padding=3, bias=False)
         self.norm = make_norm(norm, channels, eps)
         self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
@@ -93,19 +93,20 @@ def make_stage(
 class ResNet(nn.Module):
     """Bottleneck ResNet / ResNeXt trunk.
 
-    forward: images (N, 3, H, W) -> [res2, res3, res4, res5] (or fewer, see `stages`),
+    forward: images (N, in_channels, H, W) -> [res2, res3, res4, res5] (or fewer, see `stages`),
     with strides 4, 8, 16, 32 and channels `stage_channels` (256, 512, 1024, 2048).
     stages: how many of res2..res5 to build; the C4 variant builds 3 and uses res5 as its box head.
+    in_channels: the image's channels (model.input.channels), 3 for RGB.
     """
 
-    def __init__(self, config: BackboneConfig, stages: int = 4):
+    def __init__(self, config: BackboneConfig, stages: int = 4, in_channels: int = 3):
         super().__init__()
         blocks = config.stage_blocks or BLOCKS_PER_STAGE.get(config.depth)
         if blocks is None:
             raise ValueError(f"backbone.depth must be one of {sorted(BLOCKS_PER_STAGE)}, got {config.depth}")
         if len(blocks) != 4 or min(blocks) < 1:
             raise ValueError(f"backbone.stage_blocks needs 4 positive counts, got {blocks}")
-        self.stem = Stem(config.stem_channels, config.norm, config.norm_eps)
+        self.stem = Stem(config.stem_channels, config.norm, config.norm_eps, in_channels)
         self.stage_names = [f"res{i + 2}" for i in range(stages)]
         in_channels = config.stem_channels
         for index, name in enumerate(self.stage_names):
@@ -118,7 +119,15 @@ class ResNet(nn.Module):
             in_channels = out_channels
         self.out_channels = tuple(config.stage_channels[:stages])
         self.strides = STAGE_STRIDES[:stages]
-        freeze(self, config.freeze_at)
+        self.frozen_stages = freeze(self, config.freeze_at)
+
+    def train(self, mode: bool = True) -> "ResNet":
+        """Frozen stages stay in eval mode: with trainable BatchNorm elsewhere, their running
+        statistics stay as fixed as their parameters."""
+        super().train(mode)
+        for name in self.frozen_stages:
+            getattr(self, name).eval()
+        return self
 
     def forward(self, images: Tensor) -> list[Tensor]:
         x = self.stem(images)
@@ -134,13 +143,15 @@ def stage_width(index: int, config: BackboneConfig) -> int:
     return config.groups * config.width_per_group * 2**index
 
 
-def freeze(trunk: ResNet, freeze_at: int) -> None:
-    """Stop gradients to the stem (freeze_at >= 1) and to res2..res{freeze_at} (freeze_at >= 2).
+def freeze(trunk: ResNet, freeze_at: int) -> tuple[str, ...]:
+    """Stop gradients to the stem (freeze_at >= 1) and to res2..res{freeze_at} (freeze_at >= 2);
+    returns the names of the frozen modules.
 
     The paper's recipe freezes the stem and res2: their ImageNet features are generic
     and training them with tiny detection batches gains nothing.
     """
-    frozen = [trunk.stem] + [getattr(trunk, n) for n in trunk.stage_names[: max(freeze_at - 1, 0)]]
-    for module in frozen[: max(freeze_at, 0)]:
-        for parameter in module.parameters():
+    frozen = ("stem", *trunk.stage_names[: max(freeze_at - 1, 0)])[: max(freeze_at, 0)]
+    for name in frozen:
+        for parameter in getattr(trunk, name).parameters():
             parameter.requires_grad_(False)
+    return frozen

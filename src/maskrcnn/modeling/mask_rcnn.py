@@ -1,9 +1,12 @@
 """The meta-architecture: preprocess -> backbone -> FPN -> RPN -> RoI heads -> postprocess."""
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor, nn
 
 from maskrcnn.config import ModelConfig
+from maskrcnn.config_checks import check_model_config
 from maskrcnn.data.images import to_image_tensor
 from maskrcnn.modeling.anchors import AnchorGenerator
 from maskrcnn.modeling.backbone import ResNet
@@ -13,11 +16,16 @@ from maskrcnn.modeling.mask_head import MaskHead, paste_masks
 from maskrcnn.modeling.preprocess import Preprocessor
 from maskrcnn.modeling.roi_heads import RoIHeads
 from maskrcnn.modeling.rpn import RPN, RPNHead
+from maskrcnn.modeling.weight_cache import inference_pass
 from maskrcnn.ops import BoxCoder, MultiScaleRoIPooler
 from maskrcnn.ops.matcher import Matcher
 from maskrcnn.ops.sampler import BalancedSampler
 from maskrcnn.precision import autocast_context
 from maskrcnn.structures import Detections
+
+# The one default of every user-facing prediction: model.predict, `maskrcnn predict` and
+# the graph `maskrcnn export` writes.
+PREDICT_SCORE_THRESHOLD = 0.5
 
 
 class MaskRCNN(nn.Module):
@@ -53,21 +61,27 @@ class MaskRCNN(nn.Module):
         names = self.config.class_names
         return names if names else tuple(f"class_{i}" for i in range(self.config.num_classes))
 
-    def forward(self, images: list[Tensor], precision: str = "fp32") -> list[dict[str, Tensor]]:
-        """images: N tensors (3, Hi, Wi) float RGB in [0, 1] on the model's device.
+    def forward(
+        self, images: list[Tensor], precision: str = "fp32", score_threshold: float = 0.0
+    ) -> list[dict[str, Tensor]]:
+        """images: N tensors (C, Hi, Wi) float in [0, 1] (normalized as `to_image_tensor` does) on
+        the model's device.
         precision: "fp32", or "bf16" / "fp16" / "auto" to run the networks under autocast
-        (boxes, scores and masks are still decoded in float32).
+        (boxes, scores and masks are still decoded in float32). score_threshold: detections
+        scoring lower are left out (0: all that pass the box head's roi_heads.score_threshold).
 
         Returns per image a dict with boxes (D, 4) float xyxy in that image's pixels,
         scores (D,), labels (D,) int64 and, with the mask branch, masks (D, Hi, Wi) bool.
         """
         image_list = self.preprocessor(images)
-        with autocast_context(precision, image_list.tensor.device):
+        with inference_pass(), autocast_context(precision, image_list.tensor.device):
             pyramid = self.features(image_list.tensor)
             rpn_outputs = self.rpn(pyramid, image_list.padded_size)
             proposals = self.rpn.predict(rpn_outputs, image_list.image_sizes)
             # P6 serves the RPN only; RoIs are pooled from P2-P5.
-            detections = self.roi_heads.predict(pyramid[:-1], proposals, image_list.image_sizes)
+            detections = self.roi_heads.predict(
+                pyramid[:-1], proposals, image_list.image_sizes, score_threshold
+            )
         original_sizes = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
         return [
             self.postprocess(d, resized, original)
@@ -75,7 +89,7 @@ class MaskRCNN(nn.Module):
         ]
 
     def features(self, images: Tensor) -> list[Tensor]:
-        """images (N, 3, H, W) normalized and padded -> [P2, ..., P6], each (N, C, Hl, Wl).
+        """images (N, C, H, W) normalized and padded -> [P2, ..., P6], each (N, F, Hl, Wl).
 
         The pyramid is computed in channels-last layout: the CPU and GPU convolution
         kernels are fastest there, and RoIAlign reads channels-last features directly.
@@ -85,7 +99,7 @@ class MaskRCNN(nn.Module):
     def losses(self, images: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """The training objective L = L_cls + L_box + L_mask + the RPN's two terms.
 
-        images: N tensors (3, Hi, Wi) float RGB in [0, 1], already resized by the data
+        images: N tensors (C, Hi, Wi) float in [0, 1], already resized by the data
         pipeline (multi-scale training picks the size there); targets: per image boxes
         (G, 4) xyxy, labels (G,) int64 in 1..num_classes-1, masks (G, Hi, Wi).
         Returns the named loss terms; their sum is what is minimised.
@@ -115,34 +129,53 @@ class MaskRCNN(nn.Module):
         return result
 
     @torch.inference_mode()
-    def predict(self, images, precision: str = "fp32") -> list[dict[str, Tensor]]:
+    def predict(
+        self,
+        images,
+        precision: str = "fp32",
+        normalized: bool = False,
+        score_threshold: float = PREDICT_SCORE_THRESHOLD,
+    ) -> list[dict[str, Tensor]]:
         """Detect objects in a list of images (or a single image).
+
+        score_threshold: detections scoring lower are left out; the default (0.5) is also the
+        `maskrcnn predict` and `maskrcnn export` default. Evaluation passes 0, keeping every
+        detection above the box head's `roi_heads.score_threshold` (0.05), as COCO AP needs.
 
         precision: "fp32" (default), "bf16" (fast on CPUs with bfloat16 instructions, slow
         elsewhere), "fp16" (CUDA) or "auto" (fp16 on CUDA; on the CPU bf16 where it is
         fast, else fp32): see `forward`.
 
-        images: float tensors (3, H, W) RGB in [0, 1], uint8 tensors (3, H, W), uint8 numpy
-        arrays (H, W, 3) or PIL images; sizes may differ. Raises ValueError on bad input.
+        images: tensors (C, H, W) or (H, W), numpy arrays (H, W, C) or (H, W), or PIL images,
+        of any integer or float type; sizes may differ. Their intensities are normalized as
+        the model's `config.input` says (`data.images.to_image_tensor`: uint8 divided by 255,
+        float tensors in [0, 1] as they are, 16-bit by percentiles under the default "auto").
+        normalized=True: the images are already the model's input (float (C, H, W) in [0, 1],
+        e.g. from a `CocoDataset` built with this model's config): checked, not normalized again.
+        Raises ValueError on bad input.
         Returns one dict per image: boxes (N, 4) float xyxy in that image's pixels,
         scores (N,), labels (N,) int64 and masks (N, H, W) bool.
         """
         if not isinstance(images, (list, tuple)):
             images = [images]
-        tensors = [to_image_tensor(image, f"images[{i}]").to(self.device) for i, image in enumerate(images)]
+        config = replace(self.config.input, intensity="range") if normalized else self.config.input
+        tensors = [
+            to_image_tensor(image, config, f"images[{i}]").to(self.device) for i, image in enumerate(images)
+        ]
         if not tensors:
             return []
         was_training = self.training
         self.eval()
         try:
-            return self(tensors, precision)
+            return self(tensors, precision, score_threshold)
         finally:
             self.train(was_training)
 
 
 def build_model(config: ModelConfig) -> MaskRCNN:
     """Wire Mask R-CNN from its config, following the paper's Figure 1 and FPN's design."""
-    trunk = ResNet(config.backbone)
+    check_model_config(config)  # before any layer is sized by it
+    trunk = ResNet(config.backbone, in_channels=config.input.channels)
     fpn = FPN(trunk.out_channels, config.backbone.fpn_channels)
     channels = fpn.out_channels
     anchors = AnchorGenerator(config.anchors, num_levels=len(fpn.strides))

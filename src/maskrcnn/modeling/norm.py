@@ -50,13 +50,12 @@ def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: Tensor) -> Tensor:
 
     A frozen norm is an affine map per output channel, so scaling the (small) weights
     replaces a multiply-add over the (large) activations: one pass over memory fewer
-    in the forward and in the backward. Under no_grad the folded weights are cached
-    until the conv or the norm changes.
+    in the forward and in the backward. Within an inference pass the folded weights are
+    computed once (see weight_cache).
     """
     if not isinstance(norm, FrozenBatchNorm2d):
         return norm(conv(x))
-    sources = (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var)
-    weight, bias = derived_weight(norm, "_folded_conv", sources, lambda: _fold(conv, norm))
+    weight, bias = derived_weight(norm, "_folded_conv", lambda: _fold(conv, norm))
     return conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 

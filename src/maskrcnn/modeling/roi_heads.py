@@ -60,18 +60,23 @@ class RoIHeads(nn.Module):
 
     @torch.no_grad()
     def predict(
-        self, features: list[Tensor], proposals: list[Tensor], image_sizes: list[tuple[int, int]]
+        self,
+        features: list[Tensor],
+        proposals: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        score_threshold: float = 0.0,
     ) -> list[Detections]:
         """features: per level (N, C, Hl, Wl); proposals: per image (P, 4) xyxy.
 
-        Returns per image the detections in the (resized, unpadded) input's pixels.
+        Returns per image the detections in the (resized, unpadded) input's pixels, those
+        scoring below `score_threshold` left out (before the mask head spends time on them).
         """
         pooled = self.box_pooler(features, proposals)
         class_logits, box_deltas = self.box_predictor(self.box_head(pooled))
-        results = [
-            Detections(boxes, scores, labels)
-            for boxes, scores, labels in self.box_inference(class_logits, box_deltas, proposals, image_sizes)
-        ]
+        results = []
+        for boxes, scores, labels in self.box_inference(class_logits, box_deltas, proposals, image_sizes):
+            keep = scores >= score_threshold
+            results.append(Detections(boxes[keep], scores[keep], labels[keep]))
         if self.mask_head is not None:
             self.predict_masks(features, results)
         return results

@@ -26,6 +26,17 @@ def rois_as_tensor(boxes: Tensor | list[Tensor], dtype: torch.dtype, device: tor
     return boxes.to(dtype=dtype, device=device)
 
 
+def zeros_in_graph(input: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Zeros of `shape` for RoIs that read no feature cell (none at all, or an empty map).
+
+    Added to an empty sum of `input`, they stay in its graph: its gradient is then a zero
+    tensor, as for RoIs that all fall outside the map, instead of backward() failing on an
+    output that does not require grad. The empty slice reads nothing and copies nothing.
+    """
+    zeros = input.new_zeros(shape)
+    return zeros + input[:0].sum() if input.requires_grad else zeros
+
+
 def pair(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     if isinstance(size, int):
         return size, size

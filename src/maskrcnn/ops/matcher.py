@@ -31,7 +31,9 @@ class Matcher:
         """
         if iou.dim() == 2:
             return self(iou[None], None if valid is None else valid[None])[0]
-        if iou.shape[1] == 0:
+        if iou.shape[1] == 0 or iou.shape[2] == 0:
+            # No ground truth: every prediction is background. No predictions: nothing to
+            # match, and the max over predictions below would raise on an empty dimension.
             return torch.full((iou.shape[0], iou.shape[2]), BELOW_LOW, dtype=torch.int64, device=iou.device)
         best_iou, unfiltered = iou.max(dim=1)
         matches = torch.where(best_iou < self.low, BELOW_LOW, unfiltered)

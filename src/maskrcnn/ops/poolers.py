@@ -108,9 +108,12 @@ class MultiScaleRoIPooler(nn.Module):
         if levels is None:
             return self._pool(features[0], rois, self.strides[0]).permute(0, 3, 1, 2), everything
         parts = self._pool_levels(features, rois, levels)
-        if not parts:  # no RoIs at all
-            return self._pool(features[0], rois, self.strides[0]).permute(0, 3, 1, 2), everything
         dtype = features[0].dtype
+        if not parts:
+            # No RoIs at all: pooling nothing from every level keeps each map in the graph, so
+            # that backward gives each a zero gradient instead of failing for want of a graph.
+            rows = torch.cat([self._pool(f, rois, s).to(dtype) for f, s in zip(features, self.strides)])
+            return rows.permute(0, 3, 1, 2), everything
         order = torch.cat([index for index, _ in parts])
         rows = torch.cat([level_rows.to(dtype) for _, level_rows in parts])
         return rows.permute(0, 3, 1, 2), order
@@ -119,6 +122,8 @@ class MultiScaleRoIPooler(nn.Module):
         """(K, 5) RoIs [batch_index, x1, y1, x2, y2] and (K,) their levels (None: one level)."""
         if len(features) != len(self.strides):
             raise ValueError(f"expected {len(self.strides)} feature maps, got {len(features)}")
+        if not boxes:  # no images: torch.cat needs at least one tensor
+            boxes = [features[0].new_zeros((0, 4))]
         batch_index = torch.cat(
             [torch.full((len(b),), i, dtype=b.dtype, device=b.device) for i, b in enumerate(boxes)]
         )

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from maskrcnn.ops._rois import pair, rois_as_tensor
+from maskrcnn.ops._rois import pair, rois_as_tensor, zeros_in_graph
 
 # PyTorch labels its CSR tensors "beta" on every first use; the operations used here
 # (construction and CSR @ dense) are long-standing and tested.
@@ -71,7 +71,8 @@ def roi_align(
     output_size: (PH, PW); spatial_scale: feature cells per image pixel (1/stride).
     sampling_ratio: samples per bin along each axis; <= 0 means ceil(RoI size / output size).
     aligned: shift by half a pixel so that box corners fall on pixel corners.
-    Returns (K, C, PH, PW), channels-last in memory.
+    Returns (K, C, PH, PW), channels-last in memory; all zeros for an empty map. With K = 0
+    or an empty map the feature gradient is zero.
     """
     rows = roi_align_rows(input, boxes, output_size, spatial_scale, sampling_ratio, aligned)
     return rows.permute(0, 3, 1, 2)
@@ -92,8 +93,8 @@ def roi_align_rows(
     coord_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
     rois = rois_as_tensor(boxes, coord_dtype, input.device)
     num_rois = rois.shape[0]
-    if num_rois == 0 or height == 0 or width == 0:
-        return input.new_zeros((num_rois, out_h, out_w, channels))
+    if num_rois == 0 or height == 0 or width == 0 or channels == 0:
+        return zeros_in_graph(input, (num_rois, out_h, out_w, channels))
 
     offset = 0.5 if aligned else 0.0
     x1 = rois[:, 1] * spatial_scale - offset

@@ -8,7 +8,7 @@ ablation (Table 2c/2d). Vectorised as one masked gather per chunk of RoIs.
 import torch
 from torch import Tensor
 
-from maskrcnn.ops._rois import pair, rois_as_tensor
+from maskrcnn.ops._rois import pair, rois_as_tensor, zeros_in_graph
 
 _MAX_CHUNK_ELEMENTS = 1 << 25
 
@@ -39,15 +39,16 @@ def roi_pool(
 
     input: (N, C, H, W); boxes: (K, 5) [batch_index, x1, y1, x2, y2] or a list of (Ki, 4).
     sampling_ratio and aligned are accepted for a signature shared with roi_align and ignored.
-    Returns (K, C, PH, PW); a bin that covers no cell is 0.
+    Returns (K, C, PH, PW); a bin that covers no cell is 0 (all of them for an empty map). With
+    K = 0 or an empty map the feature gradient is zero.
     """
     del sampling_ratio, aligned
     out_h, out_w = pair(output_size)
     num_images, channels, height, width = input.shape
     rois = rois_as_tensor(boxes, torch.float32, input.device)
     num_rois = rois.shape[0]
-    if num_rois == 0:
-        return input.new_zeros((0, channels, out_h, out_w))
+    if num_rois == 0 or height == 0 or width == 0 or channels == 0:
+        return zeros_in_graph(input, (num_rois, channels, out_h, out_w))
 
     corners = _round_half_away(rois[:, 1:] * spatial_scale).long()
     roi_w = (corners[:, 2] - corners[:, 0] + 1).clamp(min=1)

@@ -1,0 +1,239 @@
+"""Range and consistency checks of a configuration, before anything is built or read.
+
+Types are checked while a config is read (config.py); this module checks values: every key
+with a limit has one rule here, and settings that contradict each other are reported
+together. Messages name the full dotted key, where its value came from (the command line
+or a YAML file), the value and what is accepted.
+"""
+
+import math
+from collections.abc import Callable
+
+from maskrcnn.config import ConfigError, InputConfig, ModelConfig, TrainConfig
+from maskrcnn.data.intensity import INTENSITIES
+
+Origin = Callable[[str], str]  # dotted key -> "the command line", a YAML path, or "" (a default)
+
+
+def _number(low=None, high=None, *, above=None, below=None, integer=False):
+    """A rule for a number within limits; `low`/`high` are inclusive, `above`/`below` strict."""
+    parts = ["an integer" if integer else "a number"]
+    if low is not None:
+        parts.append(f">= {low}")
+    if above is not None:
+        parts.append(f"> {above}")
+    if high is not None:
+        parts.append(f"<= {high}")
+    if below is not None:
+        parts.append(f"< {below}")
+
+    def ok(value) -> bool:
+        return (
+            math.isfinite(value)
+            and (low is None or value >= low)
+            and (above is None or value > above)
+            and (high is None or value <= high)
+            and (below is None or value < below)
+        )
+
+    limits = " and ".join(parts[1:])
+    return ok, f"{parts[0]} {limits}" if limits else parts[0]
+
+
+def _choice(*options):
+    return (lambda value: value in options), "one of " + ", ".join(map(str, options))
+
+
+def _each(rule):
+    ok, text = rule
+    return (lambda values: len(values) > 0 and all(ok(v) for v in values)), f"a non-empty list, each {text}"
+
+
+COUNT = _number(low=1, integer=True)
+NON_NEGATIVE = _number(low=0)
+POSITIVE = _number(above=0)
+FRACTION = _number(low=0, high=1)
+IOU = _number(above=0, high=1)
+
+MODEL_RULES = {
+    "num_classes": _number(low=2, integer=True),
+    "backbone.depth": _choice(50, 101),
+    "backbone.groups": COUNT,
+    "backbone.width_per_group": COUNT,
+    "backbone.stage_blocks": _each(COUNT),
+    "backbone.stage_channels": _each(COUNT),
+    "backbone.stem_channels": COUNT,
+    "backbone.norm": _choice("frozen_bn", "bn", "gn"),
+    "backbone.norm_eps": NON_NEGATIVE,  # torchvision COCO weights fold with eps 0
+    "backbone.freeze_at": _number(low=0, high=5, integer=True),
+    "backbone.fpn_channels": COUNT,
+    "anchors.sizes": _each(POSITIVE),
+    "anchors.aspect_ratios": _each(POSITIVE),
+    "anchors.strides": _each(COUNT),
+    "rpn.pre_nms_topk_train": COUNT,
+    "rpn.pre_nms_topk_test": COUNT,
+    "rpn.post_nms_topk_train": COUNT,
+    "rpn.post_nms_topk_test": COUNT,
+    "rpn.nms_threshold": IOU,
+    "rpn.min_box_size": NON_NEGATIVE,
+    "rpn.positive_iou": FRACTION,
+    "rpn.negative_iou": FRACTION,
+    "rpn.batch_size_per_image": COUNT,
+    "rpn.positive_fraction": _number(above=0, high=1),
+    "rpn.box_weights": _each(POSITIVE),
+    "roi_heads.pooler": _choice("align", "pool"),
+    "roi_heads.sampling_ratio": _number(low=0, integer=True),
+    "roi_heads.box_resolution": COUNT,
+    "roi_heads.mask_resolution": COUNT,
+    "roi_heads.fc_dim": COUNT,
+    "roi_heads.mask_conv_dim": COUNT,
+    "roi_heads.mask_num_convs": _number(low=0, integer=True),
+    "roi_heads.batch_size_per_image": COUNT,
+    "roi_heads.positive_fraction": _number(above=0, high=1),
+    "roi_heads.foreground_iou": FRACTION,
+    "roi_heads.box_weights": _each(POSITIVE),
+    "roi_heads.score_threshold": FRACTION,
+    "roi_heads.nms_threshold": IOU,
+    "roi_heads.detections_per_image": COUNT,
+    "roi_heads.mask_threshold": FRACTION,
+}
+
+INPUT_RULES = {
+    "min_size": COUNT,
+    "max_size": COUNT,
+    "pixel_std": _each(POSITIVE),
+    "pixel_mean": _each(_number()),
+    "size_divisibility": COUNT,
+    "channels": COUNT,
+    "intensity": _choice(*INTENSITIES),
+    "percentiles": _each(_number(low=0, high=100)),
+}
+
+TRAIN_RULES = {
+    "data.min_sizes_train": _each(COUNT),
+    "data.max_size_train": COUNT,
+    "data.flip_probability": FRACTION,
+    "data.images_per_batch": COUNT,
+    "data.num_workers": _number(low=0, integer=True),
+    "data.max_image_pixels": _number(low=0, integer=True),
+    "solver.base_lr": POSITIVE,
+    "solver.momentum": _number(low=0, below=1),
+    "solver.weight_decay": NON_NEGATIVE,
+    "solver.max_iter": COUNT,
+    "solver.steps": (lambda steps: all(s >= 1 for s in steps), "a list of iterations, each >= 1"),
+    "solver.gamma": POSITIVE,
+    "solver.warmup_iters": _number(low=0, integer=True),
+    "solver.warmup_factor": _number(above=0, high=1),
+    "solver.clip_grad_norm": NON_NEGATIVE,
+    "solver.precision": _choice("fp32", "bf16", "fp16", "auto"),
+    "solver.checkpoint_period": COUNT,
+    "solver.log_period": COUNT,
+    "solver.eval_period": _number(low=0, integer=True),
+}
+
+
+def check_model_config(config: ModelConfig, origin: Origin = lambda key: "", prefix: str = "model") -> None:
+    """Raise ConfigError for the first value of `config` out of its range, or a contradiction."""
+    _apply(config, MODEL_RULES, origin, prefix)
+    check_input_config(config.input, origin, f"{prefix}.input")
+    if config.rpn.negative_iou > config.rpn.positive_iou:
+        _contradiction(
+            origin,
+            f"{prefix}.rpn.negative_iou",
+            config.rpn.negative_iou,
+            f"{prefix}.rpn.positive_iou",
+            config.rpn.positive_iou,
+            "negative anchors must overlap less than positive ones",
+        )
+
+
+def check_input_config(
+    inputs: InputConfig, origin: Origin = lambda key: "", prefix: str = "model.input"
+) -> None:
+    """The input settings alone: sizes, per-channel statistics and intensity normalization."""
+    _apply(inputs, INPUT_RULES, origin, prefix)
+    for key in ("pixel_mean", "pixel_std"):
+        if len(getattr(inputs, key)) != inputs.channels:
+            _contradiction(
+                origin,
+                f"{prefix}.{key}",
+                getattr(inputs, key),
+                f"{prefix}.channels",
+                inputs.channels,
+                "give one value per input channel",
+            )
+    low, high = inputs.percentiles
+    if not low < high:
+        _fail(origin, f"{prefix}.percentiles", inputs.percentiles, "(low, high) with low < high")
+    if inputs.min_size > inputs.max_size:
+        _contradiction(
+            origin,
+            f"{prefix}.min_size",
+            inputs.min_size,
+            f"{prefix}.max_size",
+            inputs.max_size,
+            "the short side can never reach min_size; lower it or raise max_size",
+        )
+
+
+def check_train_config(config: TrainConfig, origin: Origin = lambda key: "") -> None:
+    """check_model_config and the training keys; raises ConfigError naming key and origin."""
+    check_model_config(config.model, origin)
+    _apply(config, TRAIN_RULES, origin, "")
+    data = config.data
+    if max(data.min_sizes_train) > data.max_size_train:
+        _contradiction(
+            origin,
+            "data.min_sizes_train",
+            data.min_sizes_train,
+            "data.max_size_train",
+            data.max_size_train,
+            "every training image would be limited by the maximum size, so the larger training "
+            "sizes have no effect; raise data.max_size_train or lower the sizes",
+        )
+    steps = config.solver.steps
+    if list(steps) != sorted(steps):
+        _fail(origin, "solver.steps", steps, "iterations in increasing order")
+    device = config.device
+    if not (device in ("auto", "cpu", "cuda", "mps") or _is_indexed_device(device)):
+        _fail(origin, "device", device, "auto, cpu, cuda, cuda:N or mps")
+    if not config.output_dir:
+        _fail(origin, "output_dir", config.output_dir, "a folder path")
+
+
+def _is_indexed_device(device: str) -> bool:
+    kind, _, index = device.partition(":")
+    return kind == "cuda" and index.isdigit()
+
+
+def _apply(config, rules: dict, origin: Origin, prefix: str) -> None:
+    for key, (ok, accepted) in rules.items():
+        value = config
+        for part in key.split("."):
+            value = getattr(value, part)
+        if value is None:  # an optional setting left unset (e.g. anchors.strides)
+            continue
+        full = f"{prefix}.{key}" if prefix else key
+        if not ok(value):
+            _fail(origin, full, value, accepted)
+
+
+def _shown(value) -> str:
+    return str(list(value)) if isinstance(value, tuple) else repr(value)
+
+
+def _where(origin: Origin, key: str) -> str:
+    source = origin(key)
+    return f" (from {source})" if source else ""
+
+
+def _fail(origin: Origin, key: str, value, accepted: str) -> None:
+    raise ConfigError(f"{key}={_shown(value)}{_where(origin, key)}: expected {accepted}", key=key)
+
+
+def _contradiction(origin: Origin, key: str, value, other: str, other_value, why: str) -> None:
+    raise ConfigError(
+        f"{key}={_shown(value)}{_where(origin, key)} contradicts {other}={_shown(other_value)}"
+        f"{_where(origin, other)}: {why}",
+        key=key,
+    )

@@ -1,0 +1,66 @@
+"""Training progress for a person: a bar on a terminal, plain lines in a log file."""
+
+import sys
+import time
+
+from tqdm import tqdm
+
+
+class TrainingProgress:
+    """Shows the run's progress on stderr.
+
+    On a terminal: a tqdm bar with the latest loss and learning rate. Elsewhere (a log file,
+    a pipe, a batch scheduler's output): a bar's redraws would fill the file with carriage
+    returns, so each `log` call prints one line with the iteration, the losses, the speed
+    and the time left instead.
+    """
+
+    def __init__(self, total: int, initial: int, enabled: bool, stream=None):
+        self.total = total
+        self.enabled = enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self.interactive = enabled and self.stream.isatty()
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            desc="train",
+            dynamic_ncols=True,
+            file=self.stream,
+            disable=not self.interactive,
+        )
+        self.start_iteration, self.start_time = initial, time.perf_counter()
+
+    def step(self) -> None:
+        self.bar.update(1)
+
+    def log(self, iteration: int, losses: dict[str, float], lr: float) -> None:
+        """losses: the logged terms; "loss" is their sum."""
+        if self.interactive:
+            self.bar.set_postfix(loss=f"{losses['loss']:.3f}", lr=f"{lr:.2e}")
+            return
+        if not self.enabled:
+            return
+        done = iteration - self.start_iteration
+        seconds_per_iter = (time.perf_counter() - self.start_time) / max(done, 1)
+        remaining = seconds_per_iter * (self.total - iteration)
+        terms = " ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in losses.items() if k != "loss")
+        print(
+            f"iteration {iteration}/{self.total}  loss {losses['loss']:.3f} ({terms})  lr {lr:.2e}  "
+            f"{seconds_per_iter:.2f} s/it  ETA {_clock(remaining)}",
+            file=self.stream,
+            flush=True,
+        )
+
+    def write(self, message: str) -> None:
+        """A line of its own (between bar redraws on a terminal)."""
+        if self.enabled:
+            tqdm.write(message, file=self.stream)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}"
