@@ -139,7 +139,7 @@ def test_python_dash_m_runs_the_cli(tmp_path):
         "-m",
         "maskrcnn",
         "predict",
-        "x.png",
+        str(write_images(tmp_path / "images")),  # the command line checks that the inputs exist first
         "--weights",
         str(missing),
         "--out",

@@ -1,39 +1,103 @@
 """The `maskrcnn` command line: a thin argparse front end that dispatches to engine functions.
 
-Commands: predict, train, eval, make-shapes. Each is one `_add_<name>` function that
-declares its arguments and sets `run` to a callable taking the parsed namespace and
-returning the exit code; the work lives in the engine module named after the command
-(`maskrcnn.engine.predict`, `train_command`, `evaluate_command`). To add a command, write
-its `_add_<name>` and list it in SUBCOMMANDS.
+Commands: predict, train, eval, export, make-shapes. Each is one `_add_<name>` function that
+declares its arguments and sets `run` to a callable taking the parsed namespace and returning
+the exit code; the work lives in the engine module named after the command
+(`maskrcnn.engine.predict`, `train_command`, `evaluate_command`, `export_command`,
+`make_shapes_command`). To add a command, write its `_add_<name>` and list it in SUBCOMMANDS.
+
+What the user gives is checked before any work (`cli_checks`): option values as argparse reads
+them, paths when a command starts, so that a wrong one is one line `error: <option> <value>:
+<problem>` and exit code 2, never a traceback, and never after minutes of set-up. A misspelt
+option or a missing one prints the subcommand's usage and the error line ("did you mean ...?";
+`cli_parser`).
 """
 
 import argparse
 import contextlib
+import os
+import signal
 import sys
 import warnings
 
 from tqdm import tqdm
 
 from maskrcnn import __version__
+from maskrcnn import cli_options as options
+from maskrcnn.cli_checks import (
+    Number,
+    OneOf,
+    OptionError,
+    WholeNumber,
+    existing_file,
+    existing_path,
+    one_line,
+    output_file,
+    output_folder,
+)
+from maskrcnn.cli_parser import CommandParser, UsageError, unrecognized
 from maskrcnn.config import DataConfig
-from maskrcnn.modeling.mask_rcnn import PREDICT_SCORE_THRESHOLD
-from maskrcnn.precision import PRECISIONS, strict_precision
+from maskrcnn.engine.stop import Interrupted, signals_raise_interrupted
+from maskrcnn.precision import strict_precision
+
+EXIT_USAGE = 2
+# make-shapes writes about 100 kB and takes about 20 ms per image: 100000 is 10 GB and half an hour.
+MAX_SHAPES_IMAGES = 100_000
+MAX_VIS = 10_000
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv` (default: sys.argv[1:]) and run the chosen subcommand; returns the exit code."""
     parser = build_parser()
     try:
-        args, extras = parser.parse_known_args(argv)
-        # key=value overrides may also follow the options (argparse stops collecting them there).
-        if extras and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extras):
-            args.overrides = [*args.overrides, *extras]
-        elif extras:
-            parser.error(f"unrecognized arguments: {' '.join(extras)}")
-    except SystemExit as exit_:  # --help, --version or a usage error: argparse has printed it
-        return exit_.code if isinstance(exit_.code, int) else 2
-    with plain_warnings(), strict_precision(getattr(args, "strict", False)):
-        return args.run(args)
+        args = parse_args(argv, parser)
+    except SystemExit as exit_:  # --help or --version: argparse has printed it
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    except UsageError as error:
+        _report(error.parser.format_usage() + f"error: {error}")
+        return EXIT_USAGE
+    except OptionError as error:
+        _report(f"error: {error}")
+        return EXIT_USAGE
+    with plain_warnings(), strict_precision(getattr(args, "strict", False)), signals_raise_interrupted():
+        try:
+            return args.run(args)
+        except OptionError as error:
+            _report(f"error: {error}")
+            return EXIT_USAGE
+        except (KeyboardInterrupt, Interrupted) as stop:
+            # Output files are written whole or not at all (files.atomic_output): one line is all.
+            stop = stop if isinstance(stop, Interrupted) else Interrupted(signal.SIGINT)
+            _report(str(stop))
+            return stop.exit_code
+        except Exception as error:  # a bug: one line, unless asked for the traceback
+            if os.environ.get("MASKRCNN_TRACEBACK"):
+                raise
+            _report(
+                f"error: {type(error).__name__}: {one_line(error)} (unexpected: please report it; "
+                "MASKRCNN_TRACEBACK=1 shows where it happened)"
+            )
+            return 1
+
+
+def parse_args(argv: list[str] | None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """The command line as `main` reads it (argparse's, with key=value overrides also after the
+    options); raises UsageError or OptionError."""
+    parser = parser or build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if not extras:
+        return args
+    # key=value overrides may also follow the options (argparse stops collecting them there).
+    if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extras):
+        args.overrides = [*args.overrides, *extras]
+        return args
+    raise unrecognized(parser.subcommand_parsers[args.command], extras)
+
+
+def _report(message: str) -> None:
+    """Print on stderr, once: under torchrun only the first process says it."""
+    if os.environ.get("RANK", "0") == "0":
+        print(message, file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -53,39 +117,40 @@ def plain_warnings():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="maskrcnn", description="Mask R-CNN in plain PyTorch.")
+    parser = CommandParser(prog="maskrcnn", description="Mask R-CNN in plain PyTorch.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.subcommand_parsers = {}
     for add in SUBCOMMANDS:
-        add(subcommands)
+        command = add(subcommands)
+        parser.subcommand_parsers[command.prog.split()[-1]] = command
     return parser
 
 
-def _add_predict(subcommands) -> None:
+def _add_predict(subcommands) -> argparse.ArgumentParser:
     parser = subcommands.add_parser(
         "predict",
         help="detect objects in images; write overlays and COCO results JSON",
         description=(
             "Detect objects in images and write, in --out, <stem>.png overlays, predictions.json "
-            "(COCO results with RLE masks, or polygons with --polygons) and images.json. Exit code "
-            "1 if some images could not be read, 2 if nothing could run."
+            "(COCO results with RLE masks, or polygons with --polygons), images.json and "
+            "predict_files.json (what this run wrote: the next run into the same folder removes "
+            "the earlier run's files it does not write again). Exit code 1 if some images could "
+            "not be read, 2 if nothing could run."
         ),
     )
     parser.add_argument(
         "inputs",
         nargs="+",
         metavar="IMAGE_OR_DIR",
-        help="image files, or directories to scan (not recursively)",
+        help="image files, or folders whose image files are read (not recursively; hidden and "
+        "other files are skipped)",
     )
-    parser.add_argument(
-        "--weights", required=True, metavar="FILE", help="maskrcnn checkpoint or torchvision state dict"
-    )
-    parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
-    _add_score_threshold(parser)
-    parser.add_argument(
-        "--device", choices=("cpu", "cuda", "auto"), default="auto", help="auto: CUDA if available"
-    )
-    _add_precision(parser)
+    options.add_weights(parser)
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    options.add_score_threshold(parser)
+    options.add_device(parser)
+    options.add_precision(parser)
     parser.add_argument(
         "--polygons",
         action="store_true",
@@ -93,16 +158,21 @@ def _add_predict(subcommands) -> None:
     )
     parser.add_argument(
         "--max-image-pixels",
-        type=_non_negative_int,
+        type=WholeNumber(0),
         default=DataConfig.max_image_pixels,
         metavar="N",
-        help="refuse, before decoding, images whose header claims more pixels "
-        f"(width x height x planes; default {DataConfig.max_image_pixels}, 0: no limit)",
+        help="refuse, before decoding, images whose header claims more pixels (width x height x "
+        "planes; 0: no limit)",
     )
     parser.set_defaults(run=_run_predict)
+    return parser
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    options.check_weights(args.weights)
+    for path in args.inputs:
+        existing_path("IMAGE_OR_DIR", path)
+    output_folder("--out", args.out)
     # Each command imports its engine module when run, so none pays for the others' imports.
     from maskrcnn.engine.predict import predict_command
 
@@ -118,29 +188,77 @@ def _run_predict(args: argparse.Namespace) -> int:
     )
 
 
-def _add_train(subcommands) -> None:
-    parser = subcommands.add_parser("train", help="train on a COCO-format dataset")
-    parser.add_argument("config", help="a YAML config, e.g. configs/shapes.yaml")
-    parser.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. solver.base_lr=0.01"
+def _add_train(subcommands) -> argparse.ArgumentParser:
+    parser = subcommands.add_parser(
+        "train",
+        help="train on a COCO-format dataset",
+        description=(
+            "Train Mask R-CNN as a YAML config says, with key=value overrides of any config key; the "
+            "options below are shorthands for the data.* keys, output_dir and solver.max_iter. Writes "
+            "into the run folder (--out) last.pt, model_final.pt, metrics.jsonl, metrics.json (with a "
+            "validation split) and loss_curves.png. A folder that holds a run is refused unless "
+            "--resume or --overwrite says what to do with it. Exit code 2 if the run could not start."
+        ),
     )
-    parser.add_argument("--train-json")
-    parser.add_argument("--train-images")
-    parser.add_argument("--val-json")
-    parser.add_argument("--val-images")
-    parser.add_argument("--out", help="run folder (output_dir)")
-    parser.add_argument("--max-iter", type=int)
-    parser.add_argument("--resume", action="store_true", help="continue from the run folder's last.pt")
-    _add_strict(parser)
+    options.add_config(parser, "a YAML config, e.g. configs/shapes.yaml")
+    parser.add_argument(
+        "--train-json",
+        metavar="FILE",
+        help="COCO instance annotations of the training split (default: the config's data.train_json)",
+    )
+    parser.add_argument(
+        "--train-images",
+        metavar="DIR",
+        help="folder of the training images (default: the config's data.train_images)",
+    )
+    parser.add_argument(
+        "--val-json",
+        metavar="FILE",
+        help="annotations of the validation split, scored at the end of the run (default: the "
+        "config's data.val_json, unless --train-json is given: then no validation split)",
+    )
+    parser.add_argument(
+        "--val-images",
+        metavar="DIR",
+        help="folder of the validation images (default: the config's data.val_images)",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="run folder, created if missing (default: the config's output_dir)",
+    )
+    parser.add_argument(
+        "--max-iter",
+        type=WholeNumber(1),
+        metavar="N",
+        help="training iterations (default: the config's solver.max_iter)",
+    )
+    parser.add_argument(
+        "--budget-minutes",
+        type=Number(0.1, 100000),
+        metavar="M",
+        help="fit the run to M minutes of wall time, set-up and final evaluation included: the "
+        "iterations follow the measured step time, the schedule keeps the config's proportions "
+        "(solver.budget_minutes; replaces the config's solver.max_iter; default: no budget)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last.pt, exactly as if it had not stopped",
+    )
     parser.add_argument(
         "--overwrite",
         action="store_true",
         help="replace the run already in --out (its checkpoints, logs and plots) instead of refusing",
     )
     parser.add_argument(
-        "--skip-bad-images", action="store_true", help="skip unreadable images with a warning"
+        "--skip-bad-images",
+        action="store_true",
+        help="skip missing or unreadable images with a warning instead of stopping",
     )
+    options.add_strict(parser)
     parser.set_defaults(run=_run_train)
+    return parser
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -155,27 +273,62 @@ def _run_train(args: argparse.Namespace) -> int:
         val_images=args.val_images,
         out=args.out,
         max_iter=args.max_iter,
+        budget_minutes=args.budget_minutes,
         resume=args.resume,
         overwrite=args.overwrite,
         skip_bad_images=args.skip_bad_images,
     )
 
 
-def _add_eval(subcommands) -> None:
-    parser = subcommands.add_parser("eval", help="COCO box and mask AP on a COCO-format split")
-    parser.add_argument("config", help="a YAML config (its validation split is the default)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    parser.add_argument("--weights", help="the model to evaluate")
-    parser.add_argument("--json", help="annotations (default: data.val_json)")
-    parser.add_argument("--images", help="image folder (default: data.val_images)")
-    parser.add_argument("--out", help="folder for results.json, metrics.json and plots")
-    parser.add_argument("--results", help="evaluate this COCO results file instead of running a model")
-    parser.add_argument(
-        "--vis", type=int, default=0, metavar="N", help="write N ground-truth/prediction pairs"
+def _add_eval(subcommands) -> argparse.ArgumentParser:
+    parser = subcommands.add_parser(
+        "eval",
+        help="COCO box and mask AP on a COCO-format split",
+        description=(
+            "COCO box and mask AP of a model (--weights) or of saved detections (--results) on a "
+            "COCO-format split, scored against its annotations as training cleans them. Writes, in "
+            "--out, results.json (the model's detections), metrics.json, precision_recall.png, "
+            "vis/ (with --vis) and eval_files.json (what this run wrote: the next run into the same "
+            "folder removes the earlier run's files it does not write again). Exit code 2 if "
+            "nothing could be scored."
+        ),
     )
-    parser.add_argument("--device", default="auto")
-    _add_precision(parser)
+    options.add_config(parser, "a YAML config; its data.val_json and data.val_images are the default split")
+    parser.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="the model to evaluate: a maskrcnn checkpoint or a torchvision state dict (no default: "
+        "give it or --results)",
+    )
+    parser.add_argument(
+        "--json",
+        metavar="FILE",
+        help="COCO annotations to score against (default: the config's data.val_json)",
+    )
+    parser.add_argument(
+        "--images", metavar="DIR", help="folder of the split's images (default: the config's data.val_images)"
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output folder, created if missing (default: the config's output_dir/eval)",
+    )
+    parser.add_argument(
+        "--results",
+        metavar="FILE",
+        help="score this COCO results file instead of running a model (default: run --weights)",
+    )
+    parser.add_argument(
+        "--vis",
+        type=WholeNumber(0, MAX_VIS),
+        default=0,
+        metavar="N",
+        help=f"write ground-truth/prediction pictures of the first N images to --out/vis (at most {MAX_VIS})",
+    )
+    options.add_device(parser)
+    options.add_precision(parser)
     parser.set_defaults(run=_run_eval)
+    return parser
 
 
 def _run_eval(args: argparse.Namespace) -> int:
@@ -195,22 +348,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     )
 
 
-def _add_make_shapes(subcommands) -> None:
-    parser = subcommands.add_parser("make-shapes", help="write the synthetic shapes dataset (COCO format)")
-    parser.add_argument("out")
-    parser.add_argument("--train", type=int, default=1000)
-    parser.add_argument("--val", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.set_defaults(run=_run_make_shapes)
-
-
-def _run_make_shapes(args: argparse.Namespace) -> int:
-    from maskrcnn.engine.train_command import make_shapes_command
-
-    return make_shapes_command(args.out, args.train, args.val, args.seed)
-
-
-def _add_export(subcommands) -> None:
+def _add_export(subcommands) -> argparse.ArgumentParser:
     parser = subcommands.add_parser(
         "export",
         help="export a model to ONNX (dynamic image size, pasted masks in the graph)",
@@ -222,25 +360,39 @@ def _add_export(subcommands) -> None:
             "that check fails, 2 if nothing was written."
         ),
     )
-    parser.add_argument("out", metavar="OUT.onnx")
+    parser.add_argument("out", metavar="OUT.onnx", help="the file to write (replaced if it exists)")
+    options.add_weights(parser)
     parser.add_argument(
-        "--weights", required=True, metavar="FILE", help="maskrcnn checkpoint or torchvision state dict"
+        "--format", type=OneOf("onnx"), default="onnx", help="the file format; ONNX (opset 17) only"
     )
-    parser.add_argument("--format", choices=("onnx",), default="onnx")
-    parser.add_argument("--check-image", metavar="IMAGE", help="compare on this image (default: random)")
+    parser.add_argument(
+        "--check-image",
+        metavar="IMAGE",
+        help="compare the file with the eager model on this image (default: a random image at the "
+        "model's input size)",
+    )
     parser.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime comparison")
-    _add_score_threshold(parser)
+    options.add_score_threshold(parser)
     parser.add_argument(
         "--intensity",
-        choices=("range", "minmax", "percentile"),
+        type=OneOf("range", "minmax", "percentile"),
         help="the graph's intensity normalization, for a model whose model.input.intensity is "
-        "'auto' (default there: range, input in [0, 1]); minmax and percentile take raw intensities "
-        "and normalize each channel inside the graph",
+        "'auto' (default: the model's own setting; range for 'auto', input in [0, 1]); minmax and "
+        "percentile take raw intensities and normalize each channel inside the graph",
     )
     parser.set_defaults(run=_run_export)
+    return parser
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    options.check_weights(args.weights)
+    output_file("OUT.onnx", args.out)
+    if args.check_image is not None:
+        if args.no_check:
+            raise OptionError(
+                "--check-image names an image to compare on and --no-check skips the comparison: give one"
+            )
+        existing_file("--check-image", args.check_image)
     from maskrcnn.engine.export_command import export_command
 
     return export_command(
@@ -254,54 +406,44 @@ def _run_export(args: argparse.Namespace) -> int:
     )
 
 
-def _add_score_threshold(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--score-threshold",
-        type=_probability,
-        default=PREDICT_SCORE_THRESHOLD,
-        help="keep detections scoring at least this, in [0, 1] (default %(default)s, as model.predict)",
+def _add_make_shapes(subcommands) -> argparse.ArgumentParser:
+    parser = subcommands.add_parser(
+        "make-shapes",
+        help="write the synthetic shapes dataset (COCO format)",
+        description=(
+            "Write the built-in synthetic dataset (circles, squares and triangles on noisy "
+            "backgrounds, 256x192 PNG images) in COCO format: OUT/annotations/instances_train.json, "
+            "OUT/annotations/instances_val.json and the image folders OUT/train and OUT/val. The same "
+            "seed gives the same files. Prints the files it wrote."
+        ),
     )
-
-
-def _add_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", metavar="OUT", help="the dataset folder (created if missing)")
     parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="fp32",
-        help="bf16: bfloat16 autocast, several times faster on CPUs with bfloat16 "
-        "instructions (AVX-512 BF16, AMX), 10-100x slower elsewhere; fp16: CUDA; auto: fp16 on CUDA, "
-        "on the CPU bf16 where it is fast, else fp32 (default fp32)",
+        "--train",
+        type=WholeNumber(1, MAX_SHAPES_IMAGES),
+        default=1000,
+        metavar="N",
+        help="training images",
     )
-    _add_strict(parser)
-
-
-def _add_strict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--strict",
-        action="store_true",
-        help="refuse a precision that is slow on this hardware (fp16 on a CPU, bf16 on a CPU without "
-        "bfloat16 instructions) instead of warning about it",
+        "--val",
+        type=WholeNumber(1, MAX_SHAPES_IMAGES),
+        default=100,
+        metavar="N",
+        help="validation images",
     )
+    parser.add_argument(
+        "--seed", type=WholeNumber(0), default=0, metavar="N", help="random seed of the drawings"
+    )
+    parser.set_defaults(run=_run_make_shapes)
+    return parser
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
-    return value
+def _run_make_shapes(args: argparse.Namespace) -> int:
+    output_folder("OUT", args.out)
+    from maskrcnn.engine.make_shapes_command import make_shapes_command
 
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
-    return value
+    return make_shapes_command(args.out, args.train, args.val, args.seed)
 
 
 SUBCOMMANDS = [_add_predict, _add_train, _add_eval, _add_export, _add_make_shapes]

@@ -133,6 +133,13 @@ class SolverConfig:
     gamma: float = 0.1
     warmup_iters: int = 1000
     warmup_factor: float = 0.001
+    # "step" (the paper's: drops by gamma at `steps`), "linear" or "cosine" decay to zero;
+    # warm-up and steps are read as fractions of max_iter, so they scale with the run.
+    schedule: str = "step"
+    # > 0: the whole run (set-up, steps, final evaluation) fits in this many minutes; the
+    # number of iterations is fitted from the measured step time and max_iter only gives
+    # the schedule's proportions.
+    budget_minutes: float = 0.0
     clip_grad_norm: float = 0.0  # 0 disables clipping
     # "fp32", or "bf16"/"fp16" autocast; "auto": fp16 on CUDA, bf16 on a CPU with
     # bfloat16 instructions (AVX-512 BF16 or AMX), else fp32

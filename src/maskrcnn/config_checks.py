@@ -124,6 +124,8 @@ TRAIN_RULES = {
     "solver.gamma": POSITIVE,
     "solver.warmup_iters": _number(low=0, integer=True),
     "solver.warmup_factor": _number(above=0, high=1),
+    "solver.schedule": _choice("step", "linear", "cosine"),
+    "solver.budget_minutes": NON_NEGATIVE,
     "solver.clip_grad_norm": NON_NEGATIVE,
     "solver.precision": _choice("fp32", "bf16", "fp16", "auto"),
     "solver.checkpoint_period": COUNT,

@@ -71,3 +71,69 @@ def test_use_fused_sgd_after_loading_a_state_saved_without_it():
         optimizer.load_state_dict(saved)
         use_fused_sgd(optimizer, loss_scaling)
         assert optimizer.param_groups[0]["fused"] is want
+
+
+def test_a_schedule_keeps_its_proportions_at_any_length():
+    from maskrcnn.engine.schedule import Schedule
+
+    solver = SolverConfig(max_iter=2000, warmup_iters=100, steps=(1550, 1850))
+    same = Schedule.from_solver(solver)
+    assert [same.factor(i) for i in range(2000)] == [learning_rate_factor(i, solver) for i in range(2000)]
+    longer = same.with_total(3000)
+    assert longer.warmup_iters == 150 and longer.steps == (2325, 2775)
+    assert longer.factor(2324) == pytest.approx(1.0) and longer.factor(2325) == pytest.approx(0.1)
+    assert longer.factor(75) == pytest.approx(same.factor(50))
+
+
+@pytest.mark.parametrize("shape", ["linear", "cosine"])
+def test_decay_shapes_reach_zero_at_the_end(shape):
+    import math
+
+    from maskrcnn.engine.schedule import Schedule
+
+    schedule = Schedule.from_solver(SolverConfig(max_iter=1000, warmup_iters=0, schedule=shape))
+    values = [schedule.factor(i) for i in range(0, 1001, 100)]
+    assert values[0] == pytest.approx(1.0) and values[-1] == pytest.approx(0.0, abs=1e-12)
+    assert all(a > b for a, b in zip(values, values[1:]))
+    middle = 0.5 if shape == "linear" else 0.5 * (1 + math.cos(math.pi / 2))
+    assert schedule.factor(500) == pytest.approx(middle)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_fit_follows_the_step_time_and_shortens_the_run_in_a_slow_spell():
+    from maskrcnn.engine.schedule import BudgetFitter
+
+    clock = Clock()
+    fitter = BudgetFitter(600.0, reserve_seconds=60.0, clock=clock, started=clock.now, skip=2, window=5)
+    clock.now += 20  # set-up
+    for _ in range(2):  # the first steps are slow and not counted
+        fitter.record(5.0)
+        clock.now += 5.0
+    assert not fitter.ready
+    for _ in range(10):
+        fitter.record(1.0)
+        clock.now += 1.0
+    # 600 s - 40 s spent - 60 s reserved = 500 more steps of 1 s after the 12 done
+    assert fitter.fit(12) == 12 + 500
+    for _ in range(5):  # the machine slows down to 2 s per step
+        fitter.record(2.0)
+        clock.now += 2.0
+    assert fitter.fit(17) == 17 + int((600 - 50 - 60) // 2.0)
+    clock.now += 10_000  # past the budget: the run ends where it is, never a negative run
+    assert fitter.fit(17) == 17
+
+
+def test_a_resumed_fit_counts_what_the_earlier_run_spent():
+    from maskrcnn.engine.schedule import BudgetFitter
+
+    clock = Clock()
+    fitter = BudgetFitter(600.0, 0.0, clock, started=clock.now, spent_before=300.0, skip=0)
+    fitter.record(3.0)
+    assert fitter.elapsed() == 300.0 and fitter.fit(100) == 100 + 100

@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 
 from maskrcnn.data.shapes import make_shapes
 from maskrcnn.engine.metrics import read_metrics
+from maskrcnn.engine.stop import Interrupted
 from maskrcnn.engine.trainer import NonFiniteLossError, train
 from maskrcnn.interop.load import load_model
 from maskrcnn.modeling.mask_rcnn import MaskRCNN
@@ -88,22 +89,36 @@ def test_non_finite_loss_stops_with_the_term_and_keeps_the_last_checkpoint(shape
     assert torch.load(output / "last.pt", weights_only=True)["iteration"] == 2
 
 
-def test_sigterm_saves_the_current_iteration_and_resume_finishes(shapes, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1], ids=lambda s: s.name)
+def test_a_signal_to_the_process_group_saves_the_last_iteration_and_exits_as_a_shell_expects(
+    shapes, tmp_path, signum
+):
+    """What `timeout`, SLURM's scancel and Ctrl-C do: the signal reaches every process of the
+    job, DataLoader workers included."""
     output = tmp_path / "interrupted"
-    overrides = [str(CONFIG), *_override_args(shapes, output, "solver.max_iter=400")]
+    overrides = [str(CONFIG), *_override_args(shapes, output, "solver.max_iter=400", "data.num_workers=1")]
     script = "import sys; from maskrcnn.cli import main; sys.exit(main(['train', *sys.argv[1:]]))"
-    process = subprocess.Popen([sys.executable, "-c", script, *overrides], stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, *overrides], stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     metrics = output / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
         time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
+    os.killpg(process.pid, signum)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr
+    assert process.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr and "killed by signal" not in stderr, stderr
     saved = torch.load(output / "last.pt", weights_only=True)["iteration"]
     assert 2 <= saved < 400
+    assert f"stopped by {signal.Signals(signum).name} at iteration {saved}" in stderr
+    assert "--resume" in stderr.splitlines()[-1]
     assert len([r for r in read_metrics(metrics) if "loss" in r]) == saved
     assert not (output / "model_final.pt").exists()
+    if signum == signal.SIGTERM:  # and the run continues from there
+        train(tiny_config(shapes, output, f"solver.max_iter={saved + 2}"), resume=True)
+        losses = [r["iteration"] for r in read_metrics(metrics) if "loss" in r]
+        assert losses == list(range(1, saved + 3))
 
 
 def _override_args(shapes: Path, output: Path, *extra: str) -> list[str]:
@@ -254,3 +269,61 @@ def test_a_second_run_into_the_same_folder_is_refused_unless_replaced(shapes, tm
     # every line of the log is strict JSON (AP of an absent size range is null, not NaN)
     for line in before.splitlines():
         json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in metrics.jsonl"))
+
+
+class FakeTime:
+    """time for the trainer: a clock that moves only when a training step runs."""
+
+    def __init__(self, step_seconds):
+        self.now, self.step_seconds, self.steps = 0.0, step_seconds, 0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    monotonic = perf_counter
+
+    def step(self) -> None:
+        self.steps += 1
+        self.now += self.step_seconds(self.steps)
+
+
+def _budgeted_run(shapes, output, monkeypatch, step_seconds, stop_at=None, resume=False):
+    from maskrcnn.engine import trainer as trainer_module
+
+    clock = FakeTime(step_seconds)
+    original = MaskRCNN.losses
+
+    def timed(self, images, targets):
+        clock.step()
+        if stop_at is not None and clock.steps == stop_at:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return original(self, images, targets)
+
+    monkeypatch.setattr(trainer_module, "time", clock)
+    monkeypatch.setattr(MaskRCNN, "losses", timed)
+    budget = ("solver.budget_minutes=0.5", "data.val_json=''", "solver.log_period=5")
+    config = tiny_config(shapes, output, *budget)
+    train(config, resume=resume)
+    return torch.load(output / "last.pt", weights_only=True)
+
+
+def test_a_budget_fits_the_run_to_the_measured_step_time(shapes, tmp_path, monkeypatch, capsys):
+    steady = _budgeted_run(shapes, tmp_path / "steady", monkeypatch, lambda step: 1.0)
+    # 30 s, 5 s kept for the end, 1 s per step: 25 steps
+    assert steady["iteration"] == steady["schedule_total"] == 25
+    assert steady["budget_spent"] <= 30 - 5
+    assert "budget 0.5 min: fitted" in capsys.readouterr().err
+    slow = _budgeted_run(shapes, tmp_path / "slow", monkeypatch, lambda step: 1.0 if step <= 10 else 3.0)
+    assert slow["iteration"] < steady["iteration"]
+    assert slow["budget_spent"] <= 30 - 5 + 3.0  # at most the step that was running
+
+
+def test_a_budgeted_run_resumes_its_fit(shapes, tmp_path, monkeypatch):
+    output = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        _budgeted_run(shapes, output, monkeypatch, lambda step: 1.0, stop_at=8)
+    stopped = torch.load(output / "last.pt", weights_only=True)
+    assert stopped["iteration"] == 8 and stopped["budget_spent"] == pytest.approx(8.0)
+    resumed = _budgeted_run(shapes, output, monkeypatch, lambda step: 1.0, resume=True)
+    assert resumed["iteration"] == resumed["schedule_total"] == 25  # as the uninterrupted run
+    assert [r["iteration"] for r in logged_losses(output)] == list(range(5, 26, 5))

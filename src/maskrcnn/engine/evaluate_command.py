@@ -8,12 +8,23 @@ the metrics and the plots.
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
+from maskrcnn.cli_checks import (
+    OptionError,
+    config_origin,
+    existing_file,
+    existing_folder,
+    one_line,
+    output_folder,
+    shown,
+)
 from maskrcnn.config import ConfigError, load_config
 from maskrcnn.data.coco import CocoDataset
 from maskrcnn.data.coco_annotations import rle_problem
@@ -25,7 +36,9 @@ from maskrcnn.engine.evaluation import (
     predict_split,
     write_metrics,
 )
+from maskrcnn.engine.manifest import OutputManifest
 from maskrcnn.engine.results import write_json_atomic
+from maskrcnn.files import atomic_output
 from maskrcnn.interop.load import load_model
 from maskrcnn.interop.state_dicts import CheckpointError
 from maskrcnn.visualize import display_image, draw_instances
@@ -33,6 +46,7 @@ from maskrcnn.visualize import display_image, draw_instances
 RESULTS_FILE = "results.json"
 METRICS_FILE = "metrics.json"
 PR_PLOT_FILE = "precision_recall.png"
+VIS_FOLDER = "vis"
 
 
 def evaluate_command(
@@ -49,9 +63,19 @@ def evaluate_command(
 ) -> int:
     """Returns the exit code: 0 evaluated, 2 bad input (printed as one `error:` line).
 
+    The config, the paths and the options are checked before anything is read or built.
     Under torchrun (`torchrun --nproc_per_node N -m maskrcnn eval ...`) every process runs
     this: each predicts its share of the images; rank 0 alone prints and writes files.
     """
+    try:
+        config = load_config(config_path, list(overrides))
+        paths = _checked_paths(config, config_path, overrides, weights, annotation_json, image_dir)
+        paths = paths._replace(out=_checked_out(config, config_path, overrides, out_dir))
+        _check_options(weights, results_file, vis)
+    except (ConfigError, OptionError) as error:
+        if os.environ.get("RANK", "0") == "0":  # every process has the same problem: one line
+            print(f"error: {one_line(error)}", file=sys.stderr)
+        return 2
     try:
         context = distributed.setup(device)
     except (ValueError, RuntimeError) as error:  # an unknown or unavailable --device
@@ -61,67 +85,132 @@ def evaluate_command(
         if results_file:
             if not context.is_main:
                 return 0  # nothing to share: rank 0 scores the file
-            config = load_config(config_path, list(overrides))
-            dataset = _split(config, annotation_json, image_dir)
+            dataset = _split(config, paths)
             model, results = None, _read_results(results_file, dataset)
         else:
-            config, model, dataset = _model_and_split(
-                context, config_path, overrides, weights, annotation_json, image_dir
-            )
+            model, dataset = _model_and_split(context, config, weights, paths)
             results = predict_split(model, dataset, context, precision=precision)
         if not context.is_main:
             return 0
-        out = Path(out_dir or Path(config.output_dir) / "eval")
-        out.mkdir(parents=True, exist_ok=True)
-        if model is not None:
-            write_json_atomic(results, out / RESULTS_FILE)
         metrics, evaluations = evaluate_results(dataset, results)
     except (ConfigError, CheckpointError, ValueError, OSError) as error:
         if context.is_main:  # every process has the same problem, or has heard of it: one line
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     finally:
         distributed.teardown(context)
     print(format_metrics(metrics))
-    write_metrics(metrics, out / METRICS_FILE)
-    names = dict(zip(dataset.category_ids, dataset.class_names[1:]))
-    plot_precision_recall(evaluations, names, out / PR_PLOT_FILE)
-    if vis and model is not None:
-        write_side_by_side(model, dataset, vis, out / "vis", precision)
-    print(f"metrics, results and plots written to {out}")
+    try:
+        _write_outputs(paths.out, model, dataset, results, metrics, evaluations, vis, precision, results_file)
+    except (ValueError, OSError) as error:
+        print(f"error: {paths.out}: cannot write the outputs ({error})", file=sys.stderr)
+        return 2
+    print(f"metrics, results and plots written to {paths.out}")
     return 0
 
 
-def _split(config, annotation_json, image_dir, input_config=None) -> CocoDataset:
-    """The split to score: --json and --images, or the config's validation split."""
-    annotation_json = annotation_json or config.data.val_json
-    image_dir = image_dir or config.data.val_images
-    if not annotation_json:
-        raise ValueError("no annotations to evaluate against: give --json or data.val_json in the config")
-    dataset = CocoDataset(
-        annotation_json,
-        image_dir or "",
+class _Paths(NamedTuple):
+    annotations: str  # the annotation file to score against
+    images: str  # its image folder ("": file names are relative to the working folder)
+    out: Path | None = None  # the output folder
+
+
+def _checked_paths(config, config_path, overrides, weights, annotation_json, image_dir) -> _Paths:
+    """The split's files, from --json and --images or else the config, checked to exist; a
+    message names the option, or the config key and where its value came from."""
+    if annotation_json is not None:
+        existing_file("--json", annotation_json)
+    elif config.data.val_json:
+        annotation_json = config.data.val_json
+        existing_file(
+            "data.val_json", annotation_json, config_origin("data.val_json", config_path, overrides)
+        )
+    else:
+        raise OptionError("no annotations to evaluate against: give --json or data.val_json in the config")
+    images = image_dir if image_dir is not None else config.data.val_images
+    if weights and image_dir is not None:  # the images are read only to run a model
+        existing_folder("--images", image_dir)
+    elif weights and images:
+        existing_folder("data.val_images", images, config_origin("data.val_images", config_path, overrides))
+    return _Paths(annotation_json, images or "")
+
+
+def _checked_out(config, config_path, overrides, out_dir) -> Path:
+    if out_dir is not None:
+        return output_folder("--out", out_dir)
+    origin = config_origin("output_dir", config_path, overrides)
+    output_folder("output_dir", config.output_dir, origin)
+    out = Path(config.output_dir) / "eval"  # as --help says
+    if out.exists() and not out.is_dir():
+        raise OptionError(f"{shown('output_dir', config.output_dir, origin)}: {out} (eval's --out) is a file")
+    return out
+
+
+def _check_options(weights, results_file, vis: int) -> None:
+    if weights and results_file:
+        raise OptionError(
+            "--weights runs a model and --results scores saved detections instead: give one of them"
+        )
+    if not weights and not results_file:
+        raise OptionError("give --weights FILE (or --results FILE to evaluate saved detections)")
+    if results_file:
+        existing_file("--results", results_file)
+        if vis:
+            raise OptionError(f"--vis {vis}: draws a model's predictions; it needs --weights, not --results")
+
+
+def _split(config, paths: _Paths, input_config=None) -> CocoDataset:
+    """The split to score, its annotations cleaned as training cleans them."""
+    return CocoDataset(
+        paths.annotations,
+        paths.images,
         skip_bad_images=config.data.skip_bad_images,
         input_config=input_config,  # normalized as the model was trained
         max_image_pixels=config.data.max_image_pixels,
     )
-    return dataset
 
 
-def _model_and_split(context, config_path, overrides, weights, annotation_json, image_dir):
-    """The config, the model and the split, on every process; if any process cannot read
-    them, all raise (and none waits for the others in `predict_split`)."""
-    config = model = dataset = failure = None
+def _model_and_split(context, config, weights, paths: _Paths):
+    """The model and the split, on every process; if any process cannot read them, all raise
+    (and none waits for the others in `predict_split`)."""
+    model = dataset = failure = None
     try:
-        config = load_config(config_path, list(overrides))
-        if not weights:
-            raise ValueError("give --weights FILE (or --results FILE to evaluate saved detections)")
         model = load_model(weights, device=context.device)
-        dataset = _split(config, annotation_json, image_dir, model.config.input)
+        dataset = _split(config, paths, model.config.input)
     except (ConfigError, CheckpointError, ValueError, OSError) as error:
         failure = error
     distributed.raise_if_any_failed(failure, context)
-    return config, model, dataset
+    return model, dataset
+
+
+def _write_outputs(out: Path, model, dataset, results, metrics, evaluations, vis, precision, results_file):
+    """results.json (a model's), metrics.json, the plot and vis/, replacing an earlier eval's
+    outputs in `out` as a whole (engine/manifest.py)."""
+    out.mkdir(parents=True, exist_ok=True)
+    inputs = [dataset.annotation_file, *([results_file] if results_file else [])]
+    manifest = OutputManifest(out, "eval", _written_by_eval, keep=inputs)
+    pictures = vis_paths(dataset, vis, out / VIS_FOLDER) if model is not None else []
+    outputs = ([out / RESULTS_FILE] if model is not None else []) + [out / METRICS_FILE]
+    outputs += [out / PR_PLOT_FILE] if evaluations else []
+    manifest.begin([*outputs, *pictures])
+    if model is not None:
+        write_json_atomic(results, out / RESULTS_FILE)
+    write_metrics(metrics, out / METRICS_FILE)
+    names = dict(zip(dataset.category_ids, dataset.class_names[1:]))
+    plot_precision_recall(evaluations, names, out / PR_PLOT_FILE)
+    if pictures:
+        pictures = write_side_by_side(model, dataset, vis, out / VIS_FOLDER, precision)
+    removed = manifest.finish([*outputs, *pictures])
+    if removed:
+        print(f"removed {len(removed)} file{'s' * (len(removed) != 1)} of the earlier eval in {out}")
+
+
+def _written_by_eval(name: str) -> bool:
+    """What eval writes in its folder: its three files and the pictures of vis/."""
+    if name in (RESULTS_FILE, METRICS_FILE, PR_PLOT_FILE):
+        return True
+    folder, _, picture = name.partition("/")
+    return folder == VIS_FOLDER and "/" not in picture and picture.endswith(".png")
 
 
 def _read_results(path: str, dataset: CocoDataset) -> list[dict]:
@@ -176,10 +265,19 @@ def _is_finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def write_side_by_side(model, dataset: CocoDataset, count: int, out: Path, precision: str = "fp32") -> None:
-    """Ground truth on the left, predictions on the right, for the first `count` images."""
+def vis_paths(dataset: CocoDataset, count: int, out: Path) -> list[Path]:
+    """Where `write_side_by_side` draws the first `count` images: out/<image file stem>.png."""
+    return [out / f"{Path(record.file_name).stem}.png" for record in dataset.records[:count]]
+
+
+def write_side_by_side(
+    model, dataset: CocoDataset, count: int, out: Path, precision: str = "fp32"
+) -> list[Path]:
+    """Ground truth on the left, predictions on the right, for the first `count` images;
+    returns the pictures written (an unreadable image skipped with skip_bad_images has none)."""
     out.mkdir(parents=True, exist_ok=True)
-    for index in range(min(count, len(dataset))):
+    written = []
+    for index, path in enumerate(vis_paths(dataset, count, out)):
         sample = dataset[index]
         if sample is None:
             continue
@@ -206,4 +304,7 @@ def write_side_by_side(model, dataset: CocoDataset, count: int, out: Path, preci
         canvas = Image.new("RGB", (truth.width * 2 + 8, truth.height), (255, 255, 255))
         canvas.paste(truth, (0, 0))
         canvas.paste(predicted, (truth.width + 8, 0))
-        canvas.save(out / f"{Path(target['file_name']).stem}.png")
+        with atomic_output(path) as temporary:  # never a half-written picture
+            canvas.save(temporary, format="PNG")
+        written.append(path)
+    return written

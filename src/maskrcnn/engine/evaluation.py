@@ -8,7 +8,6 @@ scores as its repaired self instead of stopping pycocotools.
 import contextlib
 import io
 import itertools
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from tqdm import tqdm
 from maskrcnn.data.coco import CocoDataset
 from maskrcnn.data.coco_annotations import to_rle
 from maskrcnn.engine import distributed
-from maskrcnn.engine.results import detections_to_coco
+from maskrcnn.engine.results import detections_to_coco, write_json_atomic
 from maskrcnn.modeling.mask_rcnn import MaskRCNN
 
 SUMMARY_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -256,9 +255,5 @@ def _mean_over_classes(values: np.ndarray) -> np.ndarray:
 
 
 def write_metrics(metrics: dict, path: Path) -> None:
-    def clean(value):
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        return None if isinstance(value, float) and np.isnan(value) else value
-
-    path.write_text(json.dumps(clean(metrics), indent=2))
+    """metrics.json: strict JSON (an AP that does not exist, NaN, is null), written atomically."""
+    write_json_atomic(metrics, path, indent=2)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from maskrcnn.cli_checks import one_line
 from maskrcnn.data.images import load_image
 from maskrcnn.interop.load import load_model
 from maskrcnn.interop.state_dicts import CheckpointError
@@ -39,13 +40,17 @@ def export_command(
             file=sys.stderr,
         )
         return 2
+    try:  # first: an unreadable image should not cost loading the model
+        image = load_image(Path(check_image)) if check_image and check else None
+    except (ValueError, OSError) as error:
+        print(f"error: --check-image {one_line(error)}", file=sys.stderr)
+        return 2
     try:
         # The eager model normalizes as the graph will, so that the check compares like with like.
         model = with_export_intensity(load_model(weights, device="cpu"), intensity)
-        image = load_image(Path(check_image)) if check_image else None
         path = export_onnx(model, out, score_threshold=score_threshold)
     except (CheckpointError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     size_mb = path.stat().st_size / 2**20
     print(f"exported {weights} -> {path} ({size_mb:.1f} MiB, dynamic image size)")

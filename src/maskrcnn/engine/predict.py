@@ -4,6 +4,9 @@ Outputs in the output directory:
   <stem>.png         each image with its detections drawn
   predictions.json   COCO results entries (plus "file_name") for all images
   images.json        [{"id", "file_name", "height", "width"}] of the images that were read
+  predict_files.json the files this run wrote (engine/manifest.py): a later run into the same
+                     folder removes those it does not write again, so the folder never holds an
+                     overlay of an image that is not among its inputs
 
 Under torchrun (`torchrun --nproc_per_node N -m maskrcnn predict ...`) each process takes every
 N-th image from its rank and writes those overlays; rank 0 merges the JSON files, which are
@@ -19,10 +22,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from maskrcnn.cli_checks import one_line
 from maskrcnn.data.images import DEFAULT_MAX_IMAGE_PIXELS, load_image, to_image_tensor
 from maskrcnn.engine import distributed
 from maskrcnn.engine.evaluation import label_to_category
+from maskrcnn.engine.manifest import OutputManifest
 from maskrcnn.engine.results import detections_to_coco, write_json_atomic
+from maskrcnn.files import atomic_output
 from maskrcnn.interop.load import load_model
 from maskrcnn.interop.state_dicts import CheckpointError
 from maskrcnn.modeling.mask_rcnn import PREDICT_SCORE_THRESHOLD, MaskRCNN
@@ -42,6 +48,7 @@ class PredictionRun:
     images: list[dict] = field(default_factory=list)
     results: list[dict] = field(default_factory=list)
     errors: list[tuple[Path, str]] = field(default_factory=list)
+    overlays: list[Path] = field(default_factory=list)  # the overlay files written
 
 
 def predict_command(
@@ -71,7 +78,7 @@ def predict_command(
         )
     except (CheckpointError, ValueError, OSError) as error:
         if context.is_main:  # every process has the same problem, or has heard of it: one line
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {one_line(error)}", file=sys.stderr)
         return EXIT_FATAL
     finally:
         distributed.teardown(context)
@@ -87,7 +94,7 @@ def _predict(
     precision: str,
     max_image_pixels: int,
 ) -> int:
-    model, images, overlays = _prepare(context, inputs, weights, out_dir)
+    model, images, overlays, manifest = _prepare(context, inputs, weights, out_dir)
     # Each process takes every world_size-th image; ids are positions among all of them.
     share = slice(context.rank, None, context.world_size)
     ids = list(range(1, len(images) + 1))
@@ -113,15 +120,18 @@ def _predict(
     if context.is_main:
         run = merge_runs(runs)
         write_run(run, out_dir)
+        removed = manifest.finish([*run.overlays, out_dir / PREDICTIONS_FILE, out_dir / IMAGES_FILE])
+        if removed:
+            print(f"removed {len(removed)} file{'s' * (len(removed) != 1)} of the earlier run in {out_dir}")
         count, read = len(run.results), len(run.images)
         print(f"{count} detection{'s' * (count != 1)} in {read} of {len(images)} images -> {out_dir}")
     return EXIT_IMAGE_ERRORS if failed else EXIT_OK
 
 
 def _prepare(context: distributed.Context, inputs: list[str], weights: str, out_dir: Path):
-    """(model, images, overlay paths) on every process; if any process cannot have them, all
-    raise, so that none waits for the others later."""
-    model, images, overlays, failure = None, [], [], None
+    """(model, images, overlay paths, the output manifest (rank 0; else None)) on every
+    process; if any process cannot have them, all raise, so that none waits for the others later."""
+    model, images, overlays, manifest, failure = None, [], [], None, None
     try:
         images, skipped = find_images(inputs)
         if skipped and context.is_main:
@@ -131,10 +141,18 @@ def _prepare(context: distributed.Context, inputs: list[str], weights: str, out_
         overlays = overlay_paths(images, out_dir)
         model = load_model(weights, device=context.device)
         out_dir.mkdir(parents=True, exist_ok=True)
+        if context.is_main:  # before any process writes an overlay
+            manifest = OutputManifest(out_dir, "predict", _written_by_predict, keep=images)
+            manifest.begin([*overlays, out_dir / PREDICTIONS_FILE, out_dir / IMAGES_FILE])
     except (CheckpointError, ValueError, OSError) as error:
         failure = error
     distributed.raise_if_any_failed(failure, context)
-    return model, images, overlays
+    return model, images, overlays, manifest
+
+
+def _written_by_predict(name: str) -> bool:
+    """What predict writes in its folder: overlays and its two JSON files, never in a subfolder."""
+    return "/" not in name and (name.endswith(".png") or name in (PREDICTIONS_FILE, IMAGES_FILE))
 
 
 def merge_runs(runs: list[PredictionRun]) -> PredictionRun:
@@ -143,7 +161,8 @@ def merge_runs(runs: list[PredictionRun]) -> PredictionRun:
     # A stable sort by image keeps each image's detections in their order.
     results = sorted(itertools.chain.from_iterable(r.results for r in runs), key=lambda r: r["image_id"])
     errors = list(itertools.chain.from_iterable(r.errors for r in runs))
-    return PredictionRun(images, results, errors)
+    overlays = list(itertools.chain.from_iterable(r.overlays for r in runs))
+    return PredictionRun(images, results, errors, overlays)
 
 
 def write_run(run: PredictionRun, out_dir: Path) -> None:
@@ -184,6 +203,7 @@ def predict_to_directory(
             (detections,) = model.predict(image, precision, normalized=True, score_threshold=score_threshold)
             kept = {key: value.cpu() for key, value in detections.items()}
             _save_overlay(image, kept, model.class_names, overlay)
+            run.overlays.append(overlay)
         except (ValueError, OSError, torch.cuda.OutOfMemoryError) as error:
             run.errors.append((path, _problem(error, path)))
             tqdm.write(f"error: {path}: {_problem(error, path)}", file=sys.stderr)
@@ -203,10 +223,11 @@ def find_images(inputs: list[str]) -> tuple[list[Path], list[Path]]:
     """The images to run on, and what the directories held besides them.
 
     Files named explicitly are kept whatever their name (and even if missing, so the run
-    reports them). Inside a directory (not searched recursively), sorted by name, the files
-    with an IMAGE_EXTENSIONS suffix are images; hidden files (a leading dot: `.DS_Store`, or
-    the `._photo.jpg` that macOS writes beside each file on a foreign drive, which is no
-    JPEG), other files and subdirectories are skipped.
+    reports them; the command line refuses a missing one before it starts). Inside a
+    directory (not searched recursively), sorted by name, the files with an IMAGE_EXTENSIONS
+    suffix are images; hidden files (a leading dot: `.DS_Store`, or the `._photo.jpg` that
+    macOS writes beside each file on a foreign drive, which is no JPEG), other files and
+    subdirectories are skipped.
     """
     images, skipped = [], []
     for name in inputs:
@@ -261,7 +282,8 @@ def _save_overlay(image, detections: dict, class_names, path: Path) -> None:
         detections.get("masks"),
         class_names,
     )
-    overlay.save(path)
+    with atomic_output(path) as temporary:  # never a half-written picture
+        overlay.save(temporary, format="PNG")
 
 
 def _problem(error: Exception, path: Path) -> str:

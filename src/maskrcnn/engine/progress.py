@@ -33,10 +33,20 @@ class TrainingProgress:
     def step(self) -> None:
         self.bar.update(1)
 
-    def log(self, iteration: int, losses: dict[str, float], lr: float) -> None:
-        """losses: the logged terms; "loss" is their sum."""
+    def set_total(self, total: int) -> None:
+        """A run fitted to a time budget learns its length as it goes."""
+        self.total = total
+        self.bar.total = total
+        self.bar.refresh()
+
+    def log(
+        self, iteration: int, losses: dict[str, float], lr: float, budget_left: float | None = None
+    ) -> None:
+        """losses: the logged terms; "loss" is their sum. budget_left: seconds of a time budget."""
+        budget = f"  budget left {_clock(max(budget_left, 0))}" if budget_left is not None else ""
         if self.interactive:
-            self.bar.set_postfix(loss=f"{losses['loss']:.3f}", lr=f"{lr:.2e}")
+            extra = {"left": _clock(max(budget_left, 0))} if budget_left is not None else {}
+            self.bar.set_postfix(loss=f"{losses['loss']:.3f}", lr=f"{lr:.2e}", **extra)
             return
         if not self.enabled:
             return
@@ -46,7 +56,7 @@ class TrainingProgress:
         terms = " ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in losses.items() if k != "loss")
         print(
             f"iteration {iteration}/{self.total}  loss {losses['loss']:.3f} ({terms})  lr {lr:.2e}  "
-            f"{seconds_per_iter:.2f} s/it  ETA {_clock(remaining)}",
+            f"{seconds_per_iter:.2f} s/it  ETA {_clock(remaining)}{budget}",
             file=self.stream,
             flush=True,
         )

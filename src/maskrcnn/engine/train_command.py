@@ -1,7 +1,9 @@
-"""`maskrcnn train` and `maskrcnn make-shapes`."""
+"""`maskrcnn train`."""
 
+import json
 import sys
 
+from maskrcnn.cli_checks import OptionError, check_training_paths, one_line
 from maskrcnn.config import ConfigError, load_config
 from maskrcnn.interop.state_dicts import CheckpointError
 
@@ -16,6 +18,7 @@ def train_command(
     val_images: str | None = None,
     out: str | None = None,
     max_iter: int | None = None,
+    budget_minutes: float | None = None,
     resume: bool = False,
     overwrite: bool = False,
     skip_bad_images: bool = False,
@@ -30,29 +33,48 @@ def train_command(
         "data.val_images": val_images,
         "output_dir": out,
         "solver.max_iter": max_iter,
+        "solver.budget_minutes": budget_minutes,
         "data.skip_bad_images": True if skip_bad_images else None,
     }
     val_given = val_json is not None or any(o.startswith("data.val_json=") for o in overrides)
     if train_json is not None and not val_given:
         # The config's validation split belongs to the config's own data, not to this one.
-        flag_overrides.update({"data.val_json": "''", "data.val_images": "''"})
-    overrides = list(overrides) + [f"{k}={v}" for k, v in flag_overrides.items() if v is not None]
+        flag_overrides.update({"data.val_json": "", "data.val_images": ""})
+    user_overrides = list(overrides)
+    # JSON-quoted, so that a path such as `--out 2024` or `--out yes` stays a string (YAML reads JSON).
+    overrides = user_overrides + [f"{k}={json.dumps(v)}" for k, v in flag_overrides.items() if v is not None]
+    path_flags = {"--train-json": train_json, "--train-images": train_images, "--out": out}
+    path_flags.update({"--val-json": val_json, "--val-images": val_images})
     try:
+        _check_one_run_length(user_overrides, max_iter, budget_minutes)
         config = load_config(config_path, overrides)
-        if train_json is not None and not config.data.val_json:
-            print("no --val-json: training without a validation split (no AP is computed)")
         if not config.data.train_json or not config.data.train_images:
             raise ConfigError("no training data: give --train-json and --train-images")
+        check_training_paths(config, config_path, user_overrides, path_flags)
+        if train_json is not None and not config.data.val_json:
+            print("no --val-json: training without a validation split (no AP is computed)")
         train(config, resume=resume, overwrite=overwrite)
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError, NonFiniteLossError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (
+        ConfigError,
+        OptionError,
+        CheckpointError,
+        FileNotFoundError,
+        ValueError,
+        NonFiniteLossError,
+    ) as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     return 0
 
 
-def make_shapes_command(out: str, train: int, val: int, seed: int) -> int:
-    from maskrcnn.data.shapes import make_shapes
-
-    make_shapes(out, train, val, seed)
-    print(f"shapes dataset: {train} training and {val} validation images in {out}")
-    return 0
+def _check_one_run_length(overrides: list[str], max_iter: int | None, budget_minutes: float | None) -> None:
+    """A budget fits the number of iterations; an iteration count given beside it on the
+    command line would be silently ignored, so the two are refused together."""
+    iterations = max_iter is not None or any(o.startswith("solver.max_iter=") for o in overrides)
+    budget = budget_minutes is not None or any(o.startswith("solver.budget_minutes=") for o in overrides)
+    if iterations and budget:
+        given = "--max-iter" if max_iter is not None else "solver.max_iter="
+        raise ConfigError(
+            f"--budget-minutes and {given} both set the length of the run: drop one "
+            "(under a budget the iterations follow the measured step time)"
+        )

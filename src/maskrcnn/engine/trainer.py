@@ -23,7 +23,14 @@ from maskrcnn.engine.checkpoint import atomic_save, save_checkpoint
 from maskrcnn.engine.evaluation import evaluate_results, format_metrics, predict_split, write_metrics
 from maskrcnn.engine.metrics import MetricsLog, plot_losses
 from maskrcnn.engine.progress import TrainingProgress
-from maskrcnn.engine.schedule import learning_rate_factor
+from maskrcnn.engine.schedule import BudgetFitter, Schedule
+from maskrcnn.engine.stop import (
+    Interrupted,
+    StopRequest,
+    ignore_stop_signals,
+    shut_down_workers,
+    signal_name,
+)
 from maskrcnn.interop.init_weights import load_initial_weights
 from maskrcnn.modeling.mask_rcnn import MaskRCNN, build_model
 from maskrcnn.precision import autocast_context, autocast_dtype
@@ -45,27 +52,6 @@ class _LossesOnly(torch.nn.Module):
 
     def forward(self, images, targets):
         return self.model.losses(images, targets)
-
-
-class StopRequest:
-    """Turns SIGINT/SIGTERM into a flag checked between iterations."""
-
-    def __init__(self):
-        self.requested = False
-        self.previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError):  # not the main thread: no handlers
-                self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
 
 
 def build_training_data(config: TrainConfig, context: distributed.Context, start_iter: int):
@@ -100,6 +86,7 @@ def build_training_data(config: TrainConfig, context: distributed.Context, start
         num_workers=data.num_workers,
         collate_fn=collate,
         persistent_workers=data.num_workers > 0,
+        worker_init_fn=ignore_stop_signals,
     )
     return dataset, loader
 
@@ -154,10 +141,15 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
     An output directory that holds a run is continued with resume=True or replaced with
     overwrite=True (its run files are removed first); otherwise ValueError, so that a
     second run never mixes its logs and checkpoints into the first one's.
+
+    SIGINT, SIGTERM or SIGUSR1 (to this process or its whole process group, DataLoader
+    workers included) end the run after the current iteration: last.pt is saved and
+    `engine.stop.Interrupted` is raised, carrying the signal (exit code 128 + its number).
     """
     context = distributed.setup(config.device)
     try:
-        return _train(config, resume, overwrite, context)
+        with contextlib.ExitStack() as cleanup:
+            return _train(config, resume, overwrite, context, cleanup)
     finally:
         distributed.teardown(context)
 
@@ -184,7 +176,14 @@ def _clear_earlier_run(output_dir: Path, resume: bool, overwrite: bool, context)
     distributed.barrier(context)
 
 
-def _train(config: TrainConfig, resume: bool, overwrite: bool, context: distributed.Context) -> MaskRCNN:
+def _train(
+    config: TrainConfig,
+    resume: bool,
+    overwrite: bool,
+    context: distributed.Context,
+    cleanup: contextlib.ExitStack,
+) -> MaskRCNN:
+    started = time.monotonic()  # a time budget covers the set-up too
     output_dir = Path(config.output_dir)
     last_path = output_dir / LAST_CHECKPOINT
     _clear_earlier_run(output_dir, resume, overwrite, context)
@@ -229,6 +228,7 @@ def _train(config: TrainConfig, resume: bool, overwrite: bool, context: distribu
     # Creating the loader's iterator draws a seed from the global RNG: do it before the
     # RNG state of a resumed run is restored, exactly as an uninterrupted run did.
     batches = iter(loader)
+    cleanup.callback(shut_down_workers, batches)  # however the run ends
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -257,6 +257,8 @@ def _train(config: TrainConfig, resume: bool, overwrite: bool, context: distribu
                     "optimizer": optimizer.state_dict(),
                     "iteration": iteration,
                     "rng": states,
+                    "schedule_total": schedule.total,  # a run fitted to a budget resumes that fit
+                    **({"budget_spent": fitter.elapsed()} if fitter is not None else {}),
                     # float16's loss scale and growth counter: a resumed run scales as this one would
                     **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}),
                 },
@@ -266,21 +268,29 @@ def _train(config: TrainConfig, resume: bool, overwrite: bool, context: distribu
     scaler = torch.amp.GradScaler(context.device.type, enabled=loss_scaling)
     if checkpoint is not None and loss_scaling and "scaler" in checkpoint:
         scaler.load_state_dict(checkpoint["scaler"])
-    progress = TrainingProgress(solver.max_iter, start_iter, enabled=context.is_main)
-    iteration = start_iter
+    schedule = Schedule.from_solver(solver)
+    fitter = None
+    if solver.budget_minutes > 0:
+        if checkpoint is not None and "schedule_total" in checkpoint:  # continue the earlier fit
+            schedule = schedule.with_total(int(checkpoint["schedule_total"]))
+        spent = float(checkpoint.get("budget_spent", 0.0)) if checkpoint is not None else 0.0
+        reserve = _final_evaluation_seconds(model, validation, context)
+        fitter = BudgetFitter(solver.budget_minutes * 60, reserve, time.monotonic, started, spent)
+    progress = TrainingProgress(schedule.total, start_iter, enabled=context.is_main)
+    iteration, stopping = start_iter, False
     # closing: an error's message must not be glued to the end of a half-drawn bar
     with StopRequest() as stop, contextlib.closing(progress):
-        while iteration < solver.max_iter:
-            started = time.perf_counter()
+        while iteration < schedule.total:
+            started_step = time.perf_counter()
             images, targets = next(batches)
             images = [image.to(context.device, non_blocking=True) for image in images]
             targets = [
                 {k: v.to(context.device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets
             ]
-            data_time = time.perf_counter() - started
+            data_time = time.perf_counter() - started_step
             # The rate is a function of the iteration alone, so a resumed run follows it exactly.
             # (A torch LR scheduler would warn whenever float16 loss scaling skips a step.)
-            lr = solver.base_lr * learning_rate_factor(iteration, solver)
+            lr = solver.base_lr * schedule.factor(iteration)
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
@@ -297,16 +307,20 @@ def _train(config: TrainConfig, resume: bool, overwrite: bool, context: distribu
             scaler.step(optimizer)
             scaler.update()
             iteration += 1
+            if fitter is not None:
+                fitter.record(time.perf_counter() - started_step)
+                if fitter.ready:  # every step: a slow spell must shorten the run at once
+                    schedule = _refit(schedule, fitter, iteration, context, progress, solver)
 
-            if iteration % solver.log_period == 0 or iteration == solver.max_iter:
+            if iteration % solver.log_period == 0 or iteration == schedule.total:
                 values = distributed.all_reduce_mean({**losses, "loss": total}, context)
                 record = {"iteration": iteration, "lr": lr, **values}
-                record.update(time=time.perf_counter() - started, data_time=data_time)
+                record.update(time=time.perf_counter() - started_step, data_time=data_time)
                 log.write(record)
-                progress.log(iteration, values, lr)
+                progress.log(iteration, values, lr, fitter.remaining() if fitter is not None else None)
             progress.step()
 
-            if solver.eval_period and iteration % solver.eval_period == 0 and iteration < solver.max_iter:
+            if solver.eval_period and iteration % solver.eval_period == 0 and iteration < schedule.total:
                 _evaluate(model, validation, config, log, iteration, context, final=False)
                 model.train()
 
@@ -314,9 +328,16 @@ def _train(config: TrainConfig, resume: bool, overwrite: bool, context: distribu
             if stopping or iteration % solver.checkpoint_period == 0:
                 save(last_path, iteration)
             if stopping:
-                progress.write(f"stopped at iteration {iteration}; resume with --resume")
                 break
-    if iteration >= solver.max_iter:
+    if stopping:
+        log.close()
+        signum = stop.signum or signal.SIGTERM  # a rank another rank's signal stopped
+        raise Interrupted(
+            signum,
+            f"stopped by {signal_name(signum)} at iteration {iteration}: {last_path} saved; "
+            "continue with --resume",
+        )
+    if iteration >= schedule.total:
         save(last_path, iteration)
         if context.is_main:
             # The final model alone (no optimizer state): what predict, eval and export load.
@@ -325,6 +346,45 @@ def _train(config: TrainConfig, resume: bool, overwrite: bool, context: distribu
         _evaluate(model, validation, config, log, iteration, context, final=True)
     log.close()
     return model.eval()
+
+
+def _refit(schedule: Schedule, fitter: BudgetFitter, iteration: int, context, progress, solver) -> Schedule:
+    """The schedule fitted to what remains of the budget; rank 0 decides for every rank."""
+    total = torch.tensor([fitter.fit(iteration)], dtype=torch.int64)
+    if context.distributed:
+        total = total.to(context.device)
+        torch.distributed.broadcast(total, src=0)
+    first = not fitter.announced
+    schedule = schedule.with_total(int(total.item()))
+    progress.set_total(schedule.total)
+    if first:
+        fitter.announced = True
+        step = sum(fitter.step_times) / len(fitter.step_times)
+        progress.write(
+            f"budget {solver.budget_minutes:g} min: fitted {schedule.describe()} from {step:.2f} s per "
+            f"step, {fitter.reserve:.0f} s kept for the final evaluation (refitted as the run goes)"
+        )
+    return schedule
+
+
+def _final_evaluation_seconds(model: MaskRCNN, validation: CocoDataset | None, context) -> float:
+    """What the end of a run takes: the final checkpoint, and the validation split's
+    inference (timed on two of its images, this process's share) and COCO scoring."""
+    if validation is None or len(validation) == 0:
+        return 5.0
+    samples = [validation[i] for i in range(min(2, len(validation)))]
+    images = [sample[0] for sample in samples if sample is not None]
+    if not images:
+        return 5.0
+    model.eval()
+    started = time.perf_counter()
+    with torch.no_grad():
+        for image in images:
+            model.predict([image], normalized=True, score_threshold=0.0)
+    per_image = (time.perf_counter() - started) / len(images)
+    model.train()
+    share = math.ceil(len(validation) / context.world_size)
+    return 1.25 * per_image * share + 5.0 + 0.01 * len(validation)
 
 
 def validation_data(config: TrainConfig) -> CocoDataset | None:

@@ -1,0 +1,74 @@
+"""Command-line options several commands share: the config and its overrides, weights,
+device, score threshold and precision."""
+
+import argparse
+
+from maskrcnn.cli_checks import Device, Number, OneOf, OptionError
+from maskrcnn.modeling.mask_rcnn import PREDICT_SCORE_THRESHOLD
+from maskrcnn.precision import PRECISIONS
+
+
+def add_config(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("config", metavar="CONFIG", help=help_text)
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides, before or after the options, e.g. solver.base_lr=0.01 "
+        "data.min_sizes_train=[640,800] (values are read as YAML)",
+    )
+
+
+def add_weights(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--weights",
+        required=True,
+        metavar="FILE",
+        help="a maskrcnn checkpoint (model_final.pt) or a torchvision Mask R-CNN state dict",
+    )
+
+
+def check_weights(path: str) -> None:
+    # Only that it is given: the loader's own message says what is wrong with a file, naming it.
+    if not path:
+        raise OptionError("--weights '': expected a weights file")
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        type=Device(),
+        default="auto",
+        help="where the model runs: auto (CUDA if available, else the CPU), cpu, cuda, cuda:N or mps",
+    )
+
+
+def add_score_threshold(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--score-threshold",
+        type=Number(0.0, 1.0),
+        default=PREDICT_SCORE_THRESHOLD,
+        metavar="P",
+        help="keep detections scoring at least this, in [0, 1], as model.predict",
+    )
+
+
+def add_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        type=OneOf(*PRECISIONS),
+        default="fp32",
+        help="bf16: bfloat16 autocast, several times faster on CPUs with bfloat16 "
+        "instructions (AVX-512 BF16, AMX), 10-100x slower elsewhere; fp16: CUDA; auto: fp16 on CUDA, "
+        "on the CPU bf16 where it is fast, else fp32",
+    )
+    add_strict(parser)
+
+
+def add_strict(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse a precision that is slow on this hardware (fp16 on a CPU, bf16 on a CPU without "
+        "bfloat16 instructions) instead of warning about it",
+    )

@@ -1,0 +1,52 @@
+"""`maskrcnn make-shapes`: write the synthetic shapes dataset and say what was written.
+
+Rerun into the same folder with fewer images, it removes the images of the earlier run that the
+new annotation files no longer list (found through the earlier annotation files, so only images
+this command wrote are ever removed): an image folder then holds what its annotations describe.
+"""
+
+import json
+from pathlib import Path
+
+from maskrcnn.data.shapes import make_shapes, shapes_dataset_paths
+
+SPLITS = {"train": "training", "val": "validation"}
+
+
+def make_shapes_command(out: str, train: int, val: int, seed: int = 0) -> int:
+    """Write the dataset under `out`, print one line per file and folder written; returns 0."""
+    paths = shapes_dataset_paths(out)
+    earlier = {split: _listed_images(paths[f"{split}_annotations"]) for split in SPLITS}
+    make_shapes(out, train, val, seed)
+    lines = []
+    for split, name in SPLITS.items():
+        annotations, folder = paths[f"{split}_annotations"], paths[f"{split}_images"]
+        data = json.loads(annotations.read_text())
+        listed = {image["file_name"] for image in data["images"]}
+        for stale in sorted(earlier[split] - listed):
+            (folder / stale).unlink(missing_ok=True)
+        images, instances = _count(len(data["images"]), "image"), _count(len(data["annotations"]), "instance")
+        lines.append((str(annotations), f"{name} annotations: {images}, {instances}"))
+        lines.append((f"{folder}/", f"{images} ({name}, PNG)"))
+    print(f"wrote the shapes dataset (seed {seed}) in {out}:")
+    width = max(len(path) for path, _ in lines)
+    for path, what in lines:
+        print(f"  {path:<{width}}  {what}")
+    return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
+def _listed_images(annotations: Path) -> set[str]:
+    """The image files an earlier make-shapes run listed in `annotations` (none if it is not one)."""
+    try:
+        data = json.loads(annotations.read_text())
+        if data["info"]["description"] != "maskrcnn synthetic shapes":
+            return set()
+        names = {image["file_name"] for image in data["images"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    # Only the plain names make_shapes writes: a hand-edited file must not remove anything else.
+    return {n for n in names if isinstance(n, str) and n.endswith(".png") and Path(n).name == n}

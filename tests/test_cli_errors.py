@@ -1,0 +1,410 @@
+"""Every subcommand, every option, given a wrong value: exit code 2, one `error:` line naming the
+option as typed, nothing written, no traceback, and no waiting.
+
+Two shapes of output, each asserted exactly:
+- a value the command cannot use (wrong type, out of range, a missing path, a malformed file):
+  stderr is exactly one line, `error: <option> <value>: <problem>` (or `error: <file>: <problem>`
+  for a weights file, config file or annotation file whose contents are wrong);
+- a command line argparse cannot read (a misspelt or unknown option, a missing required one, a
+  flag given a value): the subcommand's usage (its first line `usage: maskrcnn <command> ...`,
+  then indented continuation lines) and then exactly one `error: ...` line.
+"""
+
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+import maskrcnn
+from maskrcnn.cli import build_parser, main
+from maskrcnn.data.shapes import make_shapes
+from maskrcnn.engine.checkpoint import save_checkpoint
+from maskrcnn.testing import tiny_model_config
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "shapes.yaml"
+SHAPES_CLASSES = ("__background__", "circle", "square", "triangle")
+MPS = torch.backends.mps.is_available()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, str]:
+    """Paths the cases name: a tiny checkpoint, a shapes dataset, and files of the wrong kind."""
+    root = tmp_path_factory.mktemp("cli_errors")
+    torch.manual_seed(0)
+    save_checkpoint(root / "tiny.pt", maskrcnn.build_model(tiny_model_config(SHAPES_CLASSES, (1, 2, 3))))
+    shapes = make_shapes(root / "shapes", 2, 1)
+    (root / "notes.txt").write_text("not an image, not JSON, not weights\n")
+    (root / "bad.yaml").write_text("model: [unclosed\n")
+    (root / "list.yaml").write_text("- 1\n- 2\n")
+    (root / "results_object.json").write_text('{"not": "a list"}')
+    return {
+        "root": str(root),
+        "config": str(CONFIG),
+        "tiny": str(root / "tiny.pt"),
+        "notes": str(root / "notes.txt"),
+        "bad_yaml": str(root / "bad.yaml"),
+        "list_yaml": str(root / "list.yaml"),
+        "results_object": str(root / "results_object.json"),
+        "missing": str(root / "missing"),
+        "image": str(next(shapes["val_images"].glob("*.png"))),
+        "train_json": str(shapes["train_annotations"]),
+        "train_images": str(shapes["train_images"]),
+        "val_json": str(shapes["val_annotations"]),
+        "val_images": str(shapes["val_images"]),
+    }
+
+
+@dataclass
+class Case:
+    command: str
+    option: str  # the option (or positional metavar, or KEY=VALUE) the case is about
+    args: str  # added to the command's valid BASE line (an option given twice: the last counts)
+    expected: str  # a part of the error line; {placeholders} as in `files`, and {out}
+    usage: bool = False  # an argparse-level error: usage, then the error line
+    whole: bool = False  # `args` is the whole command line, not an addition to BASE
+
+    @property
+    def line(self) -> str:
+        return self.args if self.whole else f"{BASE[self.command]} {self.args}"
+
+
+BASE = {
+    "predict": "predict {image} --weights {tiny} --out {out}",
+    "train": "train {config} --train-json {train_json} --train-images {train_images} --out {out}",
+    "eval": "eval {config} --weights {tiny} --json {val_json} --images {val_images} --out {out} --device cpu",
+    "export": "export {out}/model.onnx --weights {tiny}",
+    "make-shapes": "make-shapes {out}",
+}
+NUMBER = "expected a number from 0 to 1"
+DEVICES = "expected auto, cpu, cuda, cuda:N or mps"
+PRECISIONS = "expected one of fp32, bf16, fp16, auto"
+IGNORED = "ignored explicit argument"
+CLI = "(from the command line)"
+SHAPES_COUNT = "expected a whole number from 1 to 100000"
+
+
+def P(*args, **kwargs):
+    return Case("predict", *args, **kwargs)
+
+
+def T(*args, **kwargs):
+    return Case("train", *args, **kwargs)
+
+
+def E(*args, **kwargs):
+    return Case("eval", *args, **kwargs)
+
+
+def X(*args, **kwargs):
+    return Case("export", *args, **kwargs)
+
+
+def S(*args, **kwargs):
+    return Case("make-shapes", *args, **kwargs)
+
+
+CASES = [
+    P(
+        "IMAGE_OR_DIR",
+        "predict {missing}.png --weights {tiny} --out {out}",
+        "IMAGE_OR_DIR {missing}.png: no such file",
+        whole=True,
+    ),
+    P(
+        "IMAGE_OR_DIR",
+        "predict {image} '' --weights {tiny} --out {out}",
+        "IMAGE_OR_DIR '': no such file",
+        whole=True,
+    ),
+    P("--weights", "--weights {missing}.pt", "{missing}.pt: weights file not found"),
+    P("--weights", "--weights {root}", "{root}: is a directory, not a weights file"),
+    P("--weights", "--weights {notes}", "{notes}: "),
+    P("--weights", "--weights ''", "--weights '': expected a weights file"),
+    P("--out", "--out {notes}", "--out {notes}: is a file; expected a folder"),
+    P("--out", "--out {notes}/sub", "--out {notes}/sub: {notes} is a file, so no folder can be made in it"),
+    P("--out", "--out ''", "--out '': expected a folder path"),
+    P("--score-threshold", "--score-threshold abc", f"--score-threshold abc: {NUMBER}"),
+    P("--score-threshold", "--score-threshold 2", f"--score-threshold 2: {NUMBER}"),
+    P("--score-threshold", "--score-threshold -0.1", f"--score-threshold -0.1: {NUMBER}"),
+    P("--score-threshold", "--score-threshold nan", f"--score-threshold nan: {NUMBER}"),
+    P("--score-threshold", "--score-threshold 0.3.4", f"--score-threshold 0.3.4: {NUMBER}"),
+    P("--device", "--device gpu", f"--device gpu: {DEVICES}"),
+    P("--device", "--device cuda:x", f"--device cuda:x: {DEVICES}"),
+    P("--device", "--device cuda:99", "--device cuda:99: "),
+    P("--precision", "--precision fp8", f"--precision fp8: {PRECISIONS}"),
+    P("--precision", "--precision FP32", f"--precision FP32: {PRECISIONS}"),
+    P("--strict", "--strict=yes", f"argument --strict: {IGNORED} 'yes'", usage=True),
+    P("--polygons", "--polygons=1", f"argument --polygons: {IGNORED} '1'", usage=True),
+    P("--max-image-pixels", "--max-image-pixels -1", "--max-image-pixels -1: expected a whole number >= 0"),
+    P("--max-image-pixels", "--max-image-pixels 1e9", "--max-image-pixels 1e9: expected a whole number"),
+    P("--max-image-pixels", "--max-image-pixels many", "--max-image-pixels many: expected a whole number"),
+    P(
+        "usage",
+        "--score-treshold 0.3",
+        "arguments: --score-treshold 0.3; did you mean --score-threshold?",
+        usage=True,
+    ),
+    P(
+        "usage",
+        "predict {image} --out {out}",
+        "the following arguments are required: --weights",
+        usage=True,
+        whole=True,
+    ),
+    T("CONFIG", "train {missing}.yaml --out {out}", "{missing}.yaml: cannot read config", whole=True),
+    T("CONFIG", "train {bad_yaml} --out {out}", "{bad_yaml}: invalid YAML", whole=True),
+    T("CONFIG", "train {list_yaml} --out {out}", "{list_yaml}: the config must be a mapping", whole=True),
+    T("KEY=VALUE", "solver.learning_rate=0.1", f"solver.learning_rate {CLI}: unknown config key"),
+    T("KEY=VALUE", "solver.max_iter=abc", f"solver.max_iter {CLI}: expected int"),
+    T("KEY=VALUE", "solver.base_lr=-1", f"solver.base_lr=-1.0 {CLI}: expected a number > 0"),
+    T("KEY=VALUE", "data.min_sizes_train=[1,", f"data.min_sizes_train {CLI}: '[1,' is not a valid value"),
+    T(
+        "KEY=VALUE",
+        "model.roi_heads.score_threshold=2",
+        f"model.roi_heads.score_threshold=2.0 {CLI}: expected",
+    ),
+    T("KEY=VALUE", "device=gpu", f"device='gpu' {CLI}: {DEVICES}"),
+    T("KEY=VALUE", "=5", "'=5' is not a key=value override"),
+    T(
+        "KEY=VALUE",
+        "train {config} --out {out} data.train_json={missing}",
+        f"data.train_json={{missing}} {CLI}: no such file",
+        whole=True,
+    ),
+    T(
+        "KEY=VALUE",
+        "train {config} --out {out}",
+        "data.train_json=data/shapes/annotations/instances_train.json (from {config}): no such file",
+        whole=True,
+    ),
+    T("--train-json", "--train-json {missing}.json", "--train-json {missing}.json: no such file"),
+    T("--train-json", "--train-json {root}", "--train-json {root}: is a folder, not a file"),
+    T("--train-images", "--train-images {missing}", "--train-images {missing}: no such folder"),
+    T("--train-images", "--train-images {notes}", "--train-images {notes}: is a file, not a folder"),
+    T(
+        "--val-json",
+        "--val-json {missing}.json --val-images {val_images}",
+        "--val-json {missing}.json: no such file",
+    ),
+    T(
+        "--val-json",
+        "--val-json {val_images} --val-images {val_images}",
+        "--val-json {val_images}: is a folder",
+    ),
+    T(
+        "--val-images",
+        "--val-json {val_json} --val-images {missing}",
+        "--val-images {missing}: no such folder",
+    ),
+    T("--val-images", "--val-json {val_json} --val-images {val_json}", "--val-images {val_json}: is a file"),
+    T("--out", "--out {notes}", "--out {notes}: is a file; expected a folder"),
+    T("--out", "--out {notes}/run", "--out {notes}/run: {notes} is a file"),
+    T("--max-iter", "--max-iter 0", "--max-iter 0: expected a whole number >= 1"),
+    T("--max-iter", "--max-iter ten", "--max-iter ten: expected a whole number >= 1"),
+    T("--max-iter", "--max-iter 1.5", "--max-iter 1.5: expected a whole number >= 1"),
+    T("--budget-minutes", "--budget-minutes 0", "--budget-minutes 0: expected a number from"),
+    T("--budget-minutes", "--budget-minutes soon", "--budget-minutes soon: expected a number from"),
+    T("--resume", "--resume --overwrite", "--resume continues the run in --out and --overwrite replaces it"),
+    T("--resume", "--resume=1", f"argument --resume: {IGNORED} '1'", usage=True),
+    T("--overwrite", "--overwrite=no", f"argument --overwrite: {IGNORED} 'no'", usage=True),
+    T("--skip-bad-images", "--skip-bad-images=0", f"argument --skip-bad-images: {IGNORED} '0'", usage=True),
+    T("--strict", "--strict=1", f"argument --strict: {IGNORED} '1'", usage=True),
+    T(
+        "usage",
+        "--max-iters 5",
+        "unrecognized arguments: --max-iters 5; did you mean --max-iter?",
+        usage=True,
+    ),
+    E(
+        "CONFIG",
+        "eval {missing}.yaml --weights {tiny} --json {val_json}",
+        "{missing}.yaml: cannot read config",
+        whole=True,
+    ),
+    E("CONFIG", "eval {bad_yaml} --weights {tiny} --json {val_json}", "{bad_yaml}: invalid YAML", whole=True),
+    E("KEY=VALUE", "data.max_image_pixels=-5", f"data.max_image_pixels=-5 {CLI}: expected an integer >= 0"),
+    E("KEY=VALUE", "data.skip_bad_images=maybe", f"data.skip_bad_images {CLI}: expected bool"),
+    E("KEY=VALUE", "data.val_jsn=x", "did you mean 'data.val_json'?"),
+    E(
+        "KEY=VALUE",
+        "eval {config} --weights {tiny} --out {out}",
+        "data.val_json=data/shapes/annotations/instances_val.json (from {config}): no such file",
+        whole=True,
+    ),
+    E("--weights", "--weights {missing}.pt", "{missing}.pt: weights file not found"),
+    E("--weights", "--weights {notes}", "{notes}: "),
+    E(
+        "--weights",
+        "eval {config} --json {val_json} --out {out}",
+        "give --weights FILE (or --results FILE",
+        whole=True,
+    ),
+    E("--weights", "--results {val_json}", "--weights runs a model and --results scores saved detections"),
+    E("--json", "--json {missing}.json", "--json {missing}.json: no such file"),
+    E("--json", "--json {val_images}", "--json {val_images}: is a folder"),
+    E("--json", "--json {notes}", "{notes}: "),
+    E("--images", "--images {missing}", "--images {missing}: no such folder"),
+    E("--images", "--images {notes}", "--images {notes}: is a file"),
+    E("--out", "--out {notes}", "--out {notes}: is a file"),
+    E("--out", "--out ''", "--out '': expected a folder"),
+    E(
+        "--results",
+        "eval {config} --json {val_json} --results {missing}.json --out {out}",
+        "--results {missing}.json: no such file",
+        whole=True,
+    ),
+    E(
+        "--results",
+        "eval {config} --json {val_json} --results {results_object} --out {out}",
+        "{results_object}: a COCO results file is a list",
+        whole=True,
+    ),
+    E(
+        "--results",
+        "eval {config} --json {val_json} --results {notes} --out {out}",
+        "{notes}: cannot read results",
+        whole=True,
+    ),
+    E("--vis", "--vis -1", "--vis -1: expected a whole number from 0 to 10000"),
+    E("--vis", "--vis 100000000", "--vis 100000000: expected a whole number from 0 to 10000"),
+    E("--vis", "--vis all", "--vis all: expected a whole number from 0 to 10000"),
+    E(
+        "--vis",
+        "eval {config} --json {val_json} --results {val_json} --vis 2 --out {out}",
+        "--vis 2: draws a model's predictions; it needs --weights",
+        whole=True,
+    ),
+    E("--device", "--device tpu", f"--device tpu: {DEVICES}"),
+    E("--device", "--device cuda:-1", f"--device cuda:-1: {DEVICES}"),
+    *([] if MPS else [E("--device", "--device mps", "--device mps: this PyTorch or machine has no MPS")]),
+    E("--precision", "--precision half", f"--precision half: {PRECISIONS}"),
+    E("--precision", "--precision ''", f"--precision '': {PRECISIONS}"),
+    E("--strict", "--strict=on", f"argument --strict: {IGNORED} 'on'", usage=True),
+    E("usage", "--vis-count 3", "unrecognized arguments: --vis-count 3; did you mean --vis?", usage=True),
+    E("usage", "--vis", "argument --vis: expected one argument", usage=True),
+    X(
+        "OUT.onnx",
+        "export {root} --weights {tiny}",
+        "OUT.onnx {root}: is a folder; expected the file to write",
+        whole=True,
+    ),
+    X(
+        "OUT.onnx",
+        "export {notes}/model.onnx --weights {tiny}",
+        "OUT.onnx {notes}/model.onnx: {notes} is a file",
+        whole=True,
+    ),
+    X("OUT.onnx", "export '' --weights {tiny}", "OUT.onnx '': expected a file path", whole=True),
+    X("--weights", "--weights {missing}.pt", "{missing}.pt: weights file not found"),
+    X("--weights", "--weights {notes}", "{notes}: "),
+    X("--format", "--format tflite", "--format tflite: expected one of onnx"),
+    X("--format", "--format ONNX", "--format ONNX: expected one of onnx"),
+    X("--check-image", "--check-image {missing}.png", "--check-image {missing}.png: no such file"),
+    X("--check-image", "--check-image {root}", "--check-image {root}: is a folder, not a file"),
+    X("--check-image", "--check-image {notes}", "--check-image {notes}: cannot read image"),
+    X("--check-image", "--check-image {image} --no-check", "--check-image names an image to compare on"),
+    X("--no-check", "--no-check=true", f"argument --no-check: {IGNORED} 'true'", usage=True),
+    X("--score-threshold", "--score-threshold 1.5", f"--score-threshold 1.5: {NUMBER}"),
+    X("--score-threshold", "--score-threshold half", f"--score-threshold half: {NUMBER}"),
+    X("--intensity", "--intensity log", "--intensity log: expected one of range, minmax, percentile"),
+    X("--intensity", "--intensity auto", "--intensity auto: expected one of range, minmax, percentile"),
+    X("usage", "--check-img {image}", "did you mean --check-image?", usage=True),
+    S("OUT", "make-shapes {notes}", "OUT {notes}: is a file; expected a folder", whole=True),
+    S("OUT", "make-shapes {notes}/shapes", "OUT {notes}/shapes: {notes} is a file", whole=True),
+    S("--train", "--train 0", f"--train 0: {SHAPES_COUNT}"),
+    S("--train", "--train 1000000000", f"--train 1000000000: {SHAPES_COUNT}"),
+    S("--train", "--train lots", f"--train lots: {SHAPES_COUNT}"),
+    S("--train", "--train 2.5", f"--train 2.5: {SHAPES_COUNT}"),
+    S("--val", "--val -1", f"--val -1: {SHAPES_COUNT}"),
+    S("--val", "--val x", f"--val x: {SHAPES_COUNT}"),
+    S("--seed", "--seed -3", "--seed -3: expected a whole number >= 0"),
+    S("--seed", "--seed abc", "--seed abc: expected a whole number >= 0"),
+    S("usage", "--trian 5", "unrecognized arguments: --trian 5; did you mean --train?", usage=True),
+    S("usage", "make-shapes", "the following arguments are required: OUT", usage=True, whole=True),
+]
+
+
+def _fill(text: str, files: dict[str, str], out: Path) -> str:
+    return text.format(**{key: shlex.quote(value) for key, value in files.items()}, out=shlex.quote(str(out)))
+
+
+def _assert_one_error(stderr: str, case: Case, expected: str) -> None:
+    lines = stderr.splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], stderr
+    assert expected in errors[0], stderr
+    if case.usage:
+        assert lines[0].startswith(f"usage: maskrcnn {case.command} "), stderr
+        assert all(line.startswith(" ") for line in lines[1:-1]), stderr
+    else:
+        assert len(lines) == 1, stderr
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.command}:{c.option}:{i}" for i, c in enumerate(CASES)])
+def test_a_wrong_value_is_one_error_line_and_exit_2(case, files, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths of configs/shapes.yaml lead nowhere
+    out = tmp_path / "out"
+    argv = shlex.split(_fill(case.line, files, out))
+    expected = _fill(case.expected, files, out)
+
+    started = time.perf_counter()
+    code = main(argv)
+    elapsed = time.perf_counter() - started
+
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    assert "Traceback" not in captured.err + captured.out
+    _assert_one_error(captured.err, case, expected)
+    assert not out.exists(), "a refused command wrote its output folder"
+    assert elapsed < 10
+    if "missing" in case.line and not case.usage:
+        assert elapsed < 1.0, f"a bad path took {elapsed:.2f} s to be refused"
+
+
+def test_every_option_of_every_subcommand_has_cases():
+    parser = build_parser()
+    for command, subparser in parser.subcommand_parsers.items():
+        for action in subparser._actions:
+            if action.dest == "help":
+                continue
+            name = action.option_strings[0] if action.option_strings else action.metavar
+            cases = [c for c in CASES if c.command == command and c.option == name]
+            flag = action.nargs == 0
+            assert len(cases) >= (1 if flag else 2), f"maskrcnn {command} {name}: {len(cases)} error cases"
+
+
+def test_through_a_real_process_no_traceback_reaches_the_terminal(files, tmp_path):
+    out = tmp_path / "out"
+    lines = {
+        "usage": _fill(BASE["predict"] + " --score-treshold 0.3", files, out),
+        "path": _fill(
+            "train {config} --train-json {train_json} --train-images {missing} --out {out}", files, out
+        ),
+    }
+    # Both at once: most of each run is importing torch.
+    processes = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "maskrcnn", *shlex.split(line)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )
+        for name, line in lines.items()
+    }
+    finished = {name: process.communicate(timeout=120) for name, process in processes.items()}
+    for name, process in processes.items():
+        assert process.returncode == 2, finished[name]
+        assert "Traceback" not in finished[name][1]
+    usage_err = finished["usage"][1]
+    assert usage_err.startswith("usage: maskrcnn predict ")
+    assert usage_err.splitlines()[-1] == (
+        "error: unrecognized arguments: --score-treshold 0.3; did you mean --score-threshold?"
+    )
+    assert finished["path"][1] == f"error: --train-images {files['missing']}: no such folder\n"
+    assert not out.exists()
