@@ -10,6 +10,7 @@ from PIL import Image
 
 from maskrcnn.config import InputConfig
 from maskrcnn.data.coco import AnnotationWarning, BadImageWarning, CocoDataset, collate
+from maskrcnn.data.coco_annotations import decode_rles
 from maskrcnn.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestSide
 
 HEIGHT, WIDTH = 10, 12
@@ -317,3 +318,20 @@ def test_images_are_normalized_and_limited_as_the_model_config_says(tmp_path):
         CocoDataset(*paths, max_image_pixels=100)[0]
     with pytest.warns(BadImageWarning, match="over the limit"):
         assert CocoDataset(*paths, max_image_pixels=100, skip_bad_images=True)[0] is None
+
+
+def test_masks_are_decoded_without_pycocotools_numpy_2_warning():
+    """pycocotools' decode warns under numpy 2 (an `__array__` without `copy`, DeprecationWarning)
+    on every process's first mask; the package's decode gives the same masks without it, and
+    leaves the process's warning filters as they were."""
+    masks = np.zeros((2, 5, 7), np.uint8)
+    masks[0, 1:4, 2:6] = 1
+    masks[1, 0, :] = 1
+    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
+    filters = list(warnings.filters)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        decoded = decode_rles(rles)
+    assert warnings.filters == filters
+    assert decoded.shape == (5, 7, 2)
+    assert np.array_equal(decoded.transpose(2, 0, 1), masks)

@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 import torch
-from torchvision.models import resnet50
+from torchvision.models import resnet18, resnet50
 
 from maskrcnn import ModelConfig, build_model
 from maskrcnn.config import BackboneConfig, InputConfig
@@ -90,3 +90,40 @@ def test_an_rgb_stem_on_an_rgb_model_is_copied_without_a_warning(tmp_path):
         warnings.simplefilter("error")
         load_initial_weights(target, str(tmp_path / "rgb.pt"))
     assert torch.equal(target.trunk.stem.conv.weight, source.trunk.stem.conv.weight)
+
+
+def test_torchvision_layers_left_fresh_are_named_as_the_file_names_them(tmp_path, torchvision_maskrcnn):
+    path = tmp_path / "coco.pth"
+    torch.save(torchvision_maskrcnn.state_dict(), path)  # 91 classes
+    target = build_model(ModelConfig(num_classes=3))
+    with pytest.warns(UserWarning) as warned:
+        load_initial_weights(target, str(path))
+    (message,) = [str(w.message) for w in warned]
+    assert "roi_heads.mask_predictor.mask_fcn_logits.weight" in message
+    assert "roi_heads.box_predictor.cls_score.weight" in message
+    assert "mask_head.predictor" not in message  # this project's name for the first
+
+
+def test_imagenet_layers_that_do_not_fit_are_named_as_the_file_names_them(tmp_path):
+    path = tmp_path / "resnet18.pth"
+    torch.save(resnet18().state_dict(), path)  # basic blocks: 3x3 conv1 where R50 has 1x1
+    with pytest.warns(UserWarning) as warned:
+        load_initial_weights(build_model(ModelConfig(num_classes=3)), str(path))
+    (message,) = [str(w.message) for w in warned]
+    assert "layer1.0.conv1.weight" in message and "layer4.1.conv1.weight" in message
+    assert "trunk." not in message and "backbone.body." not in message
+
+
+def test_a_trunk_that_fits_nowhere_is_refused_with_the_file_names(tmp_path):
+    path = tmp_path / "resnet18.pth"
+    torch.save(resnet18().state_dict(), path)
+    narrow = tiny()  # half resnet18's widths: none of its trunk's shapes fit
+    narrow.backbone = BackboneConfig(
+        stage_blocks=(1, 1, 1, 1), stage_channels=(32, 64, 128, 256), stem_channels=32, width_per_group=32
+    )
+    with pytest.raises(CheckpointError) as error:
+        load_initial_weights(build_model(narrow), str(path))
+    message = str(error.value)
+    assert "none of its trunk weights fit" in message
+    assert "conv1.weight: file has (64, 3, 7, 7), model expects (32, 3, 7, 7)" in message
+    assert "trunk." not in message

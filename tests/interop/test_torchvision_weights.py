@@ -6,7 +6,8 @@ import torch
 import maskrcnn
 from maskrcnn.engine.checkpoint import save_checkpoint
 from maskrcnn.interop.load import load_model
-from maskrcnn.interop.state_dicts import CheckpointError
+from maskrcnn.interop.state_dicts import CheckpointError, rename_key
+from maskrcnn.interop.torchvision import KEY_RULES, is_legacy_layout, torchvision_key_names
 
 
 def legacy_names(state_dict: dict) -> dict:
@@ -60,18 +61,54 @@ def test_legacy_key_names_load_the_same_weights(reference_state):
         assert torch.equal(current[key], old[key]), key
 
 
-def test_wrong_shapes_and_missing_keys_are_listed(reference_state):
-    broken = dict(reference_state)
+# Keys whose names differ between the layouts: (current, legacy).
+FPN_LATERAL = ("backbone.fpn.inner_blocks.1.0.weight", "backbone.fpn.inner_blocks.1.weight")
+MASK_CONV = ("roi_heads.mask_head.2.0.bias", "roi_heads.mask_head.mask_fcn3.bias")
+RPN_CONV = ("rpn.head.conv.0.0.weight", "rpn.head.conv.weight")
+
+
+@pytest.mark.parametrize("layout", [0, 1], ids=["current", "legacy"])
+def test_problems_are_named_as_the_file_names_its_keys(reference_state, layout, tmp_path):
+    broken = legacy_names(reference_state) if layout else dict(reference_state)
+    del broken["backbone.body.layer1.0.conv1.weight"]
+    del broken[FPN_LATERAL[layout]]
+    del broken[MASK_CONV[layout]]
     broken["rpn.head.cls_logits.weight"] = torch.zeros(5, 256, 1, 1)
-    del broken["roi_heads.box_head.fc7.bias"]
+    broken[RPN_CONV[layout]] = torch.zeros(256, 256, 1, 1)
     broken["some.extra.key"] = torch.zeros(1)
     with pytest.raises(CheckpointError) as error:
         maskrcnn.from_torchvision(broken, source="broken.pth")
     message = str(error.value)
-    assert "broken.pth" in message
-    assert "roi_heads.box_head.fc7.bias" in message  # missing, under our name
-    assert "rpn.head.objectness.weight: file has (5, 256, 1, 1), model expects (3, 256, 1, 1)" in message
-    assert "some.extra.key" in message
+    assert message.startswith("broken.pth: ")
+    assert (
+        f"missing keys (3): backbone.body.layer1.0.conv1.weight, {FPN_LATERAL[layout]}, {MASK_CONV[layout]}"
+        in message
+    )
+    assert "unexpected keys (1): some.extra.key" in message
+    assert "shape mismatches (2): " in message
+    assert "rpn.head.cls_logits.weight: file has (5, 256, 1, 1), model expects (3, 256, 1, 1)" in message
+    assert f"{RPN_CONV[layout]}: file has (256, 256, 1, 1), model expects (256, 256, 3, 3)" in message
+    # Nothing in this project's own names, which the file's owner cannot find in it.
+    for ours in ("trunk.", "fpn.lateral", "mask_head.convs", "objectness"):
+        assert ours not in message
+
+    path = tmp_path / "broken.pth"
+    torch.save(broken, path)
+    with pytest.raises(CheckpointError) as from_file:
+        load_model(path, device="cpu")
+    assert str(from_file.value) == message.replace("broken.pth", str(path), 1)
+
+
+@pytest.mark.parametrize("layout", [0, 1], ids=["current", "legacy"])
+def test_every_key_a_file_lacks_is_named_as_its_layout_would_name_it(reference_state, layout):
+    """TORCHVISION_NAMES (and LEGACY_NAMES) invert KEY_RULES for every key of either layout."""
+    full = {k: v for k, v in reference_state.items() if not k.endswith(".num_batches_tracked")}
+    full = legacy_names(full) if layout else full
+    # A file holding one key of its layout: every other key is named by the inverse rules.
+    names = torchvision_key_names({RPN_CONV[layout]: full[RPN_CONV[layout]]})
+    assert is_legacy_layout(full) == bool(layout)
+    for key in full:
+        assert names(rename_key(key, KEY_RULES)) == key
 
 
 def test_number_of_classes_follows_the_weights():

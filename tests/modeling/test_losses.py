@@ -11,7 +11,7 @@ from torchvision.ops import box_iou
 
 import maskrcnn.modeling.rpn as rpn_module
 from maskrcnn import ModelConfig, build_model
-from maskrcnn.config import InputConfig
+from maskrcnn.config import BackboneConfig, InputConfig, RoIHeadsConfig
 from maskrcnn.modeling.box_head import box_loss
 from maskrcnn.modeling.mask_head import MaskHead, batch_mask_targets, mask_loss, mask_targets
 from maskrcnn.modeling.rpn import rpn_loss
@@ -225,6 +225,31 @@ def test_image_without_annotations_trains_with_zero_box_and_mask_loss(tiny_model
     assert losses["loss_cls"].item() > 0 and losses["loss_rpn_objectness"].item() > 0
     sum(losses.values()).backward()
     assert all(torch.isfinite(p.grad).all() for p in tiny_model.parameters() if p.grad is not None)
+
+
+def test_every_gradient_has_its_parameters_strides():
+    """DDP copies each gradient into a flat bucket viewed with its parameter's strides and
+    warns ("Grad strides do not match bucket view strides") when they differ, even only
+    in dimensions of size 1, such as those of the 1x1 mask predictor's weight."""
+    torch.manual_seed(0)
+    masks = torch.zeros(2, 96, 128, dtype=torch.uint8)
+    masks[0, 10:60, 20:70] = 1
+    masks[1, 40:90, 60:120] = 1
+    boxes = torch.tensor([[20.0, 10.0, 70.0, 60.0], [60.0, 40.0, 120.0, 90.0]])
+    target = {"boxes": boxes, "labels": torch.tensor([1, 3]), "masks": masks}
+    narrow = BackboneConfig(
+        stage_blocks=(1, 1, 1, 1), stage_channels=(64, 128, 256, 512), freeze_at=0, fpn_channels=64
+    )
+    heads = RoIHeadsConfig(fc_dim=128, mask_conv_dim=64, batch_size_per_image=64)
+    small = InputConfig(min_size=96, max_size=128)
+    model = build_model(ModelConfig(num_classes=4, backbone=narrow, roi_heads=heads, input=small))
+    sum(model.train().losses([torch.rand(3, 96, 128)], [target]).values()).backward()
+    trained = {name: p for name, p in model.named_parameters() if p.grad is not None}
+    differ = {
+        name: (p.stride(), p.grad.stride()) for name, p in trained.items() if p.grad.stride() != p.stride()
+    }
+    assert "roi_heads.mask_head.predictor.weight" in trained and "trunk.stem.conv.weight" in trained
+    assert not differ
 
 
 def test_box_coder_weights_scale_targets():

@@ -112,6 +112,22 @@ def test_module_keeps_nn_conv2d_state_and_parameter_layout(any_size):
     torch.testing.assert_close(ours.bias.grad, reference.bias.grad, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("out_channels", [6, 1])
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format], ids=["nhwc", "nchw"])
+def test_the_weight_gradient_has_the_parameters_own_strides(any_size, out_channels, layout):
+    """DDP copies each gradient into a bucket view with its parameter's strides, and warns
+    when they differ, even only in a dimension of size 1 (one output channel); autograd
+    copies one that differs elsewhere."""
+    torch.manual_seed(0)
+    ours = Conv2d(6, out_channels, 3, padding=1).to(memory_format=layout)
+    x = channels_last(2, 6, 16, 16, seed=8)
+    y = ours(x)
+    assert type(y.grad_fn).__name__ == "_ShiftWeightGradConvBackward"
+    # as the backward returns it: AccumulateGrad would copy a gradient of another layout
+    (grad,) = torch.autograd.grad(y.square().sum(), ours.weight)
+    assert grad.stride() == ours.weight.stride()
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_zero_images(any_size, stride):
     """A mask head given no RoIs: an empty output and zero weight and bias gradients, as nn.Conv2d."""

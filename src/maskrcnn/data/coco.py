@@ -12,7 +12,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pycocotools.mask as mask_utils
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -25,6 +24,7 @@ from maskrcnn.data.coco_annotations import (
     ImageRecord,
     Instance,
     category_names,
+    decode_rles,
     image_entries,
     list_field,
     read_json,
@@ -173,7 +173,7 @@ def _target(record: ImageRecord) -> dict:
     if instances:
         rles = [to_rle(instance.segmentation, height, width) for instance in instances]
         # decode gives (H, W, G) in Fortran order; one copy makes it (G, H, W) contiguous.
-        masks = torch.from_numpy(np.ascontiguousarray(mask_utils.decode(rles).transpose(2, 0, 1)))
+        masks = torch.from_numpy(np.ascontiguousarray(decode_rles(rles).transpose(2, 0, 1)))
     else:
         masks = torch.zeros((0, height, width), dtype=torch.uint8)
     return {

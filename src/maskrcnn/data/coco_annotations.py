@@ -10,11 +10,14 @@ coordinates near the image, RLE run lengths add up to the image's size.
 
 import json
 import math
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
 import pycocotools.mask as mask_utils
 
+_PYCOCOTOOLS_ARRAY_COPY = "__array__ implementation doesn't accept a copy keyword"
 # pycocotools stores run lengths and areas as 32-bit unsigned integers.
 MAX_IMAGE_PIXELS = 2**31 - 1
 # Larger ids do not fit the int64 arrays of COCOeval and of the model's outputs.
@@ -57,6 +60,19 @@ def to_rle(segmentation, height: int, width: int) -> dict:
     if isinstance(segmentation["counts"], list):
         return mask_utils.frPyObjects(segmentation, height, width)
     return segmentation
+
+
+def decode_rles(rles: list[dict]) -> np.ndarray:
+    """pycocotools' mask.decode of a list of RLEs: (H, W, N) uint8 masks in Fortran order.
+
+    pycocotools (up to 2.0.11, the latest) hands numpy its masks through an `__array__`
+    without the `copy` keyword, which numpy 2 reports with a DeprecationWarning on the first
+    decode of every process; the masks are right. That one message is silenced here, around
+    the call, rather than shown to every user (nor filtered for the whole process).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", _PYCOCOTOOLS_ARRAY_COPY, DeprecationWarning)
+        return mask_utils.decode(rles)
 
 
 def read_json(path: str) -> dict:

@@ -17,6 +17,8 @@ import numpy as np
 import pycocotools.mask as mask_utils
 from PIL import Image, ImageDraw
 
+from maskrcnn.data.coco_annotations import decode_rles
+
 CATEGORIES = ({"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 3, "name": "triangle"})
 # A shape hidden by more than 40 % is left out: what remains would not tell its class.
 MIN_VISIBLE_FRACTION = 0.6
@@ -238,7 +240,7 @@ def _outline(mask: np.ndarray) -> list[int] | None:
     outgoing = np.roll(points, -1, axis=0) - points
     turns = (incoming != outgoing).any(axis=1)
     corners = points[turns]
-    decoded = mask_utils.decode(mask_utils.frPyObjects([corners.ravel().tolist()], height, width)[0])
+    decoded = decode_rles(mask_utils.frPyObjects([corners.ravel().tolist()], height, width))[:, :, 0]
     if not np.array_equal(decoded.astype(bool), mask):
         return None
     return (corners + [left, top]).ravel().tolist()

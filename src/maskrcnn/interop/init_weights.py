@@ -1,12 +1,13 @@
 """Initial weights for training: an ImageNet trunk, or a whole model to fine-tune."""
 
 import warnings
+from collections.abc import Callable
 
 import torch
 
 from maskrcnn.interop.load import read_weights_file
 from maskrcnn.interop.state_dicts import CheckpointError, rename_keys
-from maskrcnn.interop.torchvision import KEY_RULES, is_torchvision_state_dict
+from maskrcnn.interop.torchvision import KEY_RULES, is_torchvision_state_dict, torchvision_key_names
 from maskrcnn.modeling.mask_rcnn import MaskRCNN
 
 
@@ -50,35 +51,48 @@ def adapt_stem(weights: dict, own: dict, path: str) -> dict:
     return {**weights, STEM_CONV: adapted}
 
 
+def _weights_and_file_names(payload, path: str) -> tuple[dict, Callable[[str], str]]:
+    """`payload`'s weights under this project's keys, and our key -> its name in the file."""
+    if isinstance(payload, dict) and payload.get("format") == "maskrcnn":
+        return payload["model"], lambda key: key
+    if is_torchvision_state_dict(payload):
+        weights = {k: v for k, v in payload.items() if "num_batches_tracked" not in k}
+        return rename_keys(weights, KEY_RULES), torchvision_key_names(weights)
+    if isinstance(payload, dict) and "conv1.weight" in payload and "layer1.0.conv1.weight" in payload:
+        names = torchvision_key_names({f"backbone.body.{k}": v for k, v in payload.items()})
+        return torchvision_resnet_to_trunk(payload), lambda key: names(key).removeprefix("backbone.body.")
+    raise CheckpointError(
+        f"{path}: not an ImageNet ResNet, a torchvision Mask R-CNN or a maskrcnn checkpoint"
+    )
+
+
 def load_initial_weights(model: MaskRCNN, path: str) -> list[str]:
     """Copy what fits from `path` into `model`; returns the keys left at their initial values.
 
     Accepts a torchvision ImageNet classification checkpoint (trunk only), torchvision's
     Mask R-CNN state dict, or this project's checkpoint. Layers whose shapes differ (the
     class-specific predictors when fine-tuning to another number of classes) keep their
-    fresh initialisation, with a warning that names them. An RGB stem is adapted to a model
-    of 1 or more than 3 input channels (`adapt_stem`).
+    fresh initialisation, with a warning that names them as the file does. An RGB stem is
+    adapted to a model of 1 or more than 3 input channels (`adapt_stem`).
     """
-    payload = read_weights_file(path)
-    if isinstance(payload, dict) and payload.get("format") == "maskrcnn":
-        weights = payload["model"]
-    elif is_torchvision_state_dict(payload):
-        weights = rename_keys({k: v for k, v in payload.items() if "num_batches_tracked" not in k}, KEY_RULES)
-    elif isinstance(payload, dict) and "conv1.weight" in payload and "layer1.0.conv1.weight" in payload:
-        weights = torchvision_resnet_to_trunk(payload)
-    else:
-        raise CheckpointError(
-            f"{path}: not an ImageNet ResNet, a torchvision Mask R-CNN or a maskrcnn checkpoint"
-        )
-
+    weights, file_name = _weights_and_file_names(read_weights_file(path), path)
     own = model.state_dict()
     weights = adapt_stem(weights, own, path)
     usable = {k: v for k, v in weights.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    skipped = [k for k in weights if k in own and k not in usable]  # in the file's order
     if not any(k.startswith("trunk.") for k in usable):
-        raise CheckpointError(f"{path}: none of its trunk weights fit this model's backbone")
-    skipped = sorted(k for k in weights if k in own and k not in usable)
+        differ = [
+            f"{file_name(k)}: file has {tuple(weights[k].shape)}, model expects {tuple(own[k].shape)}"
+            for k in skipped
+            if k.startswith("trunk.")
+        ]
+        detail = f" (shapes differ, e.g. {'; '.join(differ[:3])})" if differ else ""
+        raise CheckpointError(f"{path}: none of its trunk weights fit this model's backbone{detail}")
     if skipped:
-        warnings.warn(f"{path}: shapes differ, kept freshly initialised: {', '.join(skipped)}", stacklevel=2)
+        warnings.warn(
+            f"{path}: shapes differ, kept freshly initialised: {', '.join(map(file_name, skipped))}",
+            stacklevel=2,
+        )
     with torch.no_grad():
         for key, value in usable.items():
             own[key].copy_(value)

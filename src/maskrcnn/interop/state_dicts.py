@@ -1,6 +1,7 @@
 """Renaming and strict loading of state dicts."""
 
 import re
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -10,29 +11,38 @@ class CheckpointError(ValueError):
     """A weights file cannot be used with the model it was given to."""
 
 
+def rename_key(key: str, rules: list[tuple[str, str]]) -> str:
+    """`key` renamed by the first (regex, replacement) rule that matches it; unchanged when none does."""
+    for pattern, replacement in rules:
+        new_key, count = re.subn(pattern, replacement, key)
+        if count:
+            return new_key
+    return key
+
+
 def rename_keys(state_dict: dict, rules: list[tuple[str, str]]) -> dict:
     """Apply the first matching (regex, replacement) rule to every key; unmatched keys stay."""
-    renamed = {}
-    for key, value in state_dict.items():
-        for pattern, replacement in rules:
-            new_key, count = re.subn(pattern, replacement, key)
-            if count:
-                key = new_key
-                break
-        renamed[key] = value
-    return renamed
+    return {rename_key(key, rules): value for key, value in state_dict.items()}
 
 
-def load_strict(model: nn.Module, state_dict: dict, source: str) -> None:
+def load_strict(
+    model: nn.Module, state_dict: dict, source: str, file_name: Callable[[str], str] | None = None
+) -> None:
     """Copy `state_dict` into `model`, failing with one message that lists every missing key,
     unexpected key and shape mismatch. `source` names the file or origin in the message, which
-    is one line (the commands print it as `error: <message>`)."""
+    is one line (the commands print it as `error: <message>`).
+
+    file_name: for a state dict renamed from another project's layout, the name a key of the
+    model has in the file (or would have, for a key the file lacks); the message uses the
+    file's names, which are the ones its owner can look for. Default: the model's names.
+    """
+    named = file_name or (lambda key: key)
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
+    missing = sorted(named(key) for key in set(expected) - set(state_dict))
+    unexpected = sorted(named(key) for key in set(state_dict) - set(expected))
     mismatched = [
-        f"{key}: file has {tuple(state_dict[key].shape)}, model expects {tuple(expected[key].shape)}"
-        for key in sorted(set(expected) & set(state_dict))
+        f"{named(key)}: file has {tuple(state_dict[key].shape)}, model expects {tuple(expected[key].shape)}"
+        for key in sorted(set(expected) & set(state_dict), key=named)
         if tuple(torch.as_tensor(state_dict[key]).shape) != tuple(expected[key].shape)
     ]
     problems = []

@@ -1,10 +1,13 @@
 """torchvision's Mask R-CNN checkpoints (`maskrcnn_resnet50_fpn`, current and legacy key names)."""
 
+import re
+from collections.abc import Callable
+
 from torch import Tensor
 
 from maskrcnn.config import AnchorConfig, BackboneConfig, ModelConfig
 from maskrcnn.data.coco_names import COCO_CATEGORY_NAMES
-from maskrcnn.interop.state_dicts import CheckpointError, load_strict, rename_keys
+from maskrcnn.interop.state_dicts import CheckpointError, load_strict, rename_key, rename_keys
 from maskrcnn.modeling.mask_rcnn import MaskRCNN, build_model
 
 # torchvision key pattern -> this project's key. Legacy files (before torchvision 0.13)
@@ -41,6 +44,62 @@ KEY_RULES = [
 ]
 
 
+# This project's key -> torchvision's (the inverse of KEY_RULES), to name in errors the keys a
+# file lacks as that file would have them. LEGACY_NAMES go first for files of the old layout.
+TORCHVISION_NAMES = [
+    (r"^trunk\.stem\.conv\.", "backbone.body.conv1."),
+    (r"^trunk\.stem\.norm\.", "backbone.body.bn1."),
+    (
+        r"^trunk\.res(\d)\.(\d+)\.shortcut\.conv\.",
+        lambda m: f"backbone.body.layer{int(m[1]) - 1}.{m[2]}.downsample.0.",
+    ),
+    (
+        r"^trunk\.res(\d)\.(\d+)\.shortcut\.norm\.",
+        lambda m: f"backbone.body.layer{int(m[1]) - 1}.{m[2]}.downsample.1.",
+    ),
+    (
+        r"^trunk\.res(\d)\.(\d+)\.conv(\d)\.",
+        lambda m: f"backbone.body.layer{int(m[1]) - 1}.{m[2]}.conv{m[3]}.",
+    ),
+    (r"^trunk\.res(\d)\.(\d+)\.norm(\d)\.", lambda m: f"backbone.body.layer{int(m[1]) - 1}.{m[2]}.bn{m[3]}."),
+    (r"^fpn\.lateral\.(\d)\.", r"backbone.fpn.inner_blocks.\1.0."),
+    (r"^fpn\.output\.(\d)\.", r"backbone.fpn.layer_blocks.\1.0."),
+    (r"^rpn\.head\.conv\.", "rpn.head.conv.0.0."),
+    (r"^rpn\.head\.objectness\.", "rpn.head.cls_logits."),
+    (r"^rpn\.head\.deltas\.", "rpn.head.bbox_pred."),
+    (r"^roi_heads\.mask_head\.convs\.(\d)\.", r"roi_heads.mask_head.\1.0."),
+    (r"^roi_heads\.mask_head\.deconv\.", "roi_heads.mask_predictor.conv5_mask."),
+    (r"^roi_heads\.mask_head\.predictor\.", "roi_heads.mask_predictor.mask_fcn_logits."),
+]
+LEGACY_NAMES = [
+    (r"^fpn\.lateral\.(\d)\.", r"backbone.fpn.inner_blocks.\1."),
+    (r"^fpn\.output\.(\d)\.", r"backbone.fpn.layer_blocks.\1."),
+    (r"^rpn\.head\.conv\.", "rpn.head.conv."),
+    (r"^roi_heads\.mask_head\.convs\.(\d)\.", lambda m: f"roi_heads.mask_head.mask_fcn{int(m[1]) + 1}."),
+]
+# Keys that only files of the legacy layout have.
+_LEGACY_KEY = re.compile(
+    r"^(backbone\.fpn\.(inner|layer)_blocks\.\d\.|rpn\.head\.conv\.|roi_heads\.mask_head\.mask_fcn\d\.)"
+    r"(weight|bias)$"
+)
+
+
+def is_legacy_layout(state_dict: dict) -> bool:
+    """Whether a torchvision state dict uses the key names of torchvision before 0.13."""
+    return any(_LEGACY_KEY.match(key) for key in state_dict)
+
+
+def torchvision_key_names(state_dict: dict) -> Callable[[str], str]:
+    """This project's key -> its name in `state_dict`'s own layout (current or legacy).
+
+    A key the file has is named as the file names it; one it lacks, as a file of that
+    layout would name it.
+    """
+    in_file = {rename_key(key, KEY_RULES): key for key in state_dict}
+    rules = LEGACY_NAMES + TORCHVISION_NAMES if is_legacy_layout(state_dict) else TORCHVISION_NAMES
+    return lambda key: in_file.get(key) or rename_key(key, rules)
+
+
 def is_torchvision_state_dict(state_dict: dict) -> bool:
     return isinstance(state_dict, dict) and "backbone.body.conv1.weight" in state_dict
 
@@ -68,7 +127,7 @@ def from_torchvision(
 
     The number of classes is read from the weights (91 for COCO checkpoints, whose class
     names are then the COCO names). Raises CheckpointError listing missing keys,
-    unexpected keys and shape mismatches.
+    unexpected keys and shape mismatches under the file's own key names.
     """
     if not is_torchvision_state_dict(state_dict):
         raise CheckpointError(
@@ -81,5 +140,5 @@ def from_torchvision(
     # Models built without pre-trained weights use trainable BatchNorm, whose step counters
     # mean nothing once the statistics are frozen.
     weights = {k: v for k, v in state_dict.items() if not k.endswith(".num_batches_tracked")}
-    load_strict(model, rename_keys(weights, KEY_RULES), source)
+    load_strict(model, rename_keys(weights, KEY_RULES), source, file_name=torchvision_key_names(weights))
     return model.eval()

@@ -52,7 +52,12 @@ class MaskHead(nn.Module):
         """
         features = self.mask_features(pooled)
         num, depth, height, width = features.shape
-        weight = self.predictor.weight[labels].reshape(num, depth, 1).to(features.dtype)
+        # weight (classes, D, 1, 1) -> (classes, 1, 1, D) -> (classes, D): a view of the
+        # channels-last weight whose gradient autograd hands back channels-last, in the
+        # parameter's own strides (indexing the 4-d weight gives an NCHW-strided one, which
+        # DDP must copy into its channels-last bucket view, warning that the strides differ).
+        classes = self.predictor.weight.permute(0, 2, 3, 1).reshape(-1, depth)
+        weight = classes[labels].reshape(num, depth, 1).to(features.dtype)
         # features are channels-last, so these rows are a view
         rows = features.permute(0, 2, 3, 1).reshape(num, height * width, depth)
         logits = torch.bmm(rows, weight).reshape(num, height, width).float()

@@ -66,7 +66,8 @@ def weight_gradient(
     padding: tuple[int, int],
     stride: tuple[int, int] = (1, 1),
 ) -> Tensor:
-    """Weight gradient of a convolution: grad (N, Co, Ho, Wo), x (N, Ci, H, W) -> (Co, Ci, kh, kw).
+    """Weight gradient of a convolution: grad (N, Co, Ho, Wo), x (N, Ci, H, W) -> (Co, Ci, kh, kw),
+    channels-last.
 
     The zero-padded input, its size rounded up to a multiple of the stride, is split into
     phase images of Hq x Wq cells: phase (a, b) holds padded cells (s_h u + a, s_w v + b).
@@ -95,7 +96,10 @@ def weight_gradient(
             offset = (i // stride_h) * cells_w + j // stride_w
             phase = phases[i % stride_h, j % stride_w]
             taps.append(torch.mm(grad_rows[: rows - offset].t(), phase[offset:]))
-    return torch.stack(taps, dim=2).view(out_channels, in_channels, kernel_h, kernel_w)
+    # (Co, kh * kw, Ci) holds the gradient in channels-last order: each tap is written as
+    # whole rows, and the permuted view needs no copy for a channels-last weight.
+    stacked = torch.stack(taps, dim=1).view(out_channels, kernel_h, kernel_w, in_channels)
+    return stacked.permute(0, 3, 1, 2)
 
 
 def _padded_rows(x: Tensor, top: int, left: int, height: int, width: int) -> Tensor:
@@ -146,15 +150,22 @@ class _ShiftWeightGradConv(torch.autograd.Function):
             )[0]
         if ctx.needs_input_grad[1]:
             grad_weight = weight_gradient(grad, x, weight.shape[2:], ctx.padding, ctx.stride)
-            grad_weight = grad_weight.contiguous(memory_format=_layout(weight))
+            grad_weight = _in_strides_of(weight, grad_weight)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad.sum((0, 2, 3))
         return grad_x, grad_weight, grad_bias, None, None
 
 
-def _layout(weight: Tensor) -> torch.memory_format:
-    channels_last = weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
-    return torch.channels_last if channels_last else torch.contiguous_format
+def _in_strides_of(weight: Tensor, grad: Tensor) -> Tensor:
+    """`grad` with exactly `weight`'s strides (a copy only when they differ).
+
+    Autograd keeps a gradient whose strides differ from its parameter's only in dimensions
+    of size 1, and DDP then copies it into its bucket view with a warning: "the same memory
+    format" is not enough, the strides must be equal.
+    """
+    if grad.stride() == weight.stride():
+        return grad
+    return torch.empty_like(weight, memory_format=torch.preserve_format).copy_(grad)
 
 
 class Conv2d(nn.Conv2d):
