@@ -18,6 +18,7 @@ with bfloat16 instructions, or with --bf16).
 import argparse
 import copy
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,6 +38,8 @@ from maskrcnn.config import SolverConfig, load_config
 from maskrcnn.data.shapes import draw_shapes_image
 from maskrcnn.engine.trainer import make_optimizer
 from maskrcnn.precision import autocast_context, cpu_has_fast_bfloat16
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def shapes_batch(count: int, height: int, width: int, seed: int = 0):
@@ -71,8 +74,8 @@ class PlainBackbone(nn.Module):
         return OrderedDict(zip(["0", "1", "2", "3", "pool"], self.fpn(self.trunk(x))))
 
 
-def shapes_models():
-    config = load_config("configs/shapes.yaml").model
+def shapes_models(overrides: tuple[str, ...] = ()):
+    config = load_config(str(ROOT / "configs" / "shapes.yaml"), list(overrides)).model
     torch.manual_seed(0)
     ours = maskrcnn.build_model(config)
     channels = config.backbone.fpn_channels
@@ -137,7 +140,19 @@ def main() -> None:
     parser.add_argument(
         "--bf16", action="store_true", help="time bfloat16 even on a CPU without bfloat16 instructions"
     )
+    parser.add_argument(
+        "--end-to-end",
+        type=float,
+        metavar="SECONDS",
+        help="instead: `maskrcnn train` and a torchvision loop on shapes, each for SECONDS of wall time "
+        "(benchmarks/end_to_end.py)",
+    )
     args = parser.parse_args()
+    if args.end_to_end:
+        import end_to_end
+
+        end_to_end.main(args.end_to_end)
+        return
     # Without bfloat16 instructions PyTorch emulates bfloat16, 10-100x slower than float32.
     half = cpu_has_fast_bfloat16() or args.bf16
     print(f"# training step (loss + backward + SGD), {machine()}, median of {args.runs}")

@@ -149,7 +149,7 @@ def test_python_dash_m_runs_the_cli(tmp_path):
     completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
 
     assert completed.returncode == 2
-    assert completed.stderr.strip() == f"error: {missing}: weights file not found"
+    assert completed.stderr.strip() == f"error: --weights {missing}: weights file not found"
 
 
 def test_predict_in_bfloat16_writes_the_same_kind_of_results(tmp_path, checkpoint, capsys):

@@ -67,6 +67,23 @@ SHAPES = "configs/shapes.yaml"
         ("solver.precision=fp8", "solver.precision='fp8' (from the command line): expected one of fp32"),
         ("device=gpu", "device='gpu' (from the command line): expected auto, cpu, cuda"),
         ("data.num_workers=-2", "data.num_workers=-2 (from the command line): expected an integer >= 0"),
+        # a typo with extra zeros would fork or allocate until the machine gives up
+        (
+            "data.num_workers=4000",
+            "data.num_workers=4000 (from the command line): expected an integer >= 0 and <= 256",
+        ),
+        (
+            "data.images_per_batch=20000",
+            "data.images_per_batch=20000 (from the command line): expected an integer >= 1 and <= 1024",
+        ),
+        (
+            "data.max_size_train=1333000",
+            "data.max_size_train=1333000 (from the command line): expected an integer >= 1 and <= 16384",
+        ),
+        (
+            "model.input.min_size=800000",
+            "model.input.min_size=800000 (from the command line): expected an integer >= 1 and <= 16384",
+        ),
         ("solver.steps=[300,200]", "solver.steps=[300, 200] (from the command line): expected iterations in"),
         ("solver.base_lr.x=3", "solver.base_lr (from the command line): expected float, got {'x': 3}"),
         ("=3", "the command line: '=3' is not a key=value override"),

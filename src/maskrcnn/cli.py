@@ -36,7 +36,7 @@ from maskrcnn.cli_checks import (
     output_folder,
 )
 from maskrcnn.cli_parser import CommandParser, UsageError, unrecognized
-from maskrcnn.config import DataConfig
+from maskrcnn.config import ConfigError, DataConfig
 from maskrcnn.engine.stop import Interrupted, signals_raise_interrupted
 from maskrcnn.precision import strict_precision
 
@@ -195,9 +195,10 @@ def _add_train(subcommands) -> argparse.ArgumentParser:
         description=(
             "Train Mask R-CNN as a YAML config says, with key=value overrides of any config key; the "
             "options below are shorthands for the data.* keys, output_dir and solver.max_iter. Writes "
-            "into the run folder (--out) last.pt, model_final.pt, metrics.jsonl, metrics.json (with a "
-            "validation split) and loss_curves.png. A folder that holds a run is refused unless "
-            "--resume or --overwrite says what to do with it. Exit code 2 if the run could not start."
+            "into the run folder (--out) last.pt, model_final.pt, metrics.jsonl, loss_curves.png and, "
+            "with a validation split, metrics.json and precision_recall.png. A folder that holds a run "
+            "is refused unless --resume or --overwrite says what to do with it. Exit code 2 if the run "
+            "could not start."
         ),
     )
     options.add_config(parser, "a YAML config, e.g. configs/shapes.yaml")
@@ -332,6 +333,24 @@ def _add_eval(subcommands) -> argparse.ArgumentParser:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    from maskrcnn.engine.evaluate_checks import check_evaluation
+
+    # Checked here, before the command's imports load torch (the command checks again: it is
+    # also called from Python).
+    try:
+        check_evaluation(
+            args.config,
+            args.overrides,
+            args.weights,
+            args.json,
+            args.images,
+            args.out,
+            args.results,
+            args.vis,
+        )
+    except (ConfigError, OptionError) as error:
+        _report(f"error: {one_line(error)}")
+        return EXIT_USAGE
     from maskrcnn.engine.evaluate_command import evaluate_command
 
     return evaluate_command(

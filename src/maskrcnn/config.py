@@ -121,6 +121,11 @@ class DataConfig:
     # Images whose header claims more pixels (width x height x planes) are refused before
     # decoding (decompression bombs); 0: no limit.
     max_image_pixels: int = 300_000_000
+    # Decode the training images once, into memory shared by the DataLoader workers, when they
+    # fit in cache_images_max_mb (0: a quarter of the machine's memory, shared by the node's
+    # processes); a larger set is read from disk at each use.
+    cache_images: bool = True
+    cache_images_max_mb: int = 0
 
 
 @dataclass

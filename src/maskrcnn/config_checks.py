@@ -9,8 +9,8 @@ or a YAML file), the value and what is accepted.
 import math
 from collections.abc import Callable
 
+from maskrcnn.choices import INTENSITIES, PRECISIONS
 from maskrcnn.config import ConfigError, InputConfig, ModelConfig, TrainConfig
-from maskrcnn.data.intensity import INTENSITIES
 
 Origin = Callable[[str], str]  # dotted key -> "the command line", a YAML path, or "" (a default)
 
@@ -54,6 +54,10 @@ NON_NEGATIVE = _number(low=0)
 POSITIVE = _number(above=0)
 FRACTION = _number(low=0, high=1)
 IOU = _number(above=0, high=1)
+# Limits that no machine reaches, so that a typo (an extra zero or three) is an error at once
+# instead of a run that allocates or forks until the machine gives up.
+MAX_SIDE = 16384  # pixels: a (3, 16384, 16384) float input alone is 3 GiB
+SIDE = _number(low=1, high=MAX_SIDE, integer=True)
 
 MODEL_RULES = {
     "num_classes": _number(low=2, integer=True),
@@ -99,8 +103,8 @@ MODEL_RULES = {
 }
 
 INPUT_RULES = {
-    "min_size": COUNT,
-    "max_size": COUNT,
+    "min_size": SIDE,
+    "max_size": SIDE,
     "pixel_std": _each(POSITIVE),
     "pixel_mean": _each(_number()),
     "size_divisibility": COUNT,
@@ -110,12 +114,13 @@ INPUT_RULES = {
 }
 
 TRAIN_RULES = {
-    "data.min_sizes_train": _each(COUNT),
-    "data.max_size_train": COUNT,
+    "data.min_sizes_train": _each(SIDE),
+    "data.max_size_train": SIDE,
     "data.flip_probability": FRACTION,
-    "data.images_per_batch": COUNT,
-    "data.num_workers": _number(low=0, integer=True),
+    "data.images_per_batch": _number(low=1, high=1024, integer=True),  # per process
+    "data.num_workers": _number(low=0, high=256, integer=True),  # each one a process
     "data.max_image_pixels": _number(low=0, integer=True),
+    "data.cache_images_max_mb": _number(low=0, integer=True),
     "solver.base_lr": POSITIVE,
     "solver.momentum": _number(low=0, below=1),
     "solver.weight_decay": NON_NEGATIVE,
@@ -127,7 +132,7 @@ TRAIN_RULES = {
     "solver.schedule": _choice("step", "linear", "cosine"),
     "solver.budget_minutes": NON_NEGATIVE,
     "solver.clip_grad_norm": NON_NEGATIVE,
-    "solver.precision": _choice("fp32", "bf16", "fp16", "auto"),
+    "solver.precision": _choice(*PRECISIONS),
     "solver.checkpoint_period": COUNT,
     "solver.log_period": COUNT,
     "solver.eval_period": _number(low=0, integer=True),

@@ -1,12 +1,18 @@
-"""Numeric precision of a run: float32, or bfloat16 / float16 autocast."""
+"""Numeric precision of a run: float32, or bfloat16 / float16 autocast.
+
+torch is imported where it is used: the command line sets `strict_precision` before its
+checks, which must not wait for torch to load.
+"""
 
 import contextlib
 import contextvars
 import warnings
+from typing import TYPE_CHECKING
 
-import torch
+from maskrcnn.choices import PRECISIONS
 
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+if TYPE_CHECKING:
+    import torch
 
 
 def cpu_has_fast_bfloat16() -> bool:
@@ -16,17 +22,21 @@ def cpu_has_fast_bfloat16() -> bool:
     matrix product ran at 0.9 GFLOP/s against 108 in float32, and the shapes training step
     under bfloat16 autocast took 3.1 s against 0.32 s.
     """
+    import torch
+
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
-def autocast_dtype(precision: str, device: torch.device, what: str = "precision") -> torch.dtype | None:
+def autocast_dtype(precision: str, device: "torch.device", what: str = "precision") -> "torch.dtype | None":
     """None for float32; "auto" is float16 on CUDA, and on the CPU bfloat16 where the CPU
     has bfloat16 instructions, else float32. An explicit "bf16" on a CPU without them
     is kept, with a warning.
 
     what: the setting's name, for the messages.
     """
+    import torch
+
     on_cpu = torch.device(device).type == "cpu"
     if precision == "auto":
         precision = "fp16" if torch.device(device).type == "cuda" else "bf16"
@@ -70,12 +80,14 @@ def _slow(message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def autocast_context(precision: str, device: torch.device, what: str = "precision"):
+def autocast_context(precision: str, device: "torch.device", what: str = "precision"):
     """A context running matrix products and convolutions in the chosen precision.
 
     Everything that decodes boxes, ranks scores or thresholds masks stays float32: the
     heads hand their outputs back as float32.
     """
+    import torch
+
     device = torch.device(device)
     dtype = autocast_dtype(precision, device, what)
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)

@@ -20,7 +20,13 @@ from maskrcnn.config import InputConfig, RoIHeadsConfig
 from maskrcnn.data.coco import AnnotationWarning, CocoDataset
 from maskrcnn.engine.checkpoint import save_checkpoint
 from maskrcnn.engine.evaluate_command import evaluate_command
-from maskrcnn.engine.evaluation import coco_ground_truth, evaluate_results, label_to_category, predict_dataset
+from maskrcnn.engine.evaluation import (
+    coco_ground_truth,
+    evaluate_results,
+    label_to_category,
+    plot_precision_recall,
+    predict_dataset,
+)
 from maskrcnn.testing import tiny_model_config
 
 CATEGORY_IDS = (3, 17, 90)
@@ -92,6 +98,27 @@ def test_perfect_predictions_score_one(dataset):
     assert metrics["segm"]["AP"] == pytest.approx(1.0)
     assert set(metrics["per_class"]["segm"]) == {"thing3", "thing17", "thing90"}
     assert all(v == pytest.approx(1.0) for v in metrics["per_class"]["bbox"].values())
+
+
+def test_a_failed_plot_leaves_the_earlier_picture_whole(dataset, tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    path, annotations = dataset
+    _, evaluations = evaluate_results(path, perfect_results(annotations))
+    picture = tmp_path / "precision_recall.png"
+    plot_precision_recall(evaluations, {3: "thing3", 17: "thing17", 90: "thing90"}, picture)
+    good = picture.read_bytes()
+    assert good.startswith(b"\x89PNG")
+
+    def crash(figure, target, **kwargs):  # a crash half-way through writing
+        Path(target).write_bytes(good[:100])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", crash)
+    with pytest.raises(OSError, match="disk full"):
+        plot_precision_recall(evaluations, {3: "thing3", 17: "thing17", 90: "thing90"}, picture)
+    assert picture.read_bytes() == good
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary left
 
 
 def test_known_misses_match_pycocotools_exactly(dataset):

@@ -2,7 +2,7 @@
 
 import io
 
-from maskrcnn.engine.progress import TrainingProgress
+from maskrcnn.engine.progress import TrainingProgress, item_progress
 
 
 class Terminal(io.StringIO):
@@ -44,3 +44,27 @@ def test_other_ranks_print_nothing():
     progress.write("not shown")
     progress.close()
     assert stream.getvalue() == ""
+
+
+def test_items_off_a_terminal_print_evenly_spaced_plain_lines():
+    stream = io.StringIO()
+    seen = list(item_progress(range(25), "eval", "image", lines=10, stream=stream))
+    assert seen == list(range(25))  # every item, in order
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue()
+    # every ceil(25 / 10) = 3 items, and the last
+    assert [line.split()[1] for line in lines] == [f"{n}/25" for n in (*range(3, 25, 3), 25)]
+    assert lines[-1].startswith("eval: 25/25 images  ") and lines[-1].endswith("ETA 0:00:00")
+
+
+def test_items_with_no_lines_or_disabled_print_nothing():
+    for kwargs in ({"lines": 0}, {"enabled": False}, {"enabled": False, "stream": Terminal()}):
+        stream = kwargs.pop("stream", io.StringIO())
+        assert list(item_progress([1, 2, 3], "predict", "image", stream=stream, **kwargs)) == [1, 2, 3]
+        assert stream.getvalue() == ""
+
+
+def test_items_on_a_terminal_draw_a_bar():
+    stream = Terminal()
+    assert list(item_progress(range(4), "eval", "image", stream=stream)) == [0, 1, 2, 3]
+    assert "\r" in stream.getvalue() and "4/4" in stream.getvalue()

@@ -113,7 +113,7 @@ def test_predict_keeps_the_training_flag(model):
 
 
 def test_score_threshold_keeps_the_detections_scoring_at_least_it(model):
-    from maskrcnn.modeling.mask_rcnn import PREDICT_SCORE_THRESHOLD
+    from maskrcnn.choices import PREDICT_SCORE_THRESHOLD
 
     image = random_uint8_image(seed=5)
     (everything,) = model.predict(image, score_threshold=0.0)
@@ -131,9 +131,10 @@ def test_score_threshold_keeps_the_detections_scoring_at_least_it(model):
 def test_one_default_threshold_for_the_api_and_the_commands():
     import inspect
 
+    from maskrcnn.choices import PREDICT_SCORE_THRESHOLD
     from maskrcnn.cli import build_parser
     from maskrcnn.export.onnx import export_onnx
-    from maskrcnn.modeling.mask_rcnn import PREDICT_SCORE_THRESHOLD, MaskRCNN
+    from maskrcnn.modeling.mask_rcnn import MaskRCNN
 
     assert (
         inspect.signature(MaskRCNN.predict).parameters["score_threshold"].default == PREDICT_SCORE_THRESHOLD

@@ -78,6 +78,8 @@ class CocoDataset(Dataset):
         check_input_config(self.input_config)
         self.max_image_pixels = max_image_pixels
         self._warned_files: set[str] = set()
+        # index -> (pixels as decoded, target), filled by data.image_cache.fill_image_cache
+        self.image_cache: dict[int, tuple[Tensor, dict]] = {}
 
         data = read_json(self.annotation_file)
         categories = list_field(data, "categories", self.annotation_file)
@@ -129,13 +131,14 @@ class CocoDataset(Dataset):
         index = range(len(self.records))[index]
         record = self.records[index]
         path = self.image_dir / record.file_name
+        cached = self.image_cache.get(index)
         try:
-            image = to_image_tensor(load_image(path, self.max_image_pixels), self.input_config, str(path))
-            if tuple(image.shape[-2:]) != (record.height, record.width):
-                raise ValueError(
-                    f"{path}: image is {image.shape[-1]}x{image.shape[-2]} pixels but "
-                    f"{self.annotation_file} says {record.width}x{record.height}"
-                )
+            if cached is not None:  # decoded once (data/image_cache.py)
+                pixels, target = cached[0].numpy(), {k: _copy(v) for k, v in cached[1].items()}
+            else:
+                pixels, target = load_image(path, self.max_image_pixels), None
+                self.check_size(pixels, record, path)
+            image = to_image_tensor(pixels, self.input_config, str(path))
         except ValueError as error:
             if not self.skip_bad_images:
                 raise
@@ -144,10 +147,28 @@ class CocoDataset(Dataset):
                 warnings.warn(f"skipping image: {error}", BadImageWarning, stacklevel=2)
             return None
 
-        target = _target(record)
+        if target is None:
+            target = self.target(index)
         if self.transform is not None:
             image, target = self.transform(image, target, _generator(index, seed))
         return image, target
+
+    def target(self, index: int) -> dict:
+        """The annotations of image `index` as tensors (see the class docstring)."""
+        return _target(self.records[index])
+
+    def check_size(self, pixels: np.ndarray, record: ImageRecord, path) -> None:
+        """A decoded (H, W) or (H, W, C) image must have the size its annotations were drawn on."""
+        if tuple(pixels.shape[:2]) != (record.height, record.width):
+            raise ValueError(
+                f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]} pixels but "
+                f"{self.annotation_file} says {record.width}x{record.height}"
+            )
+
+
+def _copy(value):
+    # A sample is the caller's to change: the cache keeps its own tensors.
+    return value.clone() if torch.is_tensor(value) else value
 
 
 def collate(batch: list) -> tuple[list[Tensor], list[dict]]:

@@ -14,8 +14,7 @@ shapes read from the tensor, so tracing it gives a graph for any image size.
 import torch
 from torch import Tensor
 
-INTENSITIES = ("auto", "range", "minmax", "percentile")
-PER_IMAGE = ("minmax", "percentile")
+from maskrcnn.choices import INTENSITIES, PER_IMAGE  # noqa: F401  (re-exported)
 
 
 def normalize_channels(image: Tensor, method: str, percentiles: tuple[float, float] = (1.0, 99.8)) -> Tensor:

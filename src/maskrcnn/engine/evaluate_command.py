@@ -11,24 +11,19 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
 from maskrcnn.cli_checks import (
     OptionError,
-    config_origin,
-    existing_file,
-    existing_folder,
     one_line,
-    output_folder,
-    shown,
 )
-from maskrcnn.config import ConfigError, load_config
+from maskrcnn.config import ConfigError
 from maskrcnn.data.coco import CocoDataset
 from maskrcnn.data.coco_annotations import rle_problem
 from maskrcnn.engine import distributed
+from maskrcnn.engine.evaluate_checks import EvaluationPaths, check_evaluation
 from maskrcnn.engine.evaluation import (
     evaluate_results,
     format_metrics,
@@ -68,10 +63,9 @@ def evaluate_command(
     this: each predicts its share of the images; rank 0 alone prints and writes files.
     """
     try:
-        config = load_config(config_path, list(overrides))
-        paths = _checked_paths(config, config_path, overrides, weights, annotation_json, image_dir)
-        paths = paths._replace(out=_checked_out(config, config_path, overrides, out_dir))
-        _check_options(weights, results_file, vis)
+        config, paths = check_evaluation(
+            config_path, overrides, weights, annotation_json, image_dir, out_dir, results_file, vis
+        )
     except (ConfigError, OptionError) as error:
         if os.environ.get("RANK", "0") == "0":  # every process has the same problem: one line
             print(f"error: {one_line(error)}", file=sys.stderr)
@@ -109,57 +103,7 @@ def evaluate_command(
     return 0
 
 
-class _Paths(NamedTuple):
-    annotations: str  # the annotation file to score against
-    images: str  # its image folder ("": file names are relative to the working folder)
-    out: Path | None = None  # the output folder
-
-
-def _checked_paths(config, config_path, overrides, weights, annotation_json, image_dir) -> _Paths:
-    """The split's files, from --json and --images or else the config, checked to exist; a
-    message names the option, or the config key and where its value came from."""
-    if annotation_json is not None:
-        existing_file("--json", annotation_json)
-    elif config.data.val_json:
-        annotation_json = config.data.val_json
-        existing_file(
-            "data.val_json", annotation_json, config_origin("data.val_json", config_path, overrides)
-        )
-    else:
-        raise OptionError("no annotations to evaluate against: give --json or data.val_json in the config")
-    images = image_dir if image_dir is not None else config.data.val_images
-    if weights and image_dir is not None:  # the images are read only to run a model
-        existing_folder("--images", image_dir)
-    elif weights and images:
-        existing_folder("data.val_images", images, config_origin("data.val_images", config_path, overrides))
-    return _Paths(annotation_json, images or "")
-
-
-def _checked_out(config, config_path, overrides, out_dir) -> Path:
-    if out_dir is not None:
-        return output_folder("--out", out_dir)
-    origin = config_origin("output_dir", config_path, overrides)
-    output_folder("output_dir", config.output_dir, origin)
-    out = Path(config.output_dir) / "eval"  # as --help says
-    if out.exists() and not out.is_dir():
-        raise OptionError(f"{shown('output_dir', config.output_dir, origin)}: {out} (eval's --out) is a file")
-    return out
-
-
-def _check_options(weights, results_file, vis: int) -> None:
-    if weights and results_file:
-        raise OptionError(
-            "--weights runs a model and --results scores saved detections instead: give one of them"
-        )
-    if not weights and not results_file:
-        raise OptionError("give --weights FILE (or --results FILE to evaluate saved detections)")
-    if results_file:
-        existing_file("--results", results_file)
-        if vis:
-            raise OptionError(f"--vis {vis}: draws a model's predictions; it needs --weights, not --results")
-
-
-def _split(config, paths: _Paths, input_config=None) -> CocoDataset:
+def _split(config, paths: EvaluationPaths, input_config=None) -> CocoDataset:
     """The split to score, its annotations cleaned as training cleans them."""
     return CocoDataset(
         paths.annotations,
@@ -170,7 +114,7 @@ def _split(config, paths: _Paths, input_config=None) -> CocoDataset:
     )
 
 
-def _model_and_split(context, config, weights, paths: _Paths):
+def _model_and_split(context, config, weights, paths: EvaluationPaths):
     """The model and the split, on every process; if any process cannot read them, all raise
     (and none waits for the others in `predict_split`)."""
     model = dataset = failure = None

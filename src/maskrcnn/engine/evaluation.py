@@ -16,12 +16,13 @@ import pycocotools.mask as mask_utils
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from tqdm import tqdm
 
 from maskrcnn.data.coco import CocoDataset
 from maskrcnn.data.coco_annotations import to_rle
 from maskrcnn.engine import distributed
+from maskrcnn.engine.progress import item_progress
 from maskrcnn.engine.results import detections_to_coco, write_json_atomic
+from maskrcnn.files import atomic_output
 from maskrcnn.modeling.mask_rcnn import MaskRCNN
 
 SUMMARY_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -50,7 +51,7 @@ def predict_dataset(
     mapping = label_to_category(model)
     results = []
     indices = range(len(dataset)) if indices is None else indices
-    for index in tqdm(indices, desc="eval", unit="image", disable=not progress):
+    for index in item_progress(indices, "eval", "image", enabled=progress):
         sample = dataset[index]
         if sample is None:  # an unreadable image skipped with --skip-bad-images
             continue
@@ -242,7 +243,8 @@ def plot_precision_recall(evaluations: dict[str, COCOeval], names: dict[int, str
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize=8, loc="lower left")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with atomic_output(path) as temporary:
+        figure.savefig(temporary, dpi=100, format="png")
     plt.close(figure)
 
 

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import torch
 
+from maskrcnn.choices import PREDICT_SCORE_THRESHOLD
 from maskrcnn.cli_checks import one_line
 from maskrcnn.data.images import load_image
 from maskrcnn.interop.load import load_model
 from maskrcnn.interop.state_dicts import CheckpointError
-from maskrcnn.modeling.mask_rcnn import PREDICT_SCORE_THRESHOLD
 
 FORMATS = ("onnx",)
 

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from maskrcnn.files import strict_json, write_text_atomic
+from maskrcnn.files import atomic_output, strict_json, write_text_atomic
 
 
 class MetricsLog:
@@ -72,5 +72,6 @@ def plot_losses(metrics_path: Path, output_path: Path) -> None:
     axes.grid(True, alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    figure.savefig(output_path, dpi=100)
+    with atomic_output(output_path) as temporary:
+        figure.savefig(temporary, dpi=100, format="png")
     plt.close(figure)

@@ -22,16 +22,18 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from maskrcnn.choices import PREDICT_SCORE_THRESHOLD
 from maskrcnn.cli_checks import one_line
 from maskrcnn.data.images import DEFAULT_MAX_IMAGE_PIXELS, load_image, to_image_tensor
 from maskrcnn.engine import distributed
 from maskrcnn.engine.evaluation import label_to_category
 from maskrcnn.engine.manifest import OutputManifest
+from maskrcnn.engine.progress import item_progress
 from maskrcnn.engine.results import detections_to_coco, write_json_atomic
 from maskrcnn.files import atomic_output
 from maskrcnn.interop.load import load_model
 from maskrcnn.interop.state_dicts import CheckpointError
-from maskrcnn.modeling.mask_rcnn import PREDICT_SCORE_THRESHOLD, MaskRCNN
+from maskrcnn.modeling.mask_rcnn import MaskRCNN
 from maskrcnn.visualize import display_image, draw_instances
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -195,7 +197,8 @@ def predict_to_directory(
     """
     run = PredictionRun()
     ids = range(1, len(images) + 1) if image_ids is None else image_ids
-    progress = tqdm(images, desc="predict", unit="image", disable=len(images) <= 1 or not progress)
+    # Off a terminal the line per image below is the progress.
+    progress = item_progress(images, "predict", "image", enabled=len(images) > 1 and progress, lines=0)
     for image_id, path, overlay in zip(ids, progress, overlays):
         try:
             pixels = load_image(path, max_image_pixels)
@@ -215,7 +218,6 @@ def predict_to_directory(
             entry["file_name"] = str(path)
         run.results.extend(entries)
         tqdm.write(f"{path}: {len(entries)} detection{'s' * (len(entries) != 1)}")
-    progress.close()
     return run
 
 

@@ -5,7 +5,6 @@ import sys
 
 from maskrcnn.cli_checks import OptionError, check_training_paths, one_line
 from maskrcnn.config import ConfigError, load_config
-from maskrcnn.interop.state_dicts import CheckpointError
 
 
 def train_command(
@@ -23,9 +22,11 @@ def train_command(
     overwrite: bool = False,
     skip_bad_images: bool = False,
 ) -> int:
-    """Train from a YAML config; flags are shorthands for the matching key=value overrides."""
-    from maskrcnn.engine.trainer import NonFiniteLossError, train
+    """Train from a YAML config; flags are shorthands for the matching key=value overrides.
 
+    Everything is checked before torch is imported, so that a wrong value or path is
+    answered at once.
+    """
     flag_overrides = {
         "data.train_json": train_json,
         "data.train_images": train_images,
@@ -51,8 +52,15 @@ def train_command(
         if not config.data.train_json or not config.data.train_images:
             raise ConfigError("no training data: give --train-json and --train-images")
         check_training_paths(config, config_path, user_overrides, path_flags)
-        if train_json is not None and not config.data.val_json:
-            print("no --val-json: training without a validation split (no AP is computed)")
+    except (ConfigError, OptionError) as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return 2
+    if train_json is not None and not config.data.val_json:
+        print("no --val-json: training without a validation split (no AP is computed)")
+    from maskrcnn.engine.trainer import NonFiniteLossError, train
+    from maskrcnn.interop.state_dicts import CheckpointError
+
+    try:
         train(config, resume=resume, overwrite=overwrite)
     except (
         ConfigError,

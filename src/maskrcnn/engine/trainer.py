@@ -16,11 +16,18 @@ from tqdm import tqdm
 
 from maskrcnn.config import SolverConfig, TrainConfig, config_to_dict
 from maskrcnn.data.coco import CocoDataset, collate
+from maskrcnn.data.image_cache import fill_image_cache, memory_limit_bytes
 from maskrcnn.data.samplers import TrainingBatchSampler
 from maskrcnn.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestSide
 from maskrcnn.engine import distributed
 from maskrcnn.engine.checkpoint import atomic_save, save_checkpoint
-from maskrcnn.engine.evaluation import evaluate_results, format_metrics, predict_split, write_metrics
+from maskrcnn.engine.evaluation import (
+    evaluate_results,
+    format_metrics,
+    plot_precision_recall,
+    predict_split,
+    write_metrics,
+)
 from maskrcnn.engine.metrics import MetricsLog, plot_losses
 from maskrcnn.engine.progress import TrainingProgress
 from maskrcnn.engine.schedule import BudgetFitter, Schedule
@@ -71,6 +78,10 @@ def build_training_data(config: TrainConfig, context: distributed.Context, start
         input_config=config.model.input,
         max_image_pixels=data.max_image_pixels,
     )
+    if data.cache_images:  # before the workers start: they share the decoded images
+        message = fill_image_cache(dataset, memory_limit_bytes(data.cache_images_max_mb))
+        if context.is_main:
+            tqdm.write(message)
     sampler = TrainingBatchSampler(
         dataset.aspect_ratios,
         data.images_per_batch,
@@ -155,7 +166,14 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
 
 
 # What a run writes into its output directory; a folder holding any of the first three holds a run.
-RUN_FILES = (LAST_CHECKPOINT, FINAL_CHECKPOINT, "metrics.jsonl", "metrics.json", "loss_curves.png")
+RUN_FILES = (
+    LAST_CHECKPOINT,
+    FINAL_CHECKPOINT,
+    "metrics.jsonl",
+    "metrics.json",
+    "loss_curves.png",
+    "precision_recall.png",
+)
 
 
 def _clear_earlier_run(output_dir: Path, resume: bool, overwrite: bool, context) -> None:
@@ -282,30 +300,16 @@ def _train(
     with StopRequest() as stop, contextlib.closing(progress):
         while iteration < schedule.total:
             started_step = time.perf_counter()
-            images, targets = next(batches)
-            images = [image.to(context.device, non_blocking=True) for image in images]
-            targets = [
-                {k: v.to(context.device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets
-            ]
+            images, targets = _to_device(next(batches), context.device)
             data_time = time.perf_counter() - started_step
             # The rate is a function of the iteration alone, so a resumed run follows it exactly.
             # (A torch LR scheduler would warn whenever float16 loss scaling skips a step.)
             lr = solver.base_lr * schedule.factor(iteration)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-
-            with autocast_context(solver.precision, context.device, "solver.precision"):
-                losses = trainable(images, targets)
-            losses = {k: v.float() for k, v in losses.items()}
-            total = sum(losses.values())
-            _check_finite(total, losses, iteration)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            if solver.clip_grad_norm > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(parameters, solver.clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
+            losses, total = _step(
+                trainable, optimizer, scaler, parameters, images, targets, solver, iteration
+            )
             iteration += 1
             if fitter is not None:
                 fitter.record(time.perf_counter() - started_step)
@@ -346,6 +350,31 @@ def _train(
         _evaluate(model, validation, config, log, iteration, context, final=True)
     log.close()
     return model.eval()
+
+
+def _to_device(batch, device: torch.device):
+    images, targets = batch
+    images = [image.to(device, non_blocking=True) for image in images]
+    targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+    return images, targets
+
+
+def _step(trainable, optimizer, scaler, parameters, images, targets, solver: SolverConfig, iteration: int):
+    """One optimizer step on a batch; returns the loss terms (float32) and their sum."""
+    device = images[0].device
+    with autocast_context(solver.precision, device, "solver.precision"):
+        losses = trainable(images, targets)
+    losses = {k: v.float() for k, v in losses.items()}
+    total = sum(losses.values())
+    _check_finite(total, losses, iteration)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(total).backward()
+    if solver.clip_grad_norm > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(parameters, solver.clip_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    return losses, total
 
 
 def _refit(schedule: Schedule, fitter: BudgetFitter, iteration: int, context, progress, solver) -> Schedule:
@@ -422,7 +451,7 @@ def _evaluate(
     results = predict_split(model.eval(), validation, context, progress=False)
     if not context.is_main:
         return
-    metrics, _ = evaluate_results(validation, results)
+    metrics, evaluations = evaluate_results(validation, results)
     log.write(
         {"iteration": iteration, **{f"{t}_{k}": v for t in ("bbox", "segm") for k, v in metrics[t].items()}}
     )
@@ -431,6 +460,8 @@ def _evaluate(
     if final:
         tqdm.write(format_metrics(metrics))
         write_metrics(metrics, Path(config.output_dir) / "metrics.json")
+        names = dict(zip(validation.category_ids, validation.class_names[1:]))
+        plot_precision_recall(evaluations, names, Path(config.output_dir) / "precision_recall.png")
 
 
 def _check_finite(total: torch.Tensor, losses: dict[str, torch.Tensor], iteration: int) -> None:

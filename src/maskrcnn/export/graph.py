@@ -14,8 +14,9 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
+from maskrcnn.choices import PREDICT_SCORE_THRESHOLD
 from maskrcnn.data.intensity import PER_IMAGE, normalize_channels
-from maskrcnn.modeling.mask_rcnn import PREDICT_SCORE_THRESHOLD, MaskRCNN
+from maskrcnn.modeling.mask_rcnn import MaskRCNN
 from maskrcnn.ops import MultiScaleRoIPooler
 from maskrcnn.ops.boxes import remove_small_boxes
 from maskrcnn.ops.poolers import assign_fpn_levels

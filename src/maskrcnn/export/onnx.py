@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from maskrcnn.choices import PREDICT_SCORE_THRESHOLD
 from maskrcnn.config import InputConfig
 from maskrcnn.data.images import to_image_tensor, to_raw_tensor
 from maskrcnn.data.intensity import PER_IMAGE
 from maskrcnn.export.graph import TraceableMaskRCNN
 from maskrcnn.files import atomic_output
-from maskrcnn.modeling.mask_rcnn import PREDICT_SCORE_THRESHOLD, MaskRCNN
+from maskrcnn.modeling.mask_rcnn import MaskRCNN
 from maskrcnn.testing import match_near_ties
 
 INPUT_NAME = "image"

@@ -5,6 +5,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor, nn
 
+from maskrcnn.choices import PREDICT_SCORE_THRESHOLD
 from maskrcnn.config import ModelConfig
 from maskrcnn.config_checks import check_model_config
 from maskrcnn.data.images import to_image_tensor
@@ -22,10 +23,6 @@ from maskrcnn.ops.matcher import Matcher
 from maskrcnn.ops.sampler import BalancedSampler
 from maskrcnn.precision import autocast_context
 from maskrcnn.structures import Detections
-
-# The one default of every user-facing prediction: model.predict, `maskrcnn predict` and
-# the graph `maskrcnn export` writes.
-PREDICT_SCORE_THRESHOLD = 0.5
 
 
 class MaskRCNN(nn.Module):
