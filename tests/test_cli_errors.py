@@ -361,9 +361,9 @@ def test_a_wrong_value_is_one_error_line_and_exit_2(case, files, tmp_path, capsy
     assert "Traceback" not in captured.err + captured.out
     _assert_one_error(captured.err, case, expected)
     assert not out.exists(), "a refused command wrote its output folder"
+    # No value makes a command hang. (That a wrong path is answered at once, before torch is
+    # loaded, test_cli_startup.py checks without a clock.)
     assert elapsed < 10
-    if "missing" in case.line and not case.usage:
-        assert elapsed < 1.0, f"a bad path took {elapsed:.2f} s to be refused"
 
 
 def test_every_option_of_every_subcommand_has_cases():
