@@ -36,7 +36,7 @@ from maskrcnn.cli_checks import (
     output_folder,
 )
 from maskrcnn.cli_parser import CommandParser, UsageError, unrecognized
-from maskrcnn.config import ConfigError, DataConfig
+from maskrcnn.config import DataConfig
 from maskrcnn.engine.stop import Interrupted, signals_raise_interrupted
 from maskrcnn.precision import strict_precision
 
@@ -333,24 +333,6 @@ def _add_eval(subcommands) -> argparse.ArgumentParser:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from maskrcnn.engine.evaluate_checks import check_evaluation
-
-    # Checked here, before the command's imports load torch (the command checks again: it is
-    # also called from Python).
-    try:
-        check_evaluation(
-            args.config,
-            args.overrides,
-            args.weights,
-            args.json,
-            args.images,
-            args.out,
-            args.results,
-            args.vis,
-        )
-    except (ConfigError, OptionError) as error:
-        _report(f"error: {one_line(error)}")
-        return EXIT_USAGE
     from maskrcnn.engine.evaluate_command import evaluate_command
 
     return evaluate_command(

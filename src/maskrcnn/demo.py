@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args(argv)
 
-    from maskrcnn.engine.evaluate_command import write_side_by_side
+    from maskrcnn.engine.evaluate_run import write_side_by_side
     from maskrcnn.engine.predict import predict_command
     from maskrcnn.engine.trainer import FINAL_CHECKPOINT, train, validation_data
 

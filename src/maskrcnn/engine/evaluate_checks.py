@@ -1,7 +1,7 @@
 """What `maskrcnn eval` is given, checked before anything is read or built.
 
 Free of torch, so that the command line answers a wrong path or value at once
-(`cli._run_eval` runs these checks before importing the command).
+(`evaluate_command` runs these checks before importing `evaluate_run`).
 """
 
 from pathlib import Path

@@ -1,0 +1,235 @@
+"""What `maskrcnn eval` does once its inputs are checked: COCO AP of a model (or of a results
+file) on a COCO-format split, and the files it writes.
+
+AP is scored against the split's annotations as a `CocoDataset` cleans them (broken ones
+dropped and counted in its warning, crowd regions kept as ignore regions). Under torchrun
+each process predicts its share of the images and rank 0 writes the merged results file,
+the metrics and the plots.
+"""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from maskrcnn.cli_checks import one_line
+from maskrcnn.config import ConfigError, TrainConfig
+from maskrcnn.data.coco import CocoDataset
+from maskrcnn.data.coco_annotations import rle_problem
+from maskrcnn.engine import distributed
+from maskrcnn.engine.evaluate_checks import EvaluationPaths
+from maskrcnn.engine.evaluation import (
+    evaluate_results,
+    format_metrics,
+    plot_precision_recall,
+    predict_split,
+    write_metrics,
+)
+from maskrcnn.engine.manifest import OutputManifest
+from maskrcnn.engine.results import write_json_atomic
+from maskrcnn.files import atomic_output
+from maskrcnn.interop.load import load_model
+from maskrcnn.interop.state_dicts import CheckpointError
+from maskrcnn.visualize import display_image, draw_instances
+
+RESULTS_FILE = "results.json"
+METRICS_FILE = "metrics.json"
+PR_PLOT_FILE = "precision_recall.png"
+VIS_FOLDER = "vis"
+
+
+def run_evaluation(
+    config: TrainConfig,
+    paths: EvaluationPaths,
+    weights: str | None,
+    results_file: str | None,
+    vis: int,
+    device: str,
+    precision: str,
+) -> int:
+    """`maskrcnn eval` once its inputs are checked (`evaluate_command`); the exit code."""
+    try:
+        context = distributed.setup(device)
+    except (ValueError, RuntimeError) as error:  # an unknown or unavailable --device
+        print(f"error: --device {device}: {error}", file=sys.stderr)
+        return 2
+    try:
+        if results_file:
+            if not context.is_main:
+                return 0  # nothing to share: rank 0 scores the file
+            dataset = _split(config, paths)
+            model, results = None, _read_results(results_file, dataset)
+        else:
+            model, dataset = _model_and_split(context, config, weights, paths)
+            results = predict_split(model, dataset, context, precision=precision)
+        if not context.is_main:
+            return 0
+        metrics, evaluations = evaluate_results(dataset, results)
+    except (ConfigError, CheckpointError, ValueError, OSError) as error:
+        if context.is_main:  # every process has the same problem, or has heard of it: one line
+            print(f"error: {one_line(error)}", file=sys.stderr)
+        return 2
+    finally:
+        distributed.teardown(context)
+    print(format_metrics(metrics))
+    try:
+        _write_outputs(paths.out, model, dataset, results, metrics, evaluations, vis, precision, results_file)
+    except (ValueError, OSError) as error:
+        print(f"error: {paths.out}: cannot write the outputs ({error})", file=sys.stderr)
+        return 2
+    print(f"metrics, results and plots written to {paths.out}")
+    return 0
+
+
+def _split(config, paths: EvaluationPaths, input_config=None) -> CocoDataset:
+    """The split to score, its annotations cleaned as training cleans them."""
+    return CocoDataset(
+        paths.annotations,
+        paths.images,
+        skip_bad_images=config.data.skip_bad_images,
+        input_config=input_config,  # normalized as the model was trained
+        max_image_pixels=config.data.max_image_pixels,
+    )
+
+
+def _model_and_split(context, config, weights, paths: EvaluationPaths):
+    """The model and the split, on every process; if any process cannot read them, all raise
+    (and none waits for the others in `predict_split`)."""
+    model = dataset = failure = None
+    try:
+        model = load_model(weights, device=context.device)
+        dataset = _split(config, paths, model.config.input)
+    except (ConfigError, CheckpointError, ValueError, OSError) as error:
+        failure = error
+    distributed.raise_if_any_failed(failure, context)
+    return model, dataset
+
+
+def _write_outputs(out: Path, model, dataset, results, metrics, evaluations, vis, precision, results_file):
+    """results.json (a model's), metrics.json, the plot and vis/, replacing an earlier eval's
+    outputs in `out` as a whole (engine/manifest.py)."""
+    out.mkdir(parents=True, exist_ok=True)
+    inputs = [dataset.annotation_file, *([results_file] if results_file else [])]
+    manifest = OutputManifest(out, "eval", _written_by_eval, keep=inputs)
+    pictures = vis_paths(dataset, vis, out / VIS_FOLDER) if model is not None else []
+    outputs = ([out / RESULTS_FILE] if model is not None else []) + [out / METRICS_FILE]
+    outputs += [out / PR_PLOT_FILE] if evaluations else []
+    manifest.begin([*outputs, *pictures])
+    if model is not None:
+        write_json_atomic(results, out / RESULTS_FILE)
+    write_metrics(metrics, out / METRICS_FILE)
+    names = dict(zip(dataset.category_ids, dataset.class_names[1:]))
+    plot_precision_recall(evaluations, names, out / PR_PLOT_FILE)
+    if pictures:
+        pictures = write_side_by_side(model, dataset, vis, out / VIS_FOLDER, precision)
+    removed = manifest.finish([*outputs, *pictures])
+    if removed:
+        print(f"removed {len(removed)} file{'s' * (len(removed) != 1)} of the earlier eval in {out}")
+
+
+def _written_by_eval(name: str) -> bool:
+    """What eval writes in its folder: its three files and the pictures of vis/."""
+    if name in (RESULTS_FILE, METRICS_FILE, PR_PLOT_FILE):
+        return True
+    folder, _, picture = name.partition("/")
+    return folder == VIS_FOLDER and "/" not in picture and picture.endswith(".png")
+
+
+def _read_results(path: str, dataset: CocoDataset) -> list[dict]:
+    """A COCO results file, checked entry by entry against the images of `dataset`."""
+    try:
+        results = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ValueError(f"{path}: cannot read results ({type(error).__name__}: {error})") from None
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        raise ValueError(f"{path}: a COCO results file is a list of objects")
+    sizes = {record.image_id: (record.height, record.width) for record in dataset.records}
+    for index, entry in enumerate(results):
+        problem = _result_problem(entry, sizes)
+        if problem:
+            raise ValueError(f"{path}: entry {index} {problem}")
+    return results
+
+
+def _result_problem(entry: dict, sizes: dict[int, tuple[int, int]]) -> str | None:
+    """What pycocotools would trip over in one results entry ("has no 'score'"), or None."""
+    for field in ("image_id", "category_id", "score", "bbox"):
+        if field not in entry:
+            return f"has no {field!r}"
+    image_id, score, bbox = entry["image_id"], entry["score"], entry["bbox"]
+    if not _is_int(image_id) or image_id not in sizes:
+        return f"has image_id {_short(image_id)}, not an image of the ground truth"
+    if not _is_int(entry["category_id"]):
+        return f"has category_id {_short(entry['category_id'])}, not an integer"
+    if not _is_finite(score):
+        return f"has score {_short(score)}, not a finite number"
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_finite(v) for v in bbox):
+        return f"has bbox {_short(bbox)}, not [x, y, width, height]"
+    if "segmentation" in entry:
+        if not isinstance(entry["segmentation"], dict):
+            return "has a polygon segmentation (pycocotools scores RLE only: predict without --polygons)"
+        problem = rle_problem(entry["segmentation"], *sizes[image_id])
+        if problem:
+            return f"has an unusable segmentation ({problem})"
+    return None
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def vis_paths(dataset: CocoDataset, count: int, out: Path) -> list[Path]:
+    """Where `write_side_by_side` draws the first `count` images: out/<image file stem>.png."""
+    return [out / f"{Path(record.file_name).stem}.png" for record in dataset.records[:count]]
+
+
+def write_side_by_side(
+    model, dataset: CocoDataset, count: int, out: Path, precision: str = "fp32"
+) -> list[Path]:
+    """Ground truth on the left, predictions on the right, for the first `count` images;
+    returns the pictures written (an unreadable image skipped with skip_bad_images has none)."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, path in enumerate(vis_paths(dataset, count, out)):
+        sample = dataset[index]
+        if sample is None:
+            continue
+        image, target = sample
+        pixels = display_image(image)
+        truth = draw_instances(
+            pixels,
+            target["boxes"],
+            target["labels"],
+            np.ones(len(target["labels"])),
+            target["masks"] > 0,
+            model.class_names,
+        )
+        detections = model.predict([image], precision, normalized=True)[0]
+        predicted = draw_instances(
+            pixels,
+            detections["boxes"],
+            detections["labels"],
+            detections["scores"],
+            detections["masks"],
+            model.class_names,
+            score_threshold=0.5,
+        )
+        canvas = Image.new("RGB", (truth.width * 2 + 8, truth.height), (255, 255, 255))
+        canvas.paste(truth, (0, 0))
+        canvas.paste(predicted, (truth.width + 8, 0))
+        with atomic_output(path) as temporary:  # never a half-written picture
+            canvas.save(temporary, format="PNG")
+        written.append(path)
+    return written
