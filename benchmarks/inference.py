@@ -34,9 +34,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.detection.roi_heads import maskrcnn_inference
 
 import maskrcnn
+from maskrcnn.modeling.roi_heads import proposal_rois
 from maskrcnn.modeling.weight_cache import inference_pass
 from maskrcnn.precision import autocast_context, cpu_has_fast_bfloat16
-from maskrcnn.structures import Detections
+from maskrcnn.structures import concat_rois
 from maskrcnn.testing import torchvision_reference_model
 
 STAGES = ("preprocess", "backbone+FPN", "RPN", "box head", "mask head", "paste")
@@ -77,21 +78,21 @@ def our_stages(model: maskrcnn.MaskRCNN, image: torch.Tensor, timer, precision: 
         images = model.preprocessor([image])
     with inference_pass(), autocast_context(precision, image.device):
         with timer("backbone+FPN"):
-            pyramid = model.features(images.tensor)
+            features = model.backbone(images.tensor)
         with timer("RPN"):
-            proposals = model.rpn.predict(model.rpn(pyramid, images.padded_size), images.image_sizes)
+            proposals = model.rpn.predict(model.rpn(features, images.padded_size), images.image_sizes)
         heads = model.roi_heads
-        features = pyramid[:-1]
+        box_head = heads.box_head
         with timer("box head"):
-            class_logits, deltas = heads.box_predictor(heads.box_head(heads.box_pooler(features, proposals)))
-            boxes, scores, labels = heads.box_inference(class_logits, deltas, proposals, images.image_sizes)[
-                0
-            ]
+            rois = proposal_rois(proposals)
+            raw = box_head(box_head.pool(features, rois), rois)
+            (detection,) = box_head.predict(raw, rois, images.image_sizes)
         with timer("mask head"):
-            probs = heads.mask_head.predict_probs(heads.mask_pooler(features, [boxes]), labels)
-            detection = Detections(boxes, scores, labels, probs)
+            mask_head = heads.mask_head
+            rois = concat_rois([detection])
+            detection.outputs.update(mask_head.predict(mask_head(mask_head.pool(features, rois), rois), rois))
     with timer("paste"):
-        return model.postprocess(detection, images.image_sizes[0], tuple(image.shape[-2:]))
+        return model.postprocess(detection, images.image_sizes[0], image)
 
 
 @torch.inference_mode()
@@ -134,7 +135,7 @@ def set_input_size(ours, reference, short_side: int) -> None:
 
 
 def set_detections(ours, reference, count: int) -> None:
-    ours.roi_heads.box_inference.detections_per_image = count
+    ours.roi_heads.box_head.detections_per_image = count
     reference.roi_heads.detections_per_img = count
 
 
@@ -202,7 +203,7 @@ def onnx_sessions(ours) -> dict | None:
     sessions = {}
     with tempfile.TemporaryDirectory() as folder:
         for count in (100, 10):
-            ours.roi_heads.box_inference.detections_per_image = count
+            ours.roi_heads.box_head.detections_per_image = count
             sessions[count] = onnx_session(export_onnx(ours, os.path.join(folder, f"model{count}.onnx")))
     return sessions
 

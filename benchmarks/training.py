@@ -66,12 +66,13 @@ class PlainBackbone(nn.Module):
 
     def __init__(self, model: maskrcnn.MaskRCNN):
         super().__init__()
-        self.trunk = copy.deepcopy(model.trunk).to(memory_format=torch.contiguous_format)
-        self.fpn = copy.deepcopy(model.fpn).to(memory_format=torch.contiguous_format)
-        self.out_channels = model.fpn.out_channels
+        self.backbone = copy.deepcopy(model.backbone).to(memory_format=torch.contiguous_format)
+        self.out_channels = next(iter(model.backbone.output_shape().values())).channels
 
     def forward(self, x):
-        return OrderedDict(zip(["0", "1", "2", "3", "pool"], self.fpn(self.trunk(x))))
+        # trunk and pyramid directly: the backbone's own forward would switch to channels-last
+        pyramid = self.backbone.pyramid(list(self.backbone.trunk(x).values()))
+        return OrderedDict(zip(["0", "1", "2", "3", "pool"], pyramid))
 
 
 def shapes_models(overrides: tuple[str, ...] = ()):

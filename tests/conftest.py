@@ -2,7 +2,17 @@
 
 import pytest
 
+from maskrcnn.ops.fast_paths import fast_paths
 from maskrcnn.testing import torchvision_reference_model
+
+
+@pytest.fixture(autouse=True)
+def _fast_paths_on():
+    """Every test starts with the fast paths on, whatever MASKRCNN_FAST_PATHS says (tests of
+    the fast ops check that they ran), and one that turns them off cannot leak it to the next.
+    Tests of the plain model turn them off themselves (tests/test_parity_torchvision.py)."""
+    with fast_paths(True):
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +48,11 @@ def _nuclei_image(height: int = 64, width: int = 80, seed: int = 0, count: int =
 def nuclei_image():
     """The factory `_nuclei_image(height, width, seed, count)`."""
     return _nuclei_image
+
+
+@pytest.fixture
+def any_size(monkeypatch):
+    """Small test maps take the convolution's matrix-product path too (ops/conv.py)."""
+    from maskrcnn.ops import conv as conv_module
+
+    monkeypatch.setattr(conv_module, "MIN_ROWS", 0)

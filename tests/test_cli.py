@@ -11,9 +11,9 @@ import torchvision
 from PIL import Image
 
 import maskrcnn
+from maskrcnn.checkpoint import save_checkpoint
 from maskrcnn.cli import main
 from maskrcnn.config import InputConfig, ModelConfig, RoIHeadsConfig
-from maskrcnn.engine.checkpoint import save_checkpoint
 
 SIZES = {"first.png": (64, 48), "second.png": (40, 72)}  # name -> (width, height)
 

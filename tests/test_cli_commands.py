@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from maskrcnn import ModelConfig, build_model
+from maskrcnn.checkpoint import save_checkpoint
 from maskrcnn.cli import main
 from maskrcnn.config import InputConfig, RoIHeadsConfig
-from maskrcnn.engine.checkpoint import save_checkpoint
 
 SHAPES_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "shapes.yaml"
 

@@ -21,9 +21,9 @@ import pytest
 import torch
 
 import maskrcnn
+from maskrcnn.checkpoint import save_checkpoint
 from maskrcnn.cli import build_parser, main
 from maskrcnn.data.shapes import make_shapes
-from maskrcnn.engine.checkpoint import save_checkpoint
 from maskrcnn.testing import tiny_model_config
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "shapes.yaml"

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 import maskrcnn
+from maskrcnn.checkpoint import save_checkpoint
 from maskrcnn.cli import main
 from maskrcnn.data.shapes import make_shapes
-from maskrcnn.engine.checkpoint import save_checkpoint
 from maskrcnn.modeling.mask_rcnn import MaskRCNN
 from maskrcnn.testing import tiny_model_config
 

@@ -5,7 +5,7 @@ from maskrcnn.config import ConfigError, ModelConfig, config_from_dict, config_t
 
 def test_round_trip_through_plain_data():
     config = ModelConfig(num_classes=5, class_names=("bg", "a", "b", "c", "d"))
-    config.anchors.strides = None
+    config.anchors.strides_from = "image"
     config.roi_heads.pooler = "pool"
     assert config_from_dict(ModelConfig, config_to_dict(config)) == config
 
@@ -33,9 +33,15 @@ def test_wrong_types_name_the_key_and_expected_type(data, fragment):
 
 
 def test_ints_are_accepted_for_floats_and_none_for_optional():
-    config = config_from_dict(ModelConfig, {"backbone": {"norm_eps": 0}, "anchors": {"strides": None}})
+    config = config_from_dict(ModelConfig, {"backbone": {"norm_eps": 0, "stage_blocks": None}})
     assert config.backbone.norm_eps == 0.0 and isinstance(config.backbone.norm_eps, float)
-    assert config.anchors.strides is None
+    assert config.backbone.stage_blocks is None
+
+
+@pytest.mark.parametrize(("strides", "strides_from"), [(None, "image"), ([4, 8, 16, 32, 64], "backbone")])
+def test_configs_of_earlier_versions_with_anchor_strides_still_load(strides, strides_from):
+    config = config_from_dict(ModelConfig, {"anchors": {"strides": strides}})
+    assert config.anchors.strides_from == strides_from
 
 
 def test_a_checkpoint_config_without_the_input_channel_keys_loads_with_defaults():

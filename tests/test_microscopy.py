@@ -96,7 +96,7 @@ def test_16_bit_gray_tiles_train_predict_and_evaluate_alike(
         ],
     )
     model = train(config)
-    assert model.trunk.stem.conv.weight.shape[1] == 1
+    assert model.backbone.trunk.stem.conv.weight.shape[1] == 1
     training_inputs = list(preprocessor_inputs)
     assert len(training_inputs) >= 6
     for image in training_inputs[:6]:  # the training batches: 3 iterations of 2 tiles

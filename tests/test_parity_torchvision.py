@@ -12,6 +12,14 @@ def models(torchvision_maskrcnn):
     return torchvision_maskrcnn, maskrcnn.from_torchvision(torchvision_maskrcnn.state_dict())
 
 
+@pytest.fixture(params=[True, False], ids=["fast-paths", "plain-pytorch"])
+def fast_paths(request):
+    """Each comparison with our fast paths on, and off (the plain-PyTorch model); the switch is
+    read as the ops run, so the one model serves both. Restored after the test."""
+    with maskrcnn.fast_paths(request.param):
+        yield request.param
+
+
 def assert_same_detections(reference: dict, ours: dict) -> None:
     count = len(reference["boxes"])
     assert count > 10, "the reference model should detect something for the comparison to mean anything"
@@ -39,7 +47,7 @@ def run_both(models, images):
 @pytest.mark.parametrize(
     "size", [(480, 640), (333, 500), (300, 200)], ids=["landscape", "odd", "small-portrait"]
 )
-def test_single_image_matches_torchvision(models, size):
+def test_single_image_matches_torchvision(models, size, fast_paths):
     generator = torch.Generator().manual_seed(size[0] * 7 + size[1])
     image = torch.rand(3, *size, generator=generator)
     reference, ours = run_both(models, [image])
@@ -47,7 +55,7 @@ def test_single_image_matches_torchvision(models, size):
     assert ours[0]["masks"].shape[-2:] == size
 
 
-def test_batch_of_two_sizes_matches_torchvision(models):
+def test_batch_of_two_sizes_matches_torchvision(models, fast_paths):
     generator = torch.Generator().manual_seed(5)
     images = [torch.rand(3, 400, 600, generator=generator), torch.rand(3, 500, 375, generator=generator)]
     reference, ours = run_both(models, images)

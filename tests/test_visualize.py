@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from maskrcnn.visualize import PALETTE, display_image, draw_instances
+from maskrcnn.visualize import MASK_ALPHA, PALETTE, display_image, draw_instances
 
 NAMES = ("__background__", "cat", "dog")
 
@@ -108,3 +108,15 @@ def test_display_image_shows_what_the_model_sees():
     assert np.array_equal(display_image(torch.cat([rgb, torch.zeros(2, 5, 6)])), expected)  # first three
     with pytest.raises(ValueError, match="must be"):
         display_image(torch.zeros(5, 6))
+
+
+def test_where_masks_overlap_the_best_instance_shows():
+    image = np.full((120, 160, 3), 128, dtype=np.uint8)
+    boxes, labels, scores, masks = two_instances()
+    masks[1] = masks[0]  # the weaker instance covers the same pixels
+    scores = np.array([0.8, 0.9])  # ... and is now the best
+
+    pixels = np.asarray(draw_instances(image, boxes, labels, scores, masks, NAMES)).astype(int)
+
+    expected = np.floor(128 * (1 - MASK_ALPHA) + PALETTE[0] * MASK_ALPHA + 0.5)  # rank 0: the best
+    assert pixels[40, 40].tolist() == expected.tolist()

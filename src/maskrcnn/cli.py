@@ -6,7 +6,7 @@ the exit code; the work lives in the engine module named after the command
 (`maskrcnn.engine.predict`, `train_command`, `evaluate_command`, `export_command`,
 `make_shapes_command`). To add a command, write its `_add_<name>` and list it in SUBCOMMANDS.
 
-What the user gives is checked before any work (`cli_checks`): option values as argparse reads
+What the user gives is checked before any work (`cli_checks`, `input_checks`): option values as argparse reads
 them, paths when a command starts, so that a wrong one is one line `error: <option> <value>:
 <problem>` and exit code 2, never a traceback, and never after minutes of set-up. A misspelt
 option or a missing one prints the subcommand's usage and the error line ("did you mean ...?";
@@ -24,20 +24,19 @@ from tqdm import tqdm
 
 from maskrcnn import __version__
 from maskrcnn import cli_options as options
-from maskrcnn.cli_checks import (
-    Number,
-    OneOf,
+from maskrcnn.cli_checks import Number, OneOf, WholeNumber
+from maskrcnn.cli_parser import CommandParser, UsageError, unrecognized
+from maskrcnn.config import DataConfig
+from maskrcnn.engine.stop import Interrupted, signals_raise_interrupted
+from maskrcnn.input_checks import (
     OptionError,
-    WholeNumber,
+    check_weights,
     existing_file,
     existing_path,
     one_line,
     output_file,
     output_folder,
 )
-from maskrcnn.cli_parser import CommandParser, UsageError, unrecognized
-from maskrcnn.config import DataConfig
-from maskrcnn.engine.stop import Interrupted, signals_raise_interrupted
 from maskrcnn.precision import strict_precision
 
 EXIT_USAGE = 2
@@ -169,7 +168,7 @@ def _add_predict(subcommands) -> argparse.ArgumentParser:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    options.check_weights(args.weights)
+    check_weights(args.weights)
     for path in args.inputs:
         existing_path("IMAGE_OR_DIR", path)
     output_folder("--out", args.out)
@@ -386,7 +385,7 @@ def _add_export(subcommands) -> argparse.ArgumentParser:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    options.check_weights(args.weights)
+    check_weights(args.weights)
     output_file("OUT.onnx", args.out)
     if args.check_image is not None:
         if args.no_check:

@@ -2,10 +2,9 @@
 device, score threshold and precision."""
 
 import argparse
-from pathlib import Path
 
 from maskrcnn.choices import PRECISIONS, PREDICT_SCORE_THRESHOLD
-from maskrcnn.cli_checks import Device, Number, OneOf, OptionError
+from maskrcnn.cli_checks import Device, Number, OneOf
 
 
 def add_config(parser: argparse.ArgumentParser, help_text: str) -> None:
@@ -26,17 +25,6 @@ def add_weights(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="a maskrcnn checkpoint (model_final.pt) or a torchvision Mask R-CNN state dict",
     )
-
-
-def check_weights(path: str) -> None:
-    """That the weights file is there, before torch is loaded; what is wrong inside a file the
-    loader says, naming it."""
-    if not path:
-        raise OptionError("--weights '': expected a weights file")
-    if Path(path).is_dir():
-        raise OptionError(f"--weights {path}: is a directory, not a weights file")
-    if not Path(path).is_file():
-        raise OptionError(f"--weights {path}: weights file not found")
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:

@@ -34,8 +34,19 @@ class AnchorConfig:
     sizes: tuple[int, ...] = (32, 64, 128, 256, 512)  # one per FPN level P2-P6
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # height / width
     round_to_integer: bool = True  # round cell anchors to whole pixels
-    # Stride of each level's anchor grid; None derives it as padded image size // feature size.
-    strides: tuple[int, ...] | None = (4, 8, 16, 32, 64)
+    # Spacing of each level's anchor grid: "backbone", the stride of the feature map (from the
+    # backbone's output_shape()); "image", padded image size // feature size (torchvision's
+    # rule: P6's spacing then differs from 64 where P5 is odd).
+    strides_from: str = "backbone"
+
+    @staticmethod
+    def upgrade(data: dict) -> dict:
+        """Configs written before `strides_from` gave `strides`: a list (the backbone's
+        strides, the only ones accepted) or null (derived from the image size)."""
+        if "strides" in data and "strides_from" not in data:
+            data = dict(data)
+            data["strides_from"] = "image" if data.pop("strides") is None else "backbone"
+        return data
 
 
 @dataclass
@@ -209,6 +220,8 @@ def config_from_dict(cls, data: dict, path: str = ""):
     """
     if not isinstance(data, dict):
         raise ConfigError(f"{path or cls.__name__}: expected a mapping, got {type(data).__name__}", path)
+    if hasattr(cls, "upgrade"):
+        data = cls.upgrade(data)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     values = {}

@@ -73,7 +73,7 @@ MODEL_RULES = {
     "backbone.fpn_channels": COUNT,
     "anchors.sizes": _each(POSITIVE),
     "anchors.aspect_ratios": _each(POSITIVE),
-    "anchors.strides": _each(COUNT),
+    "anchors.strides_from": _choice("backbone", "image"),
     "rpn.pre_nms_topk_train": COUNT,
     "rpn.pre_nms_topk_test": COUNT,
     "rpn.post_nms_topk_train": COUNT,
@@ -218,7 +218,7 @@ def _apply(config, rules: dict, origin: Origin, prefix: str) -> None:
         value = config
         for part in key.split("."):
             value = getattr(value, part)
-        if value is None:  # an optional setting left unset (e.g. anchors.strides)
+        if value is None:  # an optional setting left unset (e.g. backbone.stage_blocks)
             continue
         full = f"{prefix}.{key}" if prefix else key
         if not ok(value):

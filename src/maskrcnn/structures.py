@@ -1,24 +1,67 @@
-"""Containers passed between the stages. Boxes are always absolute xyxy pixels."""
+"""Containers passed between the stages. Boxes are always absolute xyxy pixels.
 
-from dataclasses import dataclass
+Sizes and counts stay tensors or tensor shapes (never `len()` or `int()` of a tensor) in the
+code that fills these, so that tracing the model gives a graph for every image size and
+detection count.
+"""
 
+from dataclasses import dataclass, field
+
+import torch
 from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ShapeSpec:
+    """What a backbone returns under one name: a map of `channels` channels at `stride` pixels
+    per cell."""
+
+    channels: int
+    stride: int
 
 
 @dataclass
 class ImageList:
     """A padded batch of images and the size each image had before padding.
 
-    tensor: (N, 3, H, W) normalized, zero-padded to a common size.
-    image_sizes: N (height, width) pairs, each at most (H, W).
+    tensor: (N, C, H, W) normalized, zero-padded to a common size.
+    image_sizes: (N, 2) int64 (height, width) of each image, each at most (H, W).
     """
 
     tensor: Tensor
-    image_sizes: list[tuple[int, int]]
+    image_sizes: Tensor
 
     @property
-    def padded_size(self) -> tuple[int, int]:
-        return int(self.tensor.shape[-2]), int(self.tensor.shape[-1])
+    def padded_size(self) -> Tensor:
+        """(2,) int64 (H, W) of the batch."""
+        return torch._shape_as_tensor(self.tensor)[-2:]
+
+
+@dataclass
+class RoIs:
+    """Regions of interest of a batch, flat over its images.
+
+    boxes: (K, 4) xyxy in the (resized) input's pixels; image_index: (K,) int64 image of each;
+    labels: (K,) int64, the ground-truth class in training (0 = background) and the
+    predicted class at inference; matched: (K,) int64 index, within its image, of the
+    ground-truth instance each RoI is matched to (training only; meaningless for background).
+    """
+
+    boxes: Tensor
+    image_index: Tensor
+    labels: Tensor
+    matched: Tensor | None = None
+
+    def __getitem__(self, index: Tensor) -> "RoIs":
+        matched = None if self.matched is None else self.matched[index]
+        return RoIs(self.boxes[index], self.image_index[index], self.labels[index], matched)
+
+    def as_rows(self) -> Tensor:
+        """(K, 5) [image_index, x1, y1, x2, y2], the RoI layout of RoIAlign."""
+        return torch.cat((self.image_index[:, None].to(self.boxes.dtype), self.boxes), dim=1)
+
+    def foreground(self) -> "RoIs":
+        return self[torch.where(self.labels > 0)[0]]
 
 
 @dataclass
@@ -26,10 +69,28 @@ class Detections:
     """The detections of one image.
 
     boxes: (D, 4) float xyxy; scores: (D,); labels: (D,) int64 class indices (0 = background,
-    never returned); mask_probs: (D, M, M) per-RoI mask probabilities before pasting, or None.
+    never returned); outputs: what the other RoI heads predicted for each detection, by name
+    (e.g. "mask_probs": (D, M, M) mask probabilities before pasting).
     """
 
     boxes: Tensor
     scores: Tensor
     labels: Tensor
-    mask_probs: Tensor | None = None
+    outputs: dict[str, Tensor] = field(default_factory=dict)
+
+
+def split_rows(values: Tensor, counts: list) -> list[Tensor]:
+    """values (sum counts, ...) -> consecutive pieces of counts[i] rows; counts may be tensor
+    shapes (traced sizes), which `Tensor.split` would freeze."""
+    pieces, start = [], 0
+    for count in counts:
+        pieces.append(values[start : start + count])
+        start = start + count
+    return pieces
+
+
+def concat_rois(detections: list[Detections]) -> RoIs:
+    """The detections of a batch as RoIs (boxes, image index, predicted labels)."""
+    boxes = torch.cat([d.boxes for d in detections])
+    image_index = torch.cat([torch.full_like(d.labels, index) for index, d in enumerate(detections)])
+    return RoIs(boxes, image_index, torch.cat([d.labels for d in detections]))

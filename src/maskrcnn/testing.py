@@ -129,3 +129,22 @@ def shapes_training_config(shapes, output, *overrides: str):
             *overrides,
         ],
     )
+
+
+def random_frozen_norm(channels: int, seed: int = 0):
+    """A FrozenBatchNorm2d with random statistics and affine parameters (all away from 0 and 1)."""
+    from maskrcnn.modeling.norm import FrozenBatchNorm2d
+
+    generator = torch.Generator().manual_seed(seed)
+    norm = FrozenBatchNorm2d(channels)
+    norm.weight.copy_(torch.rand(channels, generator=generator) + 0.5)
+    norm.bias.copy_(torch.randn(channels, generator=generator))
+    norm.running_mean.copy_(torch.randn(channels, generator=generator))
+    norm.running_var.copy_(torch.rand(channels, generator=generator) + 0.1)
+    return norm
+
+
+def channels_last(*shape, seed: int) -> torch.Tensor:
+    """Standard normal values of `shape` (N, C, H, W) in channels-last memory."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=generator).contiguous(memory_format=torch.channels_last)

@@ -139,7 +139,6 @@ def test_broken_annotations_are_dropped_and_counted_in_one_warning(tmp_path):
         "1 crowd region",
     ):
         assert part in message
-    assert dataset.annotation_summary["fewer than 3 polygon points"] == 2
 
     _, target = dataset[0]
     assert target["boxes"].tolist() == [[3.0, 2.0, 7.0, 5.0]] * 2 + [[0.0, 1.0, 6.0, 10.0]]

@@ -46,9 +46,12 @@ def test_resize_draws_short_sides_only_from_min_sizes():
 def test_resize_keeps_the_long_side_within_max_size():
     image, target = ResizeShortestSide((120,), max_size=150)(*sample(60, 90), generator(0))
     assert tuple(image.shape) == (3, 100, 150)
-    assert resized_size(100, 400, 200, 500) == (125, 500)
-    assert resized_size(400, 100, 200, 10_000) == (800, 200)
-    assert resized_size(333, 1000, 800, 1333) == (444, 1333)
+    assert resized_size((100, 400), 200, 500).tolist() == [125, 500]
+    assert resized_size((400, 100), 200, 10_000).tolist() == [800, 200]
+    # floor(333 * 1333 / 1000) = floor(443.889): the floor, as torchvision's resize
+    assert resized_size((333, 1000), 800, 1333).tolist() == [443, 1333]
+    # the same rule on a traced-style (2,) shape tensor
+    assert resized_size(torch.tensor([480, 640]), 800, 1333).tolist() == [800, 1066]
 
 
 def test_resize_scales_boxes_exactly_with_the_image_and_keeps_masks_consistent():

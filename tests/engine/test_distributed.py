@@ -15,9 +15,9 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 import maskrcnn
+from maskrcnn.checkpoint import save_checkpoint
 from maskrcnn.cli import main
 from maskrcnn.engine import distributed, predict
-from maskrcnn.engine.checkpoint import save_checkpoint
 from maskrcnn.testing import tiny_model_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "shapes.yaml"

@@ -15,10 +15,10 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from maskrcnn import ModelConfig, build_model
+from maskrcnn.checkpoint import save_checkpoint
 from maskrcnn.cli import main
 from maskrcnn.config import InputConfig, RoIHeadsConfig
 from maskrcnn.data.coco import AnnotationWarning, CocoDataset
-from maskrcnn.engine.checkpoint import save_checkpoint
 from maskrcnn.engine.evaluate_command import evaluate_command
 from maskrcnn.engine.evaluation import (
     coco_ground_truth,

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 import maskrcnn
+from maskrcnn.checkpoint import save_checkpoint
 from maskrcnn.cli import main
-from maskrcnn.engine.checkpoint import save_checkpoint
 from maskrcnn.engine.predict import find_images
 from maskrcnn.testing import tiny_model_config
 

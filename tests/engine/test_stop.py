@@ -51,7 +51,7 @@ def test_a_worker_survives_the_jobs_signals_and_ends_on_a_second_sigterm():
 
 def test_predict_stopped_by_the_job_signal_ends_with_one_line_and_no_partial_file(tmp_path):
     from maskrcnn import build_model
-    from maskrcnn.engine.checkpoint import save_checkpoint
+    from maskrcnn.checkpoint import save_checkpoint
     from maskrcnn.testing import tiny_model_config
 
     save_checkpoint(tmp_path / "model.pt", build_model(tiny_model_config(min_size=320, max_size=480)))

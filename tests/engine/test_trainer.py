@@ -19,6 +19,7 @@ from maskrcnn.engine.metrics import read_metrics
 from maskrcnn.engine.stop import Interrupted
 from maskrcnn.engine.trainer import NonFiniteLossError, train
 from maskrcnn.interop.load import load_model
+from maskrcnn.modeling.fpn import FPN
 from maskrcnn.modeling.mask_rcnn import MaskRCNN
 from maskrcnn.modeling.weight_cache import inference_pass
 from maskrcnn.testing import shapes_training_config as tiny_config
@@ -188,35 +189,35 @@ def test_evaluations_use_the_weights_of_their_step(shapes, tmp_path, monkeypatch
     `train` returns) computes what a fresh model with that step's weights computes, although
     the fused SGD update does not bump the parameters' version counters."""
     recorded = []
-    original = MaskRCNN.features
+    original = FPN.forward
 
     def recording(self, images):
         pyramid = original(self, images)
         if not torch.is_grad_enabled():  # an evaluation, not a training step
             state = {k: v.detach().clone() for k, v in self.state_dict().items()}
-            recorded.append((state, images.clone(), [level.clone() for level in pyramid]))
+            recorded.append((state, images.clone(), [level.clone() for level in pyramid.values()]))
         return pyramid
 
-    monkeypatch.setattr(MaskRCNN, "features", recording)
+    monkeypatch.setattr(FPN, "forward", recording)
     config = tiny_config(
         shapes, tmp_path / "run", "solver.max_iter=4", "solver.eval_period=2", "model.backbone.norm=frozen_bn"
     )
     model = train(config)
-    monkeypatch.setattr(MaskRCNN, "features", original)
+    monkeypatch.setattr(FPN, "forward", original)
     assert len(recorded) == 4  # two validation images at iterations 2 and 4
     fresh = load_model(tmp_path / "run" / "model_final.pt", device="cpu")
     final_state = fresh.state_dict()
     for state, images, pyramid in recorded:
-        fresh.load_state_dict(state)
+        fresh.backbone.load_state_dict(state)
         with torch.no_grad(), inference_pass():
-            expected = fresh.features(images)
+            expected = fresh.backbone(images).values()
         for got, want in zip(pyramid, expected):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     # the returned model is the final one, also under its own (warm) inference path
     fresh.load_state_dict(final_state)
     image = recorded[-1][1]
     with torch.no_grad(), inference_pass():
-        for got, want in zip(model.features(image), fresh.features(image)):
+        for got, want in zip(model.backbone(image).values(), fresh.backbone(image).values()):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 

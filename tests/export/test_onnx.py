@@ -8,10 +8,9 @@ import tifffile
 import torch
 
 from maskrcnn import ModelConfig, build_model
+from maskrcnn.checkpoint import save_checkpoint
 from maskrcnn.cli import main
 from maskrcnn.config import BackboneConfig, InputConfig, RoIHeadsConfig
-from maskrcnn.engine.checkpoint import save_checkpoint
-from maskrcnn.export.graph import paste_masks_in_graph
 from maskrcnn.export.onnx import (
     compare_with_eager,
     export_intensity,
@@ -21,7 +20,6 @@ from maskrcnn.export.onnx import (
     with_export_intensity,
 )
 from maskrcnn.interop.load import load_model
-from maskrcnn.modeling.mask_head import paste_masks
 
 pytest.importorskip("onnxruntime")
 
@@ -94,20 +92,6 @@ def test_no_detection_gives_empty_outputs(tmp_path):
     assert outputs["masks"].shape == (0, 60, 80)
 
 
-def test_loopless_paste_equals_the_eager_paste():
-    generator = torch.Generator().manual_seed(0)
-    masks = torch.rand(40, 28, 28, generator=generator)
-    corners = torch.rand(40, 2, generator=generator) * torch.tensor([140.0, 110.0]) - 20
-    sides = torch.rand(40, 2, generator=generator) * 90 + 0.5
-    boxes = torch.cat((corners, corners + sides), dim=1)  # some stick out of the image
-    boxes[0] = torch.tensor([10.0, 10.0, 10.2, 10.2])  # thinner than a pixel
-    expected = paste_masks(masks, boxes, (100, 120))
-    pasted = paste_masks_in_graph(masks, boxes, torch.tensor([100, 120]), 0.5)
-    assert pasted.shape == expected.shape
-    assert expected.any(dim=(1, 2)).sum() > 30
-    assert (pasted != expected).sum().item() <= 0.0001 * expected.numel()
-
-
 def test_export_command_writes_a_checked_file(tmp_path, capsys):
     torch.manual_seed(0)
     weights = tmp_path / "model.pt"
@@ -134,11 +118,25 @@ def test_export_command_with_bad_weights_writes_nothing_and_keeps_an_old_file(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pt", "model.onnx"]
 
 
-def test_models_without_masks_are_refused(tmp_path):
-    model = build_model(ModelConfig(num_classes=3, masks=False))
-    with pytest.raises(ValueError, match="mask head"):
-        export_onnx(model, tmp_path / "x.onnx")
-    assert not list(tmp_path.iterdir())
+@pytest.mark.parametrize(
+    "config",
+    [replace(tiny_config(), masks=False), tiny_config(pooler="pool")],
+    ids=["boxes-only", "roipool"],
+)
+def test_every_model_the_config_builds_exports_and_agrees(config, tmp_path):
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    path = export_onnx(model, tmp_path / "model.onnx", example_size=(48, 64), score_threshold=0.0)
+    session = onnx_session(path)
+    names = [output.name for output in session.get_outputs()]
+    assert names == (
+        ["boxes", "scores", "labels"] if not config.masks else ["boxes", "scores", "labels", "masks"]
+    )
+    for size in ((48, 64), (70, 50)):
+        image = torch.rand(3, *size, generator=torch.Generator().manual_seed(size[0]))
+        check = compare_with_eager(model, session, image, score_threshold=0.0)
+        assert check.detections > 10
+        assert check.ok, check
 
 
 def test_a_percentile_graph_agrees_with_the_eager_model_on_16_bit_images(tmp_path, capsys, nuclei_image):

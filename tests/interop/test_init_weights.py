@@ -7,8 +7,8 @@ import torch
 from torchvision.models import resnet18, resnet50
 
 from maskrcnn import ModelConfig, build_model
+from maskrcnn.checkpoint import save_checkpoint
 from maskrcnn.config import BackboneConfig, InputConfig
-from maskrcnn.engine.checkpoint import save_checkpoint
 from maskrcnn.interop.init_weights import load_initial_weights
 from maskrcnn.interop.state_dicts import CheckpointError
 
@@ -21,10 +21,10 @@ def test_imagenet_resnet_fills_the_trunk_only(tmp_path):
     model = build_model(ModelConfig(num_classes=3))
     untouched = load_initial_weights(model, str(path))
     state = model.state_dict()
-    assert torch.equal(state["trunk.res4.5.conv2.weight"], classifier.layer3[5].conv2.weight)
-    assert torch.equal(state["trunk.stem.norm.running_var"], classifier.bn1.running_var)
-    assert not any(key.startswith("trunk.") for key in untouched)
-    assert "fpn.lateral.0.weight" in untouched and "roi_heads.box_predictor.cls_score.weight" in untouched
+    assert torch.equal(state["backbone.trunk.res4.5.conv2.weight"], classifier.layer3[5].conv2.weight)
+    assert torch.equal(state["backbone.trunk.stem.norm.running_var"], classifier.bn1.running_var)
+    assert not any(key.startswith("backbone.trunk.") for key in untouched)
+    assert "backbone.lateral.0.weight" in untouched and "roi_heads.box_head.cls_score.weight" in untouched
 
 
 def test_fine_tuning_to_other_classes_keeps_fresh_predictors(tmp_path):
@@ -33,11 +33,11 @@ def test_fine_tuning_to_other_classes_keeps_fresh_predictors(tmp_path):
     path = tmp_path / "source.pt"
     save_checkpoint(path, source)
     target = build_model(ModelConfig(num_classes=3))
-    fresh = target.roi_heads.box_predictor.cls_score.weight.clone()
+    fresh = target.roi_heads.box_head.cls_score.weight.clone()
     with pytest.warns(UserWarning, match="cls_score.weight"):
         untouched = load_initial_weights(target, str(path))
-    assert torch.equal(target.roi_heads.box_predictor.cls_score.weight, fresh)
-    assert torch.equal(target.fpn.output[2].weight, source.fpn.output[2].weight)
+    assert torch.equal(target.roi_heads.box_head.cls_score.weight, fresh)
+    assert torch.equal(target.backbone.output[2].weight, source.backbone.output[2].weight)
     assert "roi_heads.mask_head.predictor.weight" in untouched
 
 
@@ -62,13 +62,13 @@ def test_an_rgb_stem_is_adapted_to_other_channel_counts(tmp_path, channels):
     source = build_model(tiny(3))
     path = tmp_path / "rgb.pt"
     save_checkpoint(path, source)
-    rgb = source.trunk.stem.conv.weight.detach()  # (64, 3, 7, 7)
+    rgb = source.backbone.trunk.stem.conv.weight.detach()  # (64, 3, 7, 7)
     target = build_model(tiny(channels))
     with pytest.warns(UserWarning) as warned:
         untouched = load_initial_weights(target, str(path))
     message = " ".join(str(w.message) for w in warned)
     assert str(path) in message and "3 channels (RGB)" in message and f"takes {channels}" in message
-    adapted = target.trunk.stem.conv.weight.detach()
+    adapted = target.backbone.trunk.stem.conv.weight.detach()
     assert adapted.shape == (64, channels, 7, 7)
     if channels == 1:
         assert "sum of its RGB filters" in message
@@ -77,8 +77,8 @@ def test_an_rgb_stem_is_adapted_to_other_channel_counts(tmp_path, channels):
         assert "repeated to 4 channels and scaled by 3/4" in message
         for channel, source_channel in enumerate([0, 1, 2, 0]):
             torch.testing.assert_close(adapted[:, channel], rgb[:, source_channel] * 0.75)
-    assert "trunk.stem.conv.weight" not in untouched
-    assert torch.equal(target.trunk.res3[0].conv1.weight, source.trunk.res3[0].conv1.weight)
+    assert "backbone.trunk.stem.conv.weight" not in untouched
+    assert torch.equal(target.backbone.trunk.res3[0].conv1.weight, source.backbone.trunk.res3[0].conv1.weight)
 
 
 def test_an_rgb_stem_on_an_rgb_model_is_copied_without_a_warning(tmp_path):
@@ -89,7 +89,7 @@ def test_an_rgb_stem_on_an_rgb_model_is_copied_without_a_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_initial_weights(target, str(tmp_path / "rgb.pt"))
-    assert torch.equal(target.trunk.stem.conv.weight, source.trunk.stem.conv.weight)
+    assert torch.equal(target.backbone.trunk.stem.conv.weight, source.backbone.trunk.stem.conv.weight)
 
 
 def test_torchvision_layers_left_fresh_are_named_as_the_file_names_them(tmp_path, torchvision_maskrcnn):

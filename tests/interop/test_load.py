@@ -11,8 +11,9 @@ import torchvision
 from PIL import Image
 
 import maskrcnn
+from maskrcnn.checkpoint import save_checkpoint
 from maskrcnn.cli import main
-from maskrcnn.engine.checkpoint import save_checkpoint
+from maskrcnn.interop.load import load_model
 from maskrcnn.testing import tiny_model_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "shapes.yaml"
@@ -64,7 +65,7 @@ CASES = {
     "empty.pt": "the file is empty",
     "truncated.pt": "truncated or corrupt checkpoint",
     "truncated_legacy.pt": "truncated or corrupt weights file",
-    "misfit.pt": "weights do not fit the model: shape mismatches (6): roi_heads.box_predictor.bbox_pred.bias",
+    "misfit.pt": "weights do not fit the model: shape mismatches (6): roi_heads.box_head.bbox_pred.bias",
     "impossible.pt": "its model configuration builds no model",
     "no_model.pt": "maskrcnn checkpoint without a state dict under 'model'",
     "resnet18.pth": "not a maskrcnn checkpoint nor a torchvision Mask R-CNN state dict; it looks like an",
@@ -100,3 +101,30 @@ def test_the_good_checkpoint_of_the_fixture_loads(files, tmp_path):
     # The same commands with the file the bad ones were made from: the failures above are the files'.
     assert main(commands(files, files / "good.pt", tmp_path / "out")["predict"]) == 0
     assert json.loads((tmp_path / "out" / "images.json").read_text())[0]["file_name"].endswith("image.png")
+
+
+def test_a_checkpoint_with_the_keys_of_earlier_versions_loads_the_same_model(tmp_path):
+    """Files written before the trunk and FPN became one backbone and the box predictor part
+    of the box head (keys trunk.*, fpn.*, roi_heads.box_predictor.*) still load."""
+    from maskrcnn.checkpoint import save_checkpoint
+    from maskrcnn.modeling.mask_rcnn import LEGACY_KEY_PREFIXES, build_model
+    from maskrcnn.testing import tiny_model_config
+
+    torch.manual_seed(0)
+    model = build_model(tiny_model_config()).eval()
+    save_checkpoint(tmp_path / "current.pt", model)
+    payload = torch.load(tmp_path / "current.pt", weights_only=True)
+    legacy = {}
+    for key, value in payload["model"].items():
+        for old, new in LEGACY_KEY_PREFIXES:
+            if key.startswith(new):
+                key = old + key[len(new) :]
+                break
+        legacy[key] = value
+    assert "trunk.stem.conv.weight" in legacy and "fpn.lateral.0.weight" in legacy
+    assert "roi_heads.box_predictor.cls_score.weight" in legacy
+    payload["model"] = legacy
+    torch.save(payload, tmp_path / "legacy.pt")
+    loaded = load_model(tmp_path / "legacy.pt", device="cpu")
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key

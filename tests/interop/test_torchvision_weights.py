@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import maskrcnn
-from maskrcnn.engine.checkpoint import save_checkpoint
+from maskrcnn.checkpoint import save_checkpoint
 from maskrcnn.interop.load import load_model
 from maskrcnn.interop.state_dicts import CheckpointError, rename_key
 from maskrcnn.interop.torchvision import KEY_RULES, is_legacy_layout, torchvision_key_names
@@ -36,12 +36,13 @@ def test_every_weight_lands_in_its_place(reference_state):
     weights = {k: v for k, v in reference_state.items() if not k.endswith("num_batches_tracked")}
     assert len(ours) == len(weights)
     torch.testing.assert_close(
-        ours["trunk.res3.0.shortcut.conv.weight"], weights["backbone.body.layer2.0.downsample.0.weight"]
+        ours["backbone.trunk.res3.0.shortcut.conv.weight"],
+        weights["backbone.body.layer2.0.downsample.0.weight"],
     )
     torch.testing.assert_close(
-        ours["trunk.res5.2.norm3.running_var"], weights["backbone.body.layer4.2.bn3.running_var"]
+        ours["backbone.trunk.res5.2.norm3.running_var"], weights["backbone.body.layer4.2.bn3.running_var"]
     )
-    torch.testing.assert_close(ours["fpn.output.3.bias"], weights["backbone.fpn.layer_blocks.3.0.bias"])
+    torch.testing.assert_close(ours["backbone.output.3.bias"], weights["backbone.fpn.layer_blocks.3.0.bias"])
     torch.testing.assert_close(ours["rpn.head.objectness.weight"], weights["rpn.head.cls_logits.weight"])
     torch.testing.assert_close(
         ours["roi_heads.mask_head.predictor.weight"],

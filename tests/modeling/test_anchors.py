@@ -18,6 +18,16 @@ PADDED_SIZE = (800, 1088)
 FEATURE_SIZES = [(200, 272), (100, 136), (50, 68), (25, 34), (13, 17)]
 
 
+def feature_maps(feature_sizes, num_images=2):
+    """Per level an (N, C, Hl, Wl) map of those sizes (anchors read only the shape)."""
+    return [torch.zeros(num_images, 1, h, w) for h, w in feature_sizes]
+
+
+def generate(generator, feature_sizes, padded_size):
+    """The generator's anchors per level for a batch padded to padded_size (H, W)."""
+    return generator(feature_maps(feature_sizes), torch.tensor(padded_size, dtype=torch.int64))
+
+
 def torchvision_anchors(sizes, aspect_ratios, padded_size, feature_sizes, num_images=2):
     """torchvision's anchors of the first image: (sum over levels of Hl * Wl * A, 4)."""
     generator = TorchvisionAnchorGenerator(sizes=sizes, aspect_ratios=aspect_ratios)
@@ -38,8 +48,8 @@ def torchvision_anchors(sizes, aspect_ratios, padded_size, feature_sizes, num_im
     ],
 )
 def test_derived_strides_equal_torchvision(padded_size, feature_sizes):
-    ours = AnchorGenerator(AnchorConfig(strides=None), num_levels=5)
-    anchors = ours(feature_sizes, padded_size, torch.device("cpu"))
+    ours = AnchorGenerator(AnchorConfig(strides_from="image"), STRIDES)
+    anchors = generate(ours, feature_sizes, padded_size)
     assert [len(a) for a in anchors] == [h * w * 3 for h, w in feature_sizes]
     reference = torchvision_anchors(tuple((s,) for s in SIZES), (RATIOS,) * 5, padded_size, feature_sizes)
     assert reference.shape == (sum(h * w for h, w in feature_sizes) * 3, 4)
@@ -50,13 +60,21 @@ def test_default_config_is_the_paper_recipe():
     config = AnchorConfig()
     assert tuple(config.sizes) == SIZES
     assert tuple(config.aspect_ratios) == RATIOS
-    assert tuple(config.strides) == STRIDES
-    assert AnchorGenerator(config, num_levels=5).num_anchors_per_location == 3
+    assert config.strides_from == "backbone"
+    assert AnchorGenerator(config, STRIDES).num_anchors_per_location == 3
+
+
+@pytest.mark.parametrize(("strides", "strides_from"), [([4, 8, 16, 32, 64], "backbone"), (None, "image")])
+def test_configs_that_gave_strides_are_upgraded(strides, strides_from):
+    """Before `strides_from`, a config listed the strides (the backbone's) or null (derived)."""
+    upgraded = AnchorConfig.upgrade({"sizes": list(SIZES), "strides": strides})
+    assert upgraded == {"sizes": list(SIZES), "strides_from": strides_from}
+    assert AnchorConfig.upgrade({"strides_from": "image"}) == {"strides_from": "image"}
 
 
 def test_fixed_strides_centre_anchors_on_multiples_of_the_stride():
-    generator = AnchorGenerator(AnchorConfig(), num_levels=5)
-    anchors = generator(FEATURE_SIZES, PADDED_SIZE, torch.device("cpu"))
+    generator = AnchorGenerator(AnchorConfig(), STRIDES)
+    anchors = generate(generator, FEATURE_SIZES, PADDED_SIZE)
     for level_anchors, (height, width), stride in zip(anchors, FEATURE_SIZES, STRIDES):
         assert level_anchors.dtype == torch.float32
         # (Hl * Wl * A, 4) ordered (y, x, anchor)
@@ -78,8 +96,10 @@ def test_fixed_strides_centre_anchors_on_multiples_of_the_stride():
 
 def test_fixed_stride_differs_from_derived_stride_on_p6():
     """800 // 13 = 61, so torchvision's derived P6 stride in y is 61 where the fixed stride is 64."""
-    fixed = AnchorGenerator(AnchorConfig(), num_levels=5)(FEATURE_SIZES, PADDED_SIZE, "cpu")
-    derived = AnchorGenerator(AnchorConfig(strides=None), num_levels=5)(FEATURE_SIZES, PADDED_SIZE, "cpu")
+    fixed = generate(AnchorGenerator(AnchorConfig(), STRIDES), FEATURE_SIZES, PADDED_SIZE)
+    derived = generate(
+        AnchorGenerator(AnchorConfig(strides_from="image"), STRIDES), FEATURE_SIZES, PADDED_SIZE
+    )
     for level in range(4):
         assert torch.equal(fixed[level], derived[level])
     last_row_y = lambda anchors: ((anchors[-1, 1] + anchors[-1, 3]) / 2).item()
@@ -90,7 +110,7 @@ def test_fixed_stride_differs_from_derived_stride_on_p6():
 @pytest.mark.parametrize("round_to_integer", [True, False])
 def test_anchor_shapes_have_area_size_squared_and_height_over_width_ratio(round_to_integer):
     config = AnchorConfig(round_to_integer=round_to_integer)
-    anchors = AnchorGenerator(config, num_levels=5)([(2, 3)] * 5, (128, 192), torch.device("cpu"))
+    anchors = generate(AnchorGenerator(config, STRIDES), [(2, 3)] * 5, (128, 192))
     for level_anchors, size in zip(anchors, SIZES):
         shapes = level_anchors.reshape(2, 3, 3, 4)[0, 0]  # the three anchors of one location
         for box, ratio in zip(shapes, RATIOS):
@@ -132,13 +152,13 @@ def test_cell_anchors_equal_torchvision_generate_anchors():
     assert torch.equal(ours, reference)
 
 
-@pytest.mark.parametrize("strides", [(16,), None])
-def test_single_level_generator_places_all_sizes_and_ratios(strides):
+@pytest.mark.parametrize("strides_from", ["backbone", "image"])
+def test_single_level_generator_places_all_sizes_and_ratios(strides_from):
     """C4: one stride-16 map carries all 5 sizes x 3 ratios at every location."""
-    config = AnchorConfig(strides=strides)
-    generator = AnchorGenerator(config, num_levels=1)
+    config = AnchorConfig(strides_from=strides_from)
+    generator = AnchorGenerator(config, (16,))
     assert generator.num_anchors_per_location == 15
-    (anchors,) = generator([(50, 68)], PADDED_SIZE, torch.device("cpu"))
+    (anchors,) = generate(generator, [(50, 68)], PADDED_SIZE)
     assert anchors.shape == (50 * 68 * 15, 4)
     reference = torchvision_anchors((SIZES,), (RATIOS,), PADDED_SIZE, [(50, 68)])
     torch.testing.assert_close(anchors, reference, rtol=0, atol=0)
@@ -151,19 +171,28 @@ def test_single_level_generator_places_all_sizes_and_ratios(strides):
     assert widths[5:10].tolist() == list(map(float, SIZES))
 
 
-def test_anchors_follow_the_requested_device():
-    anchors = AnchorGenerator(AnchorConfig(), num_levels=5)([(2, 2)] * 5, (64, 64), torch.device("cpu"))
-    assert all(a.device.type == "cpu" for a in anchors)
+@pytest.mark.parametrize("strides_from", ["backbone", "image"])
+def test_anchors_follow_the_generator_device(strides_from):
+    """The cell anchors are buffers that move with `.to(device)` (and stay out of checkpoints)."""
+    generator = AnchorGenerator(AnchorConfig(strides_from=strides_from), STRIDES)
+    assert generator.state_dict() == {}
+    assert len(generator.cell_anchors) == 5
+    assert all(a.device.type == "cpu" for a in generate(generator, [(2, 2)] * 5, (64, 64)))
+    generator.to("meta")
+    assert all(a.device.type == "meta" for a in generator.cell_anchors)
+    features = [torch.zeros(1, 1, 2, 2, device="meta")] * 5
+    anchors = generator(features, torch.tensor([64, 64], device="meta"))
+    assert [a.shape for a in anchors] == [(2 * 2 * 3, 4)] * 5
+    assert all(a.device.type == "meta" for a in anchors)
 
 
 @pytest.mark.parametrize("num_levels", [2, 4, 6])
 def test_wrong_number_of_sizes_raises(num_levels):
+    strides = tuple(4 * 2**level for level in range(num_levels))
     with pytest.raises(ValueError, match="sizes"):
-        AnchorGenerator(AnchorConfig(strides=None), num_levels=num_levels)
+        AnchorGenerator(AnchorConfig(strides_from="image"), strides)
 
 
-def test_wrong_number_of_strides_raises():
-    with pytest.raises(ValueError, match="strides"):
-        AnchorGenerator(AnchorConfig(sizes=(32, 64, 128, 256), strides=STRIDES), num_levels=4)
-    with pytest.raises(ValueError, match="strides"):
-        AnchorGenerator(AnchorConfig(strides=(16, 32)), num_levels=1)
+def test_unknown_strides_from_raises():
+    with pytest.raises(ValueError, match="strides_from"):
+        AnchorGenerator(AnchorConfig(strides_from="config"), STRIDES)

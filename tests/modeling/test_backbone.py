@@ -8,13 +8,17 @@ from maskrcnn.config import BackboneConfig
 from maskrcnn.interop.init_weights import torchvision_resnet_to_trunk
 from maskrcnn.modeling.backbone import ResNet
 from maskrcnn.modeling.norm import FrozenBatchNorm2d
+from maskrcnn.structures import ShapeSpec
+
+TRUNK_PREFIX = "backbone.trunk."
 
 
 def trunk_weights_from(reference: torch.nn.Module) -> dict:
-    """torchvision classification ResNet weights under this project's trunk names."""
-    return {
-        k.removeprefix("trunk."): v for k, v in torchvision_resnet_to_trunk(reference.state_dict()).items()
-    }
+    """torchvision classification ResNet weights under this project's trunk names (the model's
+    `backbone.trunk.*` keys without that prefix: the keys of a `ResNet` alone)."""
+    weights = torchvision_resnet_to_trunk(reference.state_dict())
+    assert all(k.startswith(TRUNK_PREFIX) for k in weights), sorted(weights)[:3]
+    return {k.removeprefix(TRUNK_PREFIX): v for k, v in weights.items()}
 
 
 def reference_stages(reference: torch.nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
@@ -48,9 +52,15 @@ def test_trunk_matches_torchvision(factory, config):
     images = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
         expected = reference_stages(reference, images)
-        features = trunk(images)
+        outputs = trunk(images)
+    assert list(outputs) == ["res2", "res3", "res4", "res5"]
+    features = list(outputs.values())
     assert [f.shape[1] for f in features] == [256, 512, 1024, 2048]
     assert [f.shape[-1] for f in features] == [24, 12, 6, 3]
+    # output_shape() describes what forward returns: channels, and stride = 96 / width
+    assert trunk.output_shape() == {
+        name: ShapeSpec(f.shape[1], 96 // f.shape[-1]) for name, f in outputs.items()
+    }
     for ours, theirs in zip(features, expected):
         # Activations grow through 33 blocks of random weights; compare at their own scale.
         scale = theirs.abs().max()

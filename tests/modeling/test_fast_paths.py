@@ -4,23 +4,43 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.detection.faster_rcnn import TwoMLPHead
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 
 from maskrcnn.modeling import norm as norm_module
 from maskrcnn.modeling.box_head import BoxHead
-from maskrcnn.modeling.mask_head import MaskHead, select_class_masks, upsample_2x2
-from maskrcnn.modeling.norm import FrozenBatchNorm2d, GroupNorm, conv_norm
+from maskrcnn.modeling.mask_head import MaskHead, upsample_2x2
+from maskrcnn.modeling.norm import GroupNorm, conv_norm
+from maskrcnn.modeling.rpn import RPNHead
 from maskrcnn.modeling.weight_cache import inference_pass
+from maskrcnn.ops import BoxCoder, MultiScaleRoIPooler, fast_paths
+from maskrcnn.structures import RoIs
+from maskrcnn.testing import random_frozen_norm
+
+STRIDES = (4, 8, 16, 32)
+IN_FEATURES = ("p2", "p3", "p4", "p5")
 
 
-def random_frozen_norm(channels: int, seed: int = 0) -> FrozenBatchNorm2d:
-    generator = torch.Generator().manual_seed(seed)
-    norm = FrozenBatchNorm2d(channels)
-    norm.weight.copy_(torch.rand(channels, generator=generator) + 0.5)
-    norm.bias.copy_(torch.randn(channels, generator=generator))
-    norm.running_mean.copy_(torch.randn(channels, generator=generator))
-    norm.running_var.copy_(torch.rand(channels, generator=generator) + 0.1)
-    return norm
+def box_head(in_channels: int, resolution: int, fc_dim: int, num_classes: int = 3) -> BoxHead:
+    pooler = MultiScaleRoIPooler(resolution, STRIDES)
+    return BoxHead(pooler, IN_FEATURES, in_channels, num_classes, BoxCoder((10.0, 10.0, 5.0, 5.0)), fc_dim)
+
+
+def graph_ops(output: torch.Tensor) -> set[str]:
+    """The names of the autograd nodes that produced `output`."""
+    names, seen, stack = set(), set(), [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(parent for parent, _ in node.next_functions)
+    return names
+
+
+def mask_head(in_channels: int, num_classes: int, conv_dim: int, num_convs: int) -> MaskHead:
+    pooler = MultiScaleRoIPooler(14, STRIDES)
+    return MaskHead(pooler, IN_FEATURES, in_channels, num_classes, conv_dim, num_convs)
 
 
 @pytest.mark.parametrize("bias", [False, True])
@@ -131,27 +151,57 @@ def test_upsample_2x2_equals_transposed_conv_with_gradients(channels_last, relu)
 def test_box_head_equals_torchvision_two_mlp_head_through_the_state_dict():
     torch.manual_seed(0)
     theirs = TwoMLPHead(6 * 3 * 3, 16)
-    head = BoxHead(in_channels=6, resolution=3, fc_dim=16)
-    head.load_state_dict(theirs.state_dict())
+    predictor = FastRCNNPredictor(16, 4)
+    theirs_state = {**theirs.state_dict(), **predictor.state_dict()}
+    head = box_head(in_channels=6, resolution=3, fc_dim=16, num_classes=4)
+    head.load_state_dict(theirs_state)
     pooled = torch.randn(5, 6, 3, 3)
     expected = theirs(pooled)
-    torch.testing.assert_close(head(pooled), expected)
-    torch.testing.assert_close(head(pooled.contiguous(memory_format=torch.channels_last)), expected)
+    expected_logits, expected_deltas = predictor(expected)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        torch.testing.assert_close(head.box_features(pooled.contiguous(memory_format=layout)), expected)
+        class_logits, box_deltas = head(pooled.contiguous(memory_format=layout))
+        torch.testing.assert_close(class_logits, expected_logits)
+        torch.testing.assert_close(box_deltas, expected_deltas)
     # saved in the checkpoint order: torchvision's head loads our state dict unchanged
+    assert set(head.state_dict()) == set(theirs_state)
     for key, value in head.state_dict().items():
-        torch.testing.assert_close(value, theirs.state_dict()[key], rtol=0, atol=0)
+        torch.testing.assert_close(value, theirs_state[key], rtol=0, atol=0)
     # internally fc6 reads (S, S, C) rows: the stored weight is a reordering of theirs
     assert not torch.equal(head.fc6.weight, theirs.fc6.weight)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_box_features_off_the_fast_path_agree_with_gradients(channels_last):
+    """On: fc6 reads the permuted (S, S, C) rows; off: F.linear on (C, S, S) rows with the
+    weight in checkpoint order. Both give the same features and gradients."""
+    torch.manual_seed(0)
+    head = box_head(in_channels=6, resolution=3, fc_dim=16)
+    pooled = torch.randn(5, 6, 3, 3)
+    if channels_last:
+        pooled = pooled.contiguous(memory_format=torch.channels_last)
+    pooled.requires_grad_(True)
+    grad = torch.randn(5, 16)
+    parameters = (pooled, head.fc6.weight, head.fc6.bias, head.fc7.weight)
+    fast = head.box_features(pooled)
+    fast_grads = torch.autograd.grad(fast, parameters, grad)
+    with fast_paths(False):
+        plain = head.box_features(pooled)
+    plain_grads = torch.autograd.grad(plain, parameters, grad)
+    assert (fast > 0).any()
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6)
+    for got, want in zip(fast_grads, plain_grads):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_box_head_state_dict_round_trip_and_bad_shape():
     torch.manual_seed(0)
-    head, other = BoxHead(4, 2, 8), BoxHead(4, 2, 8)
+    head, other = box_head(4, 2, 8), box_head(4, 2, 8)
     other.load_state_dict(head.state_dict())
     torch.testing.assert_close(other.fc6.weight, head.fc6.weight, rtol=0, atol=0)
     # the live variables (as tracers ask for them) come and go as they are
     assert head.state_dict(keep_vars=True)["fc6.weight"] is head.fc6.weight
-    third = BoxHead(4, 2, 8)
+    third = box_head(4, 2, 8)
     third.load_state_dict(head.state_dict(keep_vars=True))
     torch.testing.assert_close(third.fc6.weight, head.fc6.weight, rtol=0, atol=0)
     bad = dict(head.state_dict(), **{"fc6.weight": torch.zeros(8, 15)})
@@ -161,15 +211,86 @@ def test_box_head_state_dict_round_trip_and_bad_shape():
 
 def test_mask_probabilities_of_the_labelled_class_only_equal_the_full_head():
     torch.manual_seed(0)
-    head = MaskHead(in_channels=8, num_classes=5, conv_dim=6, num_convs=2)
+    head = mask_head(in_channels=8, num_classes=5, conv_dim=6, num_convs=2)
     nn.init.normal_(head.predictor.weight, std=0.5)
     nn.init.normal_(head.predictor.bias, std=0.5)
     pooled = torch.randn(7, 8, 4, 4).contiguous(memory_format=torch.channels_last)
     labels = torch.tensor([1, 4, 2, 2, 3, 1, 4])
-    expected = select_class_masks(head(pooled), labels)
-    probs = head.predict_probs(pooled, labels)
+    rois = RoIs(torch.zeros(7, 4), torch.zeros(7, dtype=torch.int64), labels)
+    every_class = head.predictor(head.mask_features(pooled))
+    expected = every_class[torch.arange(7), labels].sigmoid()
+    probs = head.predict(head(pooled, rois), rois)["mask_probs"]
     assert probs.shape == (7, 8, 8) and probs.dtype == torch.float32
     torch.testing.assert_close(probs, expected, rtol=1e-5, atol=1e-6)
+    # the plain head (nn.ConvTranspose2d, then the predictor on every class) gives the same
+    with fast_paths(False):
+        plain = head.predict(head(pooled, rois), rois)["mask_probs"]
+    torch.testing.assert_close(probs, plain, rtol=1e-5, atol=1e-6)
+    # one class's mask each: a different label gives a different mask
+    other = RoIs(rois.boxes, rois.image_index, labels % 4 + 1)
+    assert not torch.allclose(head.predict(head(pooled, other), other)["mask_probs"], probs, atol=1e-3)
+
+
+def test_mask_head_off_the_fast_paths_agrees_with_gradients():
+    torch.manual_seed(0)
+    head = mask_head(in_channels=8, num_classes=5, conv_dim=6, num_convs=2)
+    nn.init.normal_(head.predictor.weight, std=0.5)
+    pooled = torch.randn(7, 8, 4, 4).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    labels = torch.tensor([1, 4, 2, 2, 3, 1, 4])
+    rois = RoIs(torch.zeros(7, 4), torch.zeros(7, dtype=torch.int64), labels)
+    grad = torch.randn(7, 8, 8)
+    parameters = (
+        pooled,
+        head.predictor.weight,
+        head.predictor.bias,
+        head.deconv.weight,
+        head.convs[0].weight,
+    )
+    fast = head(pooled, rois)
+    fast_grads = torch.autograd.grad(fast, parameters, grad)
+    with fast_paths(False):
+        plain = head(pooled, rois)
+    plain_grads = torch.autograd.grad(plain, parameters, grad)
+    assert fast.shape == plain.shape == (7, 8, 8)
+    # on: the one-class predictor (bmm) and upsample_2x2 (mm) ran; off: convolutions only
+    assert {"BmmBackward0", "MmBackward0"} <= graph_ops(fast)
+    assert not {"BmmBackward0", "MmBackward0"} & graph_ops(plain)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    for got, want in zip(fast_grads, plain_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_rpn_predictors_equal_the_two_convs_with_gradients():
+    """On: objectness and deltas come from one 1x1 conv of the concatenated weights; off: the
+    two nn.Conv2d predictors."""
+    torch.manual_seed(0)
+    head = RPNHead(8, 3)
+    for layer in (head.objectness, head.deltas):
+        nn.init.normal_(layer.weight, std=0.5)
+        nn.init.normal_(layer.bias, std=0.5)
+    features = [
+        torch.randn(2, 8, h, w).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        for h, w in ((12, 10), (6, 5), (3, 3))
+    ]
+    parameters = (*features, *head.parameters())
+
+    def run():
+        objectness, deltas = head(features)
+        assert [o.shape for o in objectness] == [(2, 3, *f.shape[-2:]) for f in features]
+        assert [d.shape for d in deltas] == [(2, 12, *f.shape[-2:]) for f in features]
+        loss = sum((o.square() * 0.5).sum() + d.sin().sum() for o, d in zip(objectness, deltas))
+        return objectness + deltas, torch.autograd.grad(loss, parameters)
+
+    fast, fast_grads = run()
+    with fast_paths(False):
+        plain, plain_grads = run()
+    # on: one conv of the concatenated predictor weights; off: two separate convs
+    assert "CatBackward0" in graph_ops(fast[0]) and "CatBackward0" not in graph_ops(plain[0])
+    for got, want in zip(fast, plain):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for got, want in zip(fast_grads, plain_grads):
+        assert got.abs().sum() > 0
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(

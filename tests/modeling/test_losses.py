@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torchvision.models.detection import _utils as tv_utils
+from torchvision.models.detection._utils import BoxCoder as TorchvisionBoxCoder
 from torchvision.models.detection.roi_heads import fastrcnn_loss, maskrcnn_loss
 from torchvision.models.detection.rpn import AnchorGenerator as TVAnchorGenerator
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
@@ -12,13 +13,16 @@ from torchvision.ops import box_iou
 import maskrcnn.modeling.rpn as rpn_module
 from maskrcnn import ModelConfig, build_model
 from maskrcnn.config import BackboneConfig, InputConfig, RoIHeadsConfig
-from maskrcnn.modeling.box_head import box_loss
-from maskrcnn.modeling.mask_head import MaskHead, batch_mask_targets, mask_loss, mask_targets
-from maskrcnn.modeling.rpn import rpn_loss
-from maskrcnn.ops import BoxCoder
-from maskrcnn.ops.boxes import pairwise_iou
+from maskrcnn.modeling.box_head import BoxHead
+from maskrcnn.modeling.mask_head import MaskHead, mask_loss, mask_targets
+from maskrcnn.modeling.rpn import batch_iou, rpn_loss
+from maskrcnn.ops import BoxCoder, MultiScaleRoIPooler
 from maskrcnn.ops.matcher import Matcher
 from maskrcnn.ops.sampler import BalancedSampler
+from maskrcnn.structures import RoIs
+
+STRIDES = (4, 8, 16, 32, 64)
+ROI_FEATURES = ("p2", "p3", "p4", "p5")
 
 
 def random_boxes(count: int, size: float, generator: torch.Generator) -> torch.Tensor:
@@ -55,7 +59,7 @@ def test_batched_matcher_equals_per_image_matching():
     for i, boxes in enumerate(gt):
         padded[i, : len(boxes)] = boxes
         valid[i, : len(boxes)] = True
-    iou = pairwise_iou(padded, predictions).masked_fill(~valid[:, :, None], -1.0)
+    iou = batch_iou(padded, predictions).masked_fill(~valid[:, :, None], -1.0)
     torch.testing.assert_close(iou[0], box_iou(gt[0], predictions), rtol=0, atol=0)
     matcher = Matcher(0.7, 0.3, allow_low_quality=True)
     batched = matcher(iou, valid)
@@ -89,11 +93,20 @@ def tiny_model():
     return build_model(ModelConfig(num_classes=4, input=InputConfig(min_size=96, max_size=128))).train()
 
 
+def rpn_outputs(rpn, num_images: int, generator: torch.Generator):
+    """The RPN's outputs for random P2-P6 maps of a batch padded to 128 x 128."""
+    assert rpn.in_features == ("p2", "p3", "p4", "p5", "p6")
+    features = {
+        name: torch.randn(num_images, 256, 128 // s, 128 // s, generator=generator)
+        for name, s in zip(rpn.in_features, STRIDES)
+    }
+    return rpn(features, torch.tensor([128, 128]))
+
+
 def test_rpn_targets_and_loss_equal_torchvision(tiny_model):
     generator = torch.Generator().manual_seed(3)
     rpn = tiny_model.rpn
-    features = [torch.randn(2, 256, 128 // s, 128 // s, generator=generator) for s in (4, 8, 16, 32, 64)]
-    outputs = rpn(features, (128, 128))
+    outputs = rpn_outputs(rpn, 2, generator)
     gt = [random_boxes(3, 128, generator), random_boxes(5, 128, generator)]
 
     reference = RegionProposalNetwork(
@@ -133,8 +146,7 @@ def test_rpn_targets_and_loss_equal_torchvision(tiny_model):
 def test_rpn_targets_are_finite_and_zero_off_the_positives_with_an_image_without_boxes(tiny_model):
     generator = torch.Generator().manual_seed(4)
     rpn = tiny_model.rpn
-    features = [torch.randn(2, 256, 128 // s, 128 // s, generator=generator) for s in (4, 8, 16, 32, 64)]
-    anchors = torch.cat(rpn(features, (128, 128)).anchors)
+    anchors = torch.cat(rpn_outputs(rpn, 2, generator).anchors)
     labels, targets = rpn.targets(anchors, [torch.zeros((0, 4)), random_boxes(4, 128, generator)])
     assert torch.isfinite(targets).all()
     assert (labels[0] == 0).all() and (labels[1] == 1).any()
@@ -144,8 +156,7 @@ def test_rpn_targets_are_finite_and_zero_off_the_positives_with_an_image_without
 def test_rpn_assign_in_chunks_of_images_equals_all_at_once(tiny_model, monkeypatch):
     generator = torch.Generator().manual_seed(5)
     rpn = tiny_model.rpn
-    features = [torch.randn(3, 256, 128 // s, 128 // s, generator=generator) for s in (4, 8, 16, 32, 64)]
-    anchors = torch.cat(rpn(features, (128, 128)).anchors)
+    anchors = torch.cat(rpn_outputs(rpn, 3, generator).anchors)
     gt = [random_boxes(2, 128, generator), torch.zeros((0, 4)), random_boxes(6, 128, generator)]
     whole = rpn.assign(anchors, gt)
     # One image per chunk: the block holds fewer values than one image's IoU matrix.
@@ -156,16 +167,38 @@ def test_rpn_assign_in_chunks_of_images_equals_all_at_once(tiny_model, monkeypat
         assert torch.equal(got, want)
 
 
+def small_box_head(num_classes: int = 5) -> BoxHead:
+    pooler = MultiScaleRoIPooler(7, STRIDES[:4])
+    return BoxHead(pooler, ROI_FEATURES, 4, num_classes, BoxCoder((10.0, 10.0, 5.0, 5.0)), fc_dim=8)
+
+
 def test_box_loss_equals_fastrcnn_loss():
+    """The head encodes each foreground RoI's target from the ground-truth box it is matched to in
+    its own image; torchvision's loss takes those targets encoded per image."""
     generator = torch.Generator().manual_seed(4)
+    counts = (25, 15)
+    gt_boxes = [random_boxes(4, 100, generator), random_boxes(3, 100, generator)]
+    proposals = [random_boxes(n, 100, generator) for n in counts]
+    labels = [torch.randint(0, 5, (n,), generator=generator) for n in counts]
+    matched = [torch.randint(0, len(g), (n,), generator=generator) for g, n in zip(gt_boxes, counts)]
     class_logits = torch.randn(40, 5, generator=generator)
     deltas = torch.randn(40, 20, generator=generator)
-    labels = torch.randint(0, 5, (40,), generator=generator)
-    targets = torch.randn(40, 4, generator=generator)
-    ours = box_loss(class_logits, deltas, labels, targets)
-    ref_cls, ref_box = fastrcnn_loss(
-        class_logits, deltas, [labels[:25], labels[25:]], [targets[:25], targets[25:]]
+    coder = TorchvisionBoxCoder((10.0, 10.0, 5.0, 5.0))
+    targets = [coder.encode_single(g[m], p) for g, m, p in zip(gt_boxes, matched, proposals)]
+    ref_cls, ref_box = fastrcnn_loss(class_logits, deltas, labels, targets)
+
+    rois = RoIs(
+        torch.cat(proposals),
+        torch.cat([torch.full((n,), i) for i, n in enumerate(counts)]),
+        torch.cat(labels),
+        torch.cat(matched),
     )
+    # The RoIs in any order (their images interleaved), as long as the predictions follow them.
+    order = torch.randperm(40, generator=generator)
+    head = small_box_head()
+    ours = head.loss((class_logits[order], deltas[order]), rois[order], [{"boxes": g} for g in gt_boxes])
+    assert set(ours) == {"loss_cls", "loss_box"}
+    assert ref_box > 0
     torch.testing.assert_close(ours["loss_cls"], ref_cls)
     torch.testing.assert_close(ours["loss_box"], ref_box)
 
@@ -181,20 +214,32 @@ def test_mask_targets_and_loss_equal_maskrcnn_loss():
     ]
     mask_logits = torch.randn(21, 4, 28, 28, generator=generator)
     reference = maskrcnn_loss(mask_logits, proposals, gt_masks, gt_labels, matched)
-    targets = torch.cat([mask_targets(m, i, p, 28) for m, i, p in zip(gt_masks, matched, proposals)])
     labels = torch.cat([g[i] for g, i in zip(gt_labels, matched)])
+    rois = RoIs(
+        torch.cat(proposals),
+        torch.cat([torch.full((len(p),), i) for i, p in enumerate(proposals)]),
+        labels,
+        torch.cat(matched),
+    )
     class_logits = mask_logits[torch.arange(len(labels)), labels]
+    targets = mask_targets(gt_masks, rois.image_index, rois.matched, rois.boxes, 28)
     torch.testing.assert_close(mask_loss(class_logits, targets), reference)
+    # the head's loss: the same targets and loss, from the RoIs and the batch's annotations
+    head = MaskHead(MultiScaleRoIPooler(14, STRIDES[:4]), ROI_FEATURES, 8, 4, conv_dim=8, num_convs=1)
+    losses = head.loss(class_logits, rois, [{"masks": m} for m in gt_masks])
+    assert set(losses) == {"loss_mask"}
+    torch.testing.assert_close(losses["loss_mask"], reference)
 
 
 def test_only_the_ground_truth_class_mask_gets_gradient():
     torch.manual_seed(0)
-    head = MaskHead(in_channels=8, num_classes=4, conv_dim=8, num_convs=2)
+    head = MaskHead(MultiScaleRoIPooler(14, STRIDES[:4]), ROI_FEATURES, 8, 4, conv_dim=8, num_convs=2)
     pooled = torch.randn(3, 8, 14, 14).contiguous(memory_format=torch.channels_last).requires_grad_()
     labels = torch.tensor([1, 3, 3])
+    rois = RoIs(torch.zeros(3, 4), torch.zeros(3, dtype=torch.int64), labels)
     targets = torch.rand(3, 28, 28)
 
-    mask_loss(head.class_logits(pooled, labels), targets).backward()
+    mask_loss(head(pooled, rois), targets).backward()
     gradients = [p.grad.clone() for p in head.parameters()] + [pooled.grad.clone()]
     touched = head.predictor.weight.grad.abs().sum(dim=(1, 2, 3)) > 0
     assert touched.tolist() == [False, True, False, True]
@@ -202,7 +247,7 @@ def test_only_the_ground_truth_class_mask_gets_gradient():
     # the same loss and gradients as selecting the class from every class's logits
     head.zero_grad()
     pooled.grad = None
-    full = head(pooled)
+    full = head.predictor(head.mask_features(pooled))
     reference = F.binary_cross_entropy_with_logits(full[torch.arange(3), labels], targets)
     reference.backward()
     for ours, theirs in zip(gradients, [p.grad for p in head.parameters()] + [pooled.grad]):
@@ -248,7 +293,7 @@ def test_every_gradient_has_its_parameters_strides():
     differ = {
         name: (p.stride(), p.grad.stride()) for name, p in trained.items() if p.grad.stride() != p.stride()
     }
-    assert "roi_heads.mask_head.predictor.weight" in trained and "trunk.stem.conv.weight" in trained
+    assert "roi_heads.mask_head.predictor.weight" in trained and "backbone.trunk.stem.conv.weight" in trained
     assert not differ
 
 
@@ -260,7 +305,7 @@ def test_box_coder_weights_scale_targets():
     torch.testing.assert_close(weighted, plain * torch.tensor([10.0, 10.0, 5.0, 5.0]))
 
 
-def test_batch_mask_targets_equal_per_image_targets_for_images_of_different_sizes():
+def test_mask_targets_of_a_batch_equal_per_image_targets_for_images_of_different_sizes():
     generator = torch.Generator().manual_seed(6)
     sizes = [(70, 90), (41, 33), (60, 60), (50, 80)]
     gt_masks = [(torch.rand(3, h, w, generator=generator) > 0.5).to(torch.uint8) for h, w in sizes]
@@ -268,11 +313,22 @@ def test_batch_mask_targets_equal_per_image_targets_for_images_of_different_size
     boxes = [random_boxes(7, min(h, w) + 20, generator) for h, w in sizes]  # some cross the image edge
     boxes[2] = torch.zeros((0, 4))
     matched = [torch.randint(0, 3, (len(b),), generator=generator) for b in boxes]
-    batched = batch_mask_targets(gt_masks, matched, boxes, 28)
-    expected = torch.cat([mask_targets(m, i, b, 28) for m, i, b in zip(gt_masks, matched, boxes) if len(b)])
+    expected = torch.cat(
+        [
+            mask_targets([m], torch.zeros(len(b), dtype=torch.int64), i, b, 28)
+            for m, i, b in zip(gt_masks, matched, boxes)
+            if len(b)
+        ]
+    )
+    # The batch's RoIs flat, their images interleaved: each reads its own image's masks.
+    image_index = torch.cat([torch.full((len(b),), i) for i, b in enumerate(boxes)])
+    order = torch.randperm(21, generator=generator)
+    all_matched, all_boxes = torch.cat(matched), torch.cat(boxes)
+    batched = mask_targets(gt_masks, image_index[order], all_matched[order], all_boxes[order], 28)
     assert batched.shape == (21, 28, 28)
     assert 0.2 < batched.mean() < 0.8
-    torch.testing.assert_close(batched, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(batched, expected[order], rtol=0, atol=1e-5)
     # each target comes from its own image's mask: swapping two images' masks changes them
-    swapped = batch_mask_targets([gt_masks[1], gt_masks[0], *gt_masks[2:]], matched, boxes, 28)
-    assert not torch.allclose(swapped[:7], batched[:7])
+    swapped_masks = [gt_masks[1], gt_masks[0], *gt_masks[2:]]
+    swapped = mask_targets(swapped_masks, image_index, all_matched, all_boxes, 28)
+    assert not torch.allclose(swapped[:7], expected[:7])

@@ -1,4 +1,5 @@
-"""Box coding (R-CNN's dx, dy, dw, dh) and box arithmetic, against torchvision and hand-derived values."""
+"""Box coding (R-CNN's dx, dy, dw, dh), box clipping and batched IoU, against torchvision and
+hand-derived values."""
 
 import math
 
@@ -7,9 +8,9 @@ import torch
 import torchvision
 from torchvision.models.detection._utils import BoxCoder as TorchvisionBoxCoder
 
-from maskrcnn.ops import BoxCoder, box_area, clip_boxes, remove_small_boxes
+from maskrcnn.modeling.rpn import batch_iou
+from maskrcnn.ops import BoxCoder, clip_boxes
 from maskrcnn.ops.box_coder import DEFAULT_SCALE_CLAMP
-from maskrcnn.ops.boxes import pairwise_iou
 
 # The RPN's, the box head's, and distinct weights that catch a weight applied to the wrong coordinate.
 WEIGHTS = [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0), (2.0, 3.0, 4.0, 0.5)]
@@ -144,13 +145,12 @@ def test_empty_inputs():
     assert coder.decode(torch.zeros(0, 8), torch.zeros(0, 4)).shape == (0, 2, 4)
 
 
-# Box arithmetic
+# Box clipping (areas, IoU and small-box removal are torchvision.ops')
 
 
-def test_box_area_equals_torchvision():
-    boxes = random_boxes(torch.Generator().manual_seed(5), 50)
-    torch.testing.assert_close(box_area(boxes), torchvision.ops.box_area(boxes), rtol=0, atol=0)
-    assert box_area(torch.tensor([[1.0, 2.0, 4.0, 7.0]])).tolist() == [15.0]
+def tensor_size(image_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(height, width) as 0-dim int64 tensors, as a traced model's sizes are."""
+    return torch.tensor(image_size[0]), torch.tensor(image_size[1])
 
 
 @pytest.mark.parametrize("image_size", [(100, 200), (300, 50), (64, 64)])
@@ -175,40 +175,11 @@ def test_clip_boxes_by_hand():
     boxes = torch.tensor([[-5.0, -5.0, 500.0, 500.0], [10.0, 20.0, 30.0, 40.0]])
     clipped = clip_boxes(boxes, (100, 200))
     assert clipped.tolist() == [[0.0, 0.0, 200.0, 100.0], [10.0, 20.0, 30.0, 40.0]]
+    assert clip_boxes(boxes, tensor_size((100, 200))).tolist() == clipped.tolist()
 
 
-@pytest.mark.parametrize("min_size", [0.0, 1e-3, 1.0, 10.0, 50.0])
-def test_remove_small_boxes_equals_torchvision(min_size):
-    generator = torch.Generator().manual_seed(7)
-    corner = torch.rand(200, 2, generator=generator) * 100
-    size = torch.rand(200, 2, generator=generator) * 60 - 5  # some negative, some tiny
-    boxes = torch.cat((corner, corner + size), 1)
-    # Exactly min_size wide and tall: kept (>=).
-    boxes = torch.cat((boxes, torch.tensor([[0.0, 0.0, min_size, min_size]])))
-    ours = remove_small_boxes(boxes, min_size)
-    reference = torchvision.ops.remove_small_boxes(boxes, min_size)
-    assert torch.equal(ours, reference)
-    assert ours[-1] == len(boxes) - 1
-
-
-def test_remove_small_boxes_by_hand():
-    boxes = torch.tensor(
-        [
-            [0.0, 0.0, 5.0, 5.0],
-            [0.0, 0.0, 1.0, 9.0],
-            [0.0, 0.0, 9.0, 1.0],
-            [2.0, 2.0, 4.0, 4.0],
-            [0, 0, 3.0, 3.0],
-        ]
-    )
-    assert remove_small_boxes(boxes, 2.0).tolist() == [0, 3, 4]
-    assert remove_small_boxes(boxes, 3.0).tolist() == [0, 4]
-
-
-# Boxes that each type holds but whose extents or areas it does not: int8 and uint8 boxes over
-# 127 pixels wide, int16 areas above 32767, float16 areas above 65504, bfloat16 areas that need
-# more than its 8 significant bits. DEGENERATE_UINT8 has x2 < x1: a negative width, which must not
-# wrap around to a large one.
+# Boxes that each type holds but whose extents an image can exceed: int8 and uint8 boxes against
+# an image over 127 or 255 pixels, int16 against 70000, float16 against one beyond 65504.
 NARROW_BOXES = {
     torch.int8: [[-100, -120, 110, 127], [-128, -128, 127, 127], [0, 0, 50, 60], [-20, -10, 90, 100]],
     torch.uint8: [[0, 0, 255, 255], [5, 10, 250, 200], [100, 100, 180, 255], [20, 0, 255, 90]],
@@ -224,57 +195,11 @@ NARROW_BOXES = {
         [-2000, -1000, 60000, 30000],
         [0.5, 0, 300, 400],
     ],
-    torch.bfloat16: [[0, 0, 1000, 1000], [100, 200, 900, 1100], [3, 5, 113, 127], [17, 19, 257, 301]],
 }
-DEGENERATE_UINT8 = [200, 10, 100, 50]
 
 
 def narrow_boxes(dtype: torch.dtype) -> torch.Tensor:
     return torch.tensor(NARROW_BOXES[dtype], dtype=torch.float64).to(dtype)
-
-
-def float64_area(boxes: torch.Tensor) -> torch.Tensor:
-    wide = boxes.double()
-    return (wide[:, 2] - wide[:, 0]) * (wide[:, 3] - wide[:, 1])
-
-
-@pytest.mark.parametrize("dtype", NARROW_BOXES)
-def test_box_area_of_narrow_types_does_not_overflow(dtype):
-    boxes = narrow_boxes(dtype)
-    if dtype == torch.uint8:
-        boxes = torch.cat((boxes, torch.tensor([DEGENERATE_UINT8], dtype=dtype)))
-    area = box_area(boxes)
-    assert area.dtype == (torch.float32 if dtype.is_floating_point else torch.int64)
-    torch.testing.assert_close(area.double(), float64_area(boxes), rtol=1e-7, atol=0)
-    torch.testing.assert_close(area.double(), torchvision.ops.box_area(boxes).double(), rtol=1e-7, atol=0)
-    if dtype == torch.uint8:
-        assert area[-1] == -100 * 40
-
-
-@pytest.mark.parametrize("dtype", NARROW_BOXES)
-def test_pairwise_iou_of_narrow_types_equals_the_float64_computation(dtype):
-    boxes = narrow_boxes(dtype)
-    others = boxes.flip(0)[:3]
-    expected = torchvision.ops.box_iou(boxes.double(), others.double())
-    assert ((expected > 0) & (expected < 1)).sum() >= 4, "the boxes should partly overlap"
-    iou = pairwise_iou(boxes, others)
-    assert iou.shape == (4, 3)
-    assert iou.dtype == torch.float32
-    torch.testing.assert_close(iou.double(), expected, rtol=1e-6, atol=1e-7)
-    # The batched form (N images of G boxes each) computes the same values.
-    batched = pairwise_iou(boxes.reshape(2, 2, 4), others)
-    torch.testing.assert_close(batched.double(), expected.reshape(2, 2, 3), rtol=1e-6, atol=1e-7)
-
-
-@pytest.mark.parametrize("dtype", [torch.int8, torch.uint8])
-def test_remove_small_boxes_of_narrow_types_does_not_wrap_widths(dtype):
-    boxes = narrow_boxes(dtype)
-    if dtype == torch.uint8:
-        boxes = torch.cat((boxes, torch.tensor([DEGENERATE_UINT8], dtype=dtype)))
-    for min_size in (1.0, 60.0, 150.0):
-        expected = torchvision.ops.remove_small_boxes(boxes.double(), min_size)
-        assert torch.equal(remove_small_boxes(boxes, min_size), expected)
-    assert remove_small_boxes(boxes, 150.0).tolist() == [0, 1]
 
 
 @pytest.mark.parametrize("dtype", [torch.int8, torch.uint8, torch.int16, torch.float16])
@@ -288,21 +213,46 @@ def test_clip_boxes_of_narrow_types_to_an_image_beyond_their_range(dtype, image_
     assert torch.equal(clipped, expected)
 
 
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.float64, torch.int64, torch.int8, torch.uint8, torch.int16, torch.float16]
+)
+@pytest.mark.parametrize("image_size", [(800, 1333), (100, 120), (70000, 70000)])
+def test_clip_boxes_to_0_dim_tensor_sizes_equals_int_sizes(dtype, image_size):
+    """A traced size is a 0-dim int64 tensor: it clips as the int does, in the boxes' own type."""
+    if dtype in NARROW_BOXES:
+        boxes = narrow_boxes(dtype)
+    else:
+        generator = torch.Generator().manual_seed(8)
+        boxes = (torch.rand(40, 4, generator=generator, dtype=torch.float64) * 3000 - 500).to(dtype)
+    expected = clip_boxes(boxes, image_size)
+    clipped = clip_boxes(boxes, tensor_size(image_size))
+    assert clipped.dtype == expected.dtype == dtype
+    assert torch.equal(clipped, expected)
+    if image_size == (100, 120):
+        assert not torch.equal(clipped, boxes), "the boxes should reach past the image"
+    per_class = clip_boxes(boxes.reshape(-1, 2, 4), tensor_size(image_size))
+    assert torch.equal(per_class, expected.reshape(-1, 2, 4))
+
+
+def test_batch_iou_equals_torchvision_per_image():
+    """(N, G, 4) ground truth against (A, 4) anchors -> (N, G, A), each image as box_iou gives it."""
+    generator = torch.Generator().manual_seed(9)
+    gt = random_boxes(generator, 3 * 5).reshape(3, 5, 4)
+    anchors = random_boxes(generator, 40)
+    iou = batch_iou(gt, anchors)
+    assert iou.shape == (3, 5, 40)
+    assert ((iou > 0) & (iou < 1)).sum() >= 10, "the boxes should partly overlap"
+    for image in range(3):
+        torch.testing.assert_close(iou[image], torchvision.ops.box_iou(gt[image], anchors), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.int8, torch.float16])
-def test_box_arithmetic_on_zero_boxes(dtype):
+def test_clipping_and_batched_iou_of_zero_boxes(dtype):
     none, some = torch.zeros((0, 4), dtype=dtype), torch.tensor([[0, 0, 4, 5], [1, 1, 3, 3]], dtype=dtype)
-    area_dtype = torchvision.ops.box_area(none).dtype if dtype == torch.float32 else box_area(some).dtype
-    assert box_area(none).shape == (0,)
-    assert box_area(none).dtype == area_dtype
-    assert pairwise_iou(none, some).shape == torchvision.ops.box_iou(none, some).shape == (0, 2)
-    assert pairwise_iou(some, none).shape == torchvision.ops.box_iou(some, none).shape == (2, 0)
-    assert pairwise_iou(none, none).shape == (0, 0)
-    # Batched: images without ground truth, and no images at all.
-    assert pairwise_iou(none.reshape(3, 0, 4), some).shape == (3, 0, 2)
-    assert pairwise_iou(none.reshape(0, 2, 4), some).shape == (0, 2, 2)
-    assert pairwise_iou(some[None], none).shape == (1, 2, 0)
     assert clip_boxes(none, (10, 20)).shape == (0, 4)
     assert clip_boxes(none.reshape(0, 3, 4), (10, 20)).shape == (0, 3, 4)
-    kept = remove_small_boxes(none, 1.0)
-    assert kept.shape == (0,)
-    assert kept.dtype == torch.int64
+    assert clip_boxes(none, tensor_size((10, 20))).shape == (0, 4)
+    # Batched IoU of images without ground truth, and against no anchors.
+    floats = some.float()
+    assert batch_iou(none.float().reshape(3, 0, 4), floats).shape == (3, 0, 2)
+    assert batch_iou(floats[None], none.float()).shape == (1, 2, 0)

@@ -4,19 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from maskrcnn.ops import conv as conv_module
 from maskrcnn.ops.conv import Conv2d, conv2d, weight_gradient
-
-
-@pytest.fixture
-def any_size(monkeypatch):
-    """Small test maps take the matrix-product path too."""
-    monkeypatch.setattr(conv_module, "MIN_ROWS", 0)
-
-
-def channels_last(*shape, seed: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=generator).contiguous(memory_format=torch.channels_last)
+from maskrcnn.testing import channels_last
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from maskrcnn.ops.boxes import pairwise_iou
+from maskrcnn.modeling.rpn import batch_iou
 from maskrcnn.ops.matcher import BELOW_LOW, Matcher
 
 MATCHERS = {"rpn": Matcher(0.7, 0.3, allow_low_quality=True), "roi-heads": Matcher(0.5, 0.5)}
@@ -48,7 +48,7 @@ def test_an_image_without_ground_truth_in_a_batch_is_all_background():
     predictions = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 12.0], [20.0, 20.0, 30.0, 30.0]])
     gt = torch.tensor([[[0.0, 0.0, 10.0, 11.0]], [[0.0, 0.0, 0.0, 0.0]]])
     valid = torch.tensor([[True], [False]])
-    iou = pairwise_iou(gt, predictions).masked_fill(~valid[:, :, None], -1.0)
+    iou = batch_iou(gt, predictions).masked_fill(~valid[:, :, None], -1.0)
     matches = MATCHERS["rpn"](iou, valid)
     # IoU 10/11, 11/12 and 0 with the one box. Every prediction reaches the padding row's best
     # IoU (-1), and none may be restored as a low-quality match to it.

@@ -180,6 +180,49 @@ def test_pool_by_level_gives_the_same_rows_and_gradients_grouped_by_level():
         torch.testing.assert_close(grouped_grad, feature.grad, rtol=1e-5, atol=1e-6)
 
 
+def as_rows(boxes: list[torch.Tensor]) -> torch.Tensor:
+    """Per-image (Ki, 4) boxes -> (K, 5) [image index, x1, y1, x2, y2] in the same order."""
+    return torch.cat([torch.cat((torch.full((len(b), 1), float(i)), b), 1) for i, b in enumerate(boxes)])
+
+
+@pytest.mark.parametrize("grad_enabled", [True, False], ids=["autograd", "no-grad"])
+@pytest.mark.parametrize("strides", [STRIDES, (16,)], ids=["fpn", "c4"])
+def test_rows_with_image_indices_equal_per_image_boxes_in_any_order(strides, grad_enabled):
+    """(K, 5) RoIs, their images interleaved, pool what the per-image lists give for the same RoIs."""
+    generator = torch.Generator().manual_seed(9)
+    height, width = IMAGE_SIZE
+    features = [torch.randn(2, 4, height // s, width // s, generator=generator) for s in strides]
+    boxes = [boxes_on_all_levels(generator, 15), boxes_on_all_levels(generator, 9)]
+    rows = as_rows(boxes)
+    shuffle = torch.randperm(len(rows), generator=generator)
+    assert not torch.equal(rows[shuffle, 0], rows[:, 0].sort().values), "the images should interleave"
+    pooler = MultiScaleRoIPooler(7, strides, sampling_ratio=2)
+    with torch.set_grad_enabled(grad_enabled):
+        from_lists = pooler(features, boxes)
+        from_rows = pooler(features, rows[shuffle])
+        grouped, order = pooler.pool_by_level(features, rows[shuffle])
+        # the image index is read: the same boxes pooled from the other image differ
+        other_image = rows[shuffle].clone()
+        other_image[:, 0] = 1 - other_image[:, 0]
+        assert not torch.allclose(pooler(features, other_image), from_rows, atol=1e-3)
+    torch.testing.assert_close(from_rows, from_lists[shuffle], rtol=0, atol=0)
+    torch.testing.assert_close(grouped, from_lists[shuffle][order], rtol=0, atol=0)
+
+
+def test_levels_without_rois_get_a_zero_gradient():
+    """Every level is pooled, also one without RoIs: its map stays in the graph."""
+    generator = torch.Generator().manual_seed(10)
+    features = [f.requires_grad_(True) for f in pyramid(generator, channels=3)]
+    boxes = [torch.tensor([square(20.0), square(40.0)]), torch.tensor([square(224.0)])]
+    assert assign_fpn_levels(torch.cat(boxes), 2, 5).tolist() == [2, 2, 4]
+    pooler = MultiScaleRoIPooler(7, STRIDES, sampling_ratio=2)
+    pooled, _ = pooler.pool_by_level(features, boxes)
+    (pooled.sum() + pooler(features, boxes).sum()).backward()
+    for level, feature in zip((2, 3, 4, 5), features):
+        assert feature.grad is not None, f"level {level} left the graph"
+        assert (feature.grad.abs().sum() > 0) == (level in (2, 4)), level
+
+
 def test_each_roi_is_pooled_from_its_assigned_level_only():
     """Hand-built: a pyramid whose level l is the constant l; each RoI's output is its level's constant."""
     height, width = IMAGE_SIZE

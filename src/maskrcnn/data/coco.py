@@ -101,9 +101,6 @@ class CocoDataset(Dataset):
             for instances, crowd in [kept[image_id]]
             if instances or not drop_images_without_annotations
         ]
-        # reason -> dropped annotations: with the records' instances and crowd regions, every
-        # annotation of the file is accounted for.
-        self.annotation_summary: dict[str, int] = checker.dropped
         message = checker.summary()
         if message:
             warnings.warn(f"{self.annotation_file}: {message}", AnnotationWarning, stacklevel=2)

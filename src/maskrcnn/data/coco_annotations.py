@@ -194,12 +194,6 @@ class AnnotationChecker:
     def drop(self, reason: str) -> None:
         self.counts[reason] += 1
 
-    @property
-    def dropped(self) -> dict[str, int]:
-        """reason -> number of dropped annotations; their sum is every annotation not kept."""
-        unknown = sum(self.unknown_category_ids.values())
-        return {**self.counts, **({"unknown category id": unknown} if unknown else {})}
-
     def check(self, annotation: dict, height: int, width: int) -> Instance | None:
         category_id = annotation.get("category_id")
         if not _is_int(category_id):

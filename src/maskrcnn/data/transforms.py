@@ -42,15 +42,21 @@ class Compose:
         return f"Compose({self.transforms!r})"
 
 
-def resized_size(height: int, width: int, short_side: int, max_size: int) -> tuple[int, int]:
-    """The (height, width) with the short side at `short_side`, shrunk so the long side is <= max_size."""
-    scale = short_side / min(height, width)
-    if max(height, width) * scale > max_size:
-        scale = max_size / max(height, width)
-    # The floor on the long side keeps rounding from pushing it past max_size.
-    new_height = max(1, min(round(height * scale), max_size))
-    new_width = max(1, min(round(width * scale), max_size))
-    return new_height, new_width
+def resized_size(size, short_side: int, max_size: int) -> Tensor:
+    """The size with the short side at `short_side`, shrunk so the long side is <= max_size.
+
+    size: (height, width) as ints or a (2,) tensor (an image's shape, also a traced one).
+    Returns (2,) int64 (height, width): floor(side * scale) with scale = min(short_side / short,
+    max_size / long), in float64. This is the one resize rule of the project: the training
+    transform, the model's preprocessing and its exported graph all size images by it. The
+    floor is torchvision's (F.interpolate's recomputed scale), so that the same weights
+    see the same pixels in both.
+    """
+    size = torch.as_tensor(size).to(torch.float64)
+    # A (2,) constant, not two 0-dim ones: the ONNX exporter computes 0-dim constants in float32.
+    limits = torch.tensor([float(short_side), float(max_size)], dtype=torch.float64)
+    scale = (limits / torch.stack((size.min(), size.max()))).min()
+    return (size * scale).floor().clamp(min=1).to(torch.int64)
 
 
 class ResizeShortestSide:
@@ -81,7 +87,7 @@ class ResizeShortestSide:
         self, image: Tensor, target: Target, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Target]:
         height, width = image.shape[-2:]
-        size = list(resized_size(height, width, self.choose_short_side(generator), self.max_size))
+        size = resized_size((height, width), self.choose_short_side(generator), self.max_size).tolist()
         if size == [height, width]:
             return image, target
         image = F.resize(tv_tensors.Image(image), size, InterpolationMode.BILINEAR, antialias=False)

@@ -7,16 +7,16 @@ Free of torch, so that the command line answers a wrong path or value at once
 from pathlib import Path
 from typing import NamedTuple
 
-from maskrcnn.cli_checks import (
+from maskrcnn.config import TrainConfig, load_config
+from maskrcnn.input_checks import (
     OptionError,
+    check_weights,
     config_origin,
     existing_file,
     existing_folder,
     output_folder,
     shown,
 )
-from maskrcnn.cli_options import check_weights
-from maskrcnn.config import TrainConfig, load_config
 
 
 def check_evaluation(

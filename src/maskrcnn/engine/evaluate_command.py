@@ -7,9 +7,9 @@ are imported (`evaluate_run`), so that a wrong path or value is answered at once
 import os
 import sys
 
-from maskrcnn.cli_checks import OptionError, one_line
 from maskrcnn.config import ConfigError
 from maskrcnn.engine.evaluate_checks import check_evaluation
+from maskrcnn.input_checks import OptionError, one_line
 
 
 def evaluate_command(

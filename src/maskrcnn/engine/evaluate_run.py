@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maskrcnn.cli_checks import one_line
 from maskrcnn.config import ConfigError, TrainConfig
 from maskrcnn.data.coco import CocoDataset
 from maskrcnn.data.coco_annotations import rle_problem
@@ -31,6 +30,7 @@ from maskrcnn.engine.evaluation import (
 from maskrcnn.engine.manifest import OutputManifest
 from maskrcnn.engine.results import write_json_atomic
 from maskrcnn.files import atomic_output
+from maskrcnn.input_checks import one_line
 from maskrcnn.interop.load import load_model
 from maskrcnn.interop.state_dicts import CheckpointError
 from maskrcnn.visualize import display_image, draw_instances

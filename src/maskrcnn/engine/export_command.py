@@ -6,8 +6,8 @@ from pathlib import Path
 import torch
 
 from maskrcnn.choices import PREDICT_SCORE_THRESHOLD
-from maskrcnn.cli_checks import one_line
 from maskrcnn.data.images import load_image
+from maskrcnn.input_checks import one_line
 from maskrcnn.interop.load import load_model
 from maskrcnn.interop.state_dicts import CheckpointError
 

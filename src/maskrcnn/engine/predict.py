@@ -23,7 +23,6 @@ import torch
 from tqdm import tqdm
 
 from maskrcnn.choices import PREDICT_SCORE_THRESHOLD
-from maskrcnn.cli_checks import one_line
 from maskrcnn.data.images import DEFAULT_MAX_IMAGE_PIXELS, load_image, to_image_tensor
 from maskrcnn.engine import distributed
 from maskrcnn.engine.evaluation import label_to_category
@@ -31,6 +30,7 @@ from maskrcnn.engine.manifest import OutputManifest
 from maskrcnn.engine.progress import item_progress
 from maskrcnn.engine.results import detections_to_coco, write_json_atomic
 from maskrcnn.files import atomic_output
+from maskrcnn.input_checks import one_line
 from maskrcnn.interop.load import load_model
 from maskrcnn.interop.state_dicts import CheckpointError
 from maskrcnn.modeling.mask_rcnn import MaskRCNN

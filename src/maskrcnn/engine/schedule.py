@@ -78,11 +78,6 @@ class Schedule:
         return f"{self.total} iterations ({warmup}, {self.shape} decay to zero)"
 
 
-def learning_rate_factor(iteration: int, solver: SolverConfig) -> float:
-    """Multiplier of base_lr at `iteration` (0-based) of the config's own schedule."""
-    return Schedule.from_solver(solver).factor(iteration)
-
-
 class BudgetFitter:
     """Fits the number of iterations to a time budget from the measured step time.
 

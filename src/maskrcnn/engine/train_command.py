@@ -3,8 +3,8 @@
 import json
 import sys
 
-from maskrcnn.cli_checks import OptionError, check_training_paths, one_line
 from maskrcnn.config import ConfigError, load_config
+from maskrcnn.input_checks import OptionError, check_training_paths, one_line
 
 
 def train_command(

@@ -14,13 +14,13 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from maskrcnn.checkpoint import save_checkpoint
 from maskrcnn.config import SolverConfig, TrainConfig, config_to_dict
 from maskrcnn.data.coco import CocoDataset, collate
 from maskrcnn.data.image_cache import fill_image_cache, memory_limit_bytes
 from maskrcnn.data.samplers import TrainingBatchSampler
 from maskrcnn.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestSide
 from maskrcnn.engine import distributed
-from maskrcnn.engine.checkpoint import atomic_save, save_checkpoint
 from maskrcnn.engine.evaluation import (
     evaluate_results,
     format_metrics,
@@ -39,7 +39,7 @@ from maskrcnn.engine.stop import (
     signal_name,
 )
 from maskrcnn.interop.init_weights import load_initial_weights
-from maskrcnn.modeling.mask_rcnn import MaskRCNN, build_model
+from maskrcnn.modeling.mask_rcnn import MaskRCNN, build_model, upgrade_state_dict
 from maskrcnn.precision import autocast_context, autocast_dtype
 
 LAST_CHECKPOINT = "last.pt"
@@ -248,7 +248,7 @@ def _train(
     batches = iter(loader)
     cleanup.callback(shut_down_workers, batches)  # however the run ends
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
+        model.load_state_dict(upgrade_state_dict(checkpoint["model"]))
         optimizer.load_state_dict(checkpoint["optimizer"])
         use_fused_sgd(optimizer, loss_scaling)
         states = checkpoint["rng"]
@@ -265,22 +265,17 @@ def _train(
     def save(path: Path, iteration: int) -> None:
         states = _gather_rng_states(context)
         if context.is_main:
-            atomic_save(
-                {
-                    "format": "maskrcnn",
-                    "version": 1,
-                    "config": config_to_dict(model_config),
-                    "train_config": config_to_dict(config),
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "iteration": iteration,
-                    "rng": states,
-                    "schedule_total": schedule.total,  # a run fitted to a budget resumes that fit
-                    **({"budget_spent": fitter.elapsed()} if fitter is not None else {}),
-                    # float16's loss scale and growth counter: a resumed run scales as this one would
-                    **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}),
-                },
+            save_checkpoint(
                 path,
+                model,
+                train_config=config_to_dict(config),
+                optimizer=optimizer.state_dict(),
+                iteration=iteration,
+                rng=states,
+                schedule_total=schedule.total,  # a run fitted to a budget resumes that fit
+                **({"budget_spent": fitter.elapsed()} if fitter is not None else {}),
+                # float16's loss scale and growth counter: a resumed run scales as this one would
+                **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}),
             )
 
     scaler = torch.amp.GradScaler(context.device.type, enabled=loss_scaling)

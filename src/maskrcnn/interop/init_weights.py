@@ -5,21 +5,23 @@ from collections.abc import Callable
 
 import torch
 
+from maskrcnn.checkpoint import is_checkpoint
 from maskrcnn.interop.load import read_weights_file
 from maskrcnn.interop.state_dicts import CheckpointError, rename_keys
 from maskrcnn.interop.torchvision import KEY_RULES, is_torchvision_state_dict, torchvision_key_names
-from maskrcnn.modeling.mask_rcnn import MaskRCNN
+from maskrcnn.modeling.mask_rcnn import MaskRCNN, upgrade_state_dict
 
 
 def torchvision_resnet_to_trunk(state_dict: dict) -> dict:
-    """A torchvision classification ResNet/ResNeXt state dict -> our `trunk.*` keys (fc dropped)."""
+    """A torchvision classification ResNet/ResNeXt state dict -> our `backbone.trunk.*` keys (fc dropped)."""
     prefixed = {f"backbone.body.{k}": v for k, v in state_dict.items() if not k.startswith("fc.")}
     return {
         k: v for k, v in rename_keys(prefixed, KEY_RULES).items() if not k.endswith("num_batches_tracked")
     }
 
 
-STEM_CONV = "trunk.stem.conv.weight"
+TRUNK = "backbone.trunk."
+STEM_CONV = TRUNK + "stem.conv.weight"
 
 
 def adapt_stem(weights: dict, own: dict, path: str) -> dict:
@@ -53,8 +55,8 @@ def adapt_stem(weights: dict, own: dict, path: str) -> dict:
 
 def _weights_and_file_names(payload, path: str) -> tuple[dict, Callable[[str], str]]:
     """`payload`'s weights under this project's keys, and our key -> its name in the file."""
-    if isinstance(payload, dict) and payload.get("format") == "maskrcnn":
-        return payload["model"], lambda key: key
+    if is_checkpoint(payload):
+        return upgrade_state_dict(payload["model"]), lambda key: key
     if is_torchvision_state_dict(payload):
         weights = {k: v for k, v in payload.items() if "num_batches_tracked" not in k}
         return rename_keys(weights, KEY_RULES), torchvision_key_names(weights)
@@ -80,11 +82,11 @@ def load_initial_weights(model: MaskRCNN, path: str) -> list[str]:
     weights = adapt_stem(weights, own, path)
     usable = {k: v for k, v in weights.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     skipped = [k for k in weights if k in own and k not in usable]  # in the file's order
-    if not any(k.startswith("trunk.") for k in usable):
+    if not any(k.startswith(TRUNK) for k in usable):
         differ = [
             f"{file_name(k)}: file has {tuple(weights[k].shape)}, model expects {tuple(own[k].shape)}"
             for k in skipped
-            if k.startswith("trunk.")
+            if k.startswith(TRUNK)
         ]
         detail = f" (shapes differ, e.g. {'; '.join(differ[:3])})" if differ else ""
         raise CheckpointError(f"{path}: none of its trunk weights fit this model's backbone{detail}")

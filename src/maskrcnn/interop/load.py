@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from maskrcnn.engine.checkpoint import is_checkpoint, model_config_of
-from maskrcnn.engine.distributed import resolve_device
+from maskrcnn.checkpoint import is_checkpoint, model_config_of
+from maskrcnn.device import resolve_device
 from maskrcnn.interop.state_dicts import CheckpointError, load_strict
 from maskrcnn.interop.torchvision import from_torchvision, is_torchvision_state_dict
-from maskrcnn.modeling.mask_rcnn import MaskRCNN, build_model
+from maskrcnn.modeling.mask_rcnn import MaskRCNN, build_model, upgrade_state_dict
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
 _PICKLE_MAGIC = b"\x80"  # the older format starts with a pickle of protocol 2 or later
@@ -73,7 +73,7 @@ def _from_checkpoint(payload: dict, source: str) -> MaskRCNN:
     except ValueError as error:
         raise CheckpointError(_one_line(error)) from None
     model = _built(lambda: build_model(config), source)
-    load_strict(model, weights, source)
+    load_strict(model, upgrade_state_dict(weights), source)
     return model
 
 

@@ -14,26 +14,26 @@ from maskrcnn.modeling.mask_rcnn import MaskRCNN, build_model
 # name the FPN and RPN convs without the ".0" of their Conv2dNormActivation wrappers and
 # the mask convs mask_fcn1..4.
 KEY_RULES = [
-    (r"^backbone\.body\.conv1\.", "trunk.stem.conv."),
-    (r"^backbone\.body\.bn1\.", "trunk.stem.norm."),
+    (r"^backbone\.body\.conv1\.", "backbone.trunk.stem.conv."),
+    (r"^backbone\.body\.bn1\.", "backbone.trunk.stem.norm."),
     (
         r"^backbone\.body\.layer(\d)\.(\d+)\.downsample\.0\.",
-        lambda m: f"trunk.res{int(m[1]) + 1}.{m[2]}.shortcut.conv.",
+        lambda m: f"backbone.trunk.res{int(m[1]) + 1}.{m[2]}.shortcut.conv.",
     ),
     (
         r"^backbone\.body\.layer(\d)\.(\d+)\.downsample\.1\.",
-        lambda m: f"trunk.res{int(m[1]) + 1}.{m[2]}.shortcut.norm.",
+        lambda m: f"backbone.trunk.res{int(m[1]) + 1}.{m[2]}.shortcut.norm.",
     ),
     (
         r"^backbone\.body\.layer(\d)\.(\d+)\.conv(\d)\.",
-        lambda m: f"trunk.res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.",
+        lambda m: f"backbone.trunk.res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.",
     ),
     (
         r"^backbone\.body\.layer(\d)\.(\d+)\.bn(\d)\.",
-        lambda m: f"trunk.res{int(m[1]) + 1}.{m[2]}.norm{m[3]}.",
+        lambda m: f"backbone.trunk.res{int(m[1]) + 1}.{m[2]}.norm{m[3]}.",
     ),
-    (r"^backbone\.fpn\.inner_blocks\.(\d)\.(0\.)?", r"fpn.lateral.\1."),
-    (r"^backbone\.fpn\.layer_blocks\.(\d)\.(0\.)?", r"fpn.output.\1."),
+    (r"^backbone\.fpn\.inner_blocks\.(\d)\.(0\.)?", r"backbone.lateral.\1."),
+    (r"^backbone\.fpn\.layer_blocks\.(\d)\.(0\.)?", r"backbone.output.\1."),
     (r"^rpn\.head\.conv\.(0\.0\.)?", "rpn.head.conv."),
     (r"^rpn\.head\.cls_logits\.", "rpn.head.objectness."),
     (r"^rpn\.head\.bbox_pred\.", "rpn.head.deltas."),
@@ -41,39 +41,44 @@ KEY_RULES = [
     (r"^roi_heads\.mask_head\.mask_fcn(\d)\.", lambda m: f"roi_heads.mask_head.convs.{int(m[1]) - 1}."),
     (r"^roi_heads\.mask_predictor\.conv5_mask\.", "roi_heads.mask_head.deconv."),
     (r"^roi_heads\.mask_predictor\.mask_fcn_logits\.", "roi_heads.mask_head.predictor."),
+    (r"^roi_heads\.box_predictor\.", "roi_heads.box_head."),
 ]
 
 
 # This project's key -> torchvision's (the inverse of KEY_RULES), to name in errors the keys a
 # file lacks as that file would have them. LEGACY_NAMES go first for files of the old layout.
 TORCHVISION_NAMES = [
-    (r"^trunk\.stem\.conv\.", "backbone.body.conv1."),
-    (r"^trunk\.stem\.norm\.", "backbone.body.bn1."),
+    (r"^backbone\.trunk\.stem\.conv\.", "backbone.body.conv1."),
+    (r"^backbone\.trunk\.stem\.norm\.", "backbone.body.bn1."),
     (
-        r"^trunk\.res(\d)\.(\d+)\.shortcut\.conv\.",
+        r"^backbone\.trunk\.res(\d)\.(\d+)\.shortcut\.conv\.",
         lambda m: f"backbone.body.layer{int(m[1]) - 1}.{m[2]}.downsample.0.",
     ),
     (
-        r"^trunk\.res(\d)\.(\d+)\.shortcut\.norm\.",
+        r"^backbone\.trunk\.res(\d)\.(\d+)\.shortcut\.norm\.",
         lambda m: f"backbone.body.layer{int(m[1]) - 1}.{m[2]}.downsample.1.",
     ),
     (
-        r"^trunk\.res(\d)\.(\d+)\.conv(\d)\.",
+        r"^backbone\.trunk\.res(\d)\.(\d+)\.conv(\d)\.",
         lambda m: f"backbone.body.layer{int(m[1]) - 1}.{m[2]}.conv{m[3]}.",
     ),
-    (r"^trunk\.res(\d)\.(\d+)\.norm(\d)\.", lambda m: f"backbone.body.layer{int(m[1]) - 1}.{m[2]}.bn{m[3]}."),
-    (r"^fpn\.lateral\.(\d)\.", r"backbone.fpn.inner_blocks.\1.0."),
-    (r"^fpn\.output\.(\d)\.", r"backbone.fpn.layer_blocks.\1.0."),
+    (
+        r"^backbone\.trunk\.res(\d)\.(\d+)\.norm(\d)\.",
+        lambda m: f"backbone.body.layer{int(m[1]) - 1}.{m[2]}.bn{m[3]}.",
+    ),
+    (r"^backbone\.lateral\.(\d)\.", r"backbone.fpn.inner_blocks.\1.0."),
+    (r"^backbone\.output\.(\d)\.", r"backbone.fpn.layer_blocks.\1.0."),
     (r"^rpn\.head\.conv\.", "rpn.head.conv.0.0."),
     (r"^rpn\.head\.objectness\.", "rpn.head.cls_logits."),
     (r"^rpn\.head\.deltas\.", "rpn.head.bbox_pred."),
     (r"^roi_heads\.mask_head\.convs\.(\d)\.", r"roi_heads.mask_head.\1.0."),
     (r"^roi_heads\.mask_head\.deconv\.", "roi_heads.mask_predictor.conv5_mask."),
     (r"^roi_heads\.mask_head\.predictor\.", "roi_heads.mask_predictor.mask_fcn_logits."),
+    (r"^roi_heads\.box_head\.(cls_score|bbox_pred)\.", r"roi_heads.box_predictor.\1."),
 ]
 LEGACY_NAMES = [
-    (r"^fpn\.lateral\.(\d)\.", r"backbone.fpn.inner_blocks.\1."),
-    (r"^fpn\.output\.(\d)\.", r"backbone.fpn.layer_blocks.\1."),
+    (r"^backbone\.lateral\.(\d)\.", r"backbone.fpn.inner_blocks.\1."),
+    (r"^backbone\.output\.(\d)\.", r"backbone.fpn.layer_blocks.\1."),
     (r"^rpn\.head\.conv\.", "rpn.head.conv."),
     (r"^roi_heads\.mask_head\.convs\.(\d)\.", lambda m: f"roi_heads.mask_head.mask_fcn{int(m[1]) + 1}."),
 ]
@@ -116,7 +121,7 @@ def torchvision_config(num_classes: int = 91, class_names: tuple[str, ...] = ())
         num_classes=num_classes,
         class_names=tuple(class_names),
         backbone=BackboneConfig(depth=50, norm="frozen_bn", norm_eps=0.0, freeze_at=2),
-        anchors=AnchorConfig(strides=None, round_to_integer=True),
+        anchors=AnchorConfig(strides_from="image", round_to_integer=True),
     )
 
 

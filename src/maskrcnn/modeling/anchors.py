@@ -26,12 +26,16 @@ def cell_anchors(sizes: tuple[int, ...], aspect_ratios: tuple[float, ...], round
 class AnchorGenerator(nn.Module):
     """Anchors for every level of a feature pyramid.
 
-    With one size per level (FPN) each level gets len(aspect_ratios) anchors per location;
-    with a single feature map (C4) every size is placed on it.
+    strides: the stride of each feature map the RPN reads, from the backbone's
+    `output_shape()`. With one size per level (FPN) each level gets len(aspect_ratios)
+    anchors per location; with a single feature map (C4) every size is placed on it.
+    config.strides_from "image" spaces anchors by padded image size // feature size instead
+    (torchvision's rule, which its COCO weights were trained with).
     """
 
-    def __init__(self, config: AnchorConfig, num_levels: int):
+    def __init__(self, config: AnchorConfig, strides: tuple[int, ...]):
         super().__init__()
+        num_levels = len(strides)
         if num_levels == 1:
             per_level = [tuple(config.sizes)]
         elif len(config.sizes) == num_levels:
@@ -41,30 +45,37 @@ class AnchorGenerator(nn.Module):
                 f"anchors.sizes has {len(config.sizes)} entries for {num_levels} feature levels; "
                 "give one size per level"
             )
-        if config.strides is not None and len(config.strides) != num_levels:
-            raise ValueError(f"anchors.strides needs {num_levels} entries, got {len(config.strides)}")
-        self.strides = config.strides
-        self.cell_anchors = [
-            cell_anchors(s, config.aspect_ratios, config.round_to_integer) for s in per_level
-        ]
-        self.num_anchors_per_location = len(self.cell_anchors[0])
+        if config.strides_from not in ("backbone", "image"):
+            raise ValueError(
+                f"anchors.strides_from must be 'backbone' or 'image', got {config.strides_from!r}"
+            )
+        self.strides = tuple(int(s) for s in strides)
+        self.from_image = config.strides_from == "image"
+        for level, sizes in enumerate(per_level):
+            anchors = cell_anchors(sizes, config.aspect_ratios, config.round_to_integer)
+            self.register_buffer(f"cell_anchors_{level}", anchors, persistent=False)
+        self.num_anchors_per_location = len(config.aspect_ratios) * len(per_level[0])
 
-    def forward(
-        self, feature_sizes: list[tuple[int, int]], image_size: tuple[int, int], device
-    ) -> list[Tensor]:
-        """feature_sizes: (Hl, Wl) per level; image_size: padded batch (H, W).
+    @property
+    def cell_anchors(self) -> list[Tensor]:
+        return [getattr(self, f"cell_anchors_{level}") for level in range(len(self.strides))]
+
+    def forward(self, features: list[Tensor], image_size: Tensor) -> list[Tensor]:
+        """features: per level (N, C, Hl, Wl); image_size: (2,) int64 padded batch (H, W).
 
         Returns per level (Hl * Wl * A, 4) xyxy anchors in image pixels, ordered (y, x, anchor).
         """
         anchors = []
-        for level, ((grid_h, grid_w), base) in enumerate(zip(feature_sizes, self.cell_anchors)):
-            if self.strides is None:
-                stride_y, stride_x = image_size[0] // grid_h, image_size[1] // grid_w
+        for feature, stride, base in zip(features, self.strides, self.cell_anchors):
+            grid_h, grid_w = feature.shape[-2:]
+            if self.from_image:
+                stride_y = torch.div(image_size[0], grid_h, rounding_mode="floor")
+                stride_x = torch.div(image_size[1], grid_w, rounding_mode="floor")
             else:
-                stride_y = stride_x = self.strides[level]
-            shift_y = torch.arange(grid_h, device=device, dtype=torch.float32) * stride_y
-            shift_x = torch.arange(grid_w, device=device, dtype=torch.float32) * stride_x
+                stride_y = stride_x = stride
+            shift_y = torch.arange(grid_h, device=base.device, dtype=torch.float32) * stride_y
+            shift_x = torch.arange(grid_w, device=base.device, dtype=torch.float32) * stride_x
             ys, xs = torch.meshgrid(shift_y, shift_x, indexing="ij")
             shifts = torch.stack((xs, ys, xs, ys), dim=-1).reshape(-1, 1, 4)
-            anchors.append((shifts + base.to(device)[None]).reshape(-1, 4))
+            anchors.append((shifts + base[None]).reshape(-1, 4))
         return anchors

@@ -5,8 +5,11 @@ from torch import Tensor, nn
 from maskrcnn.config import BackboneConfig
 from maskrcnn.modeling.norm import conv_norm, make_norm
 from maskrcnn.ops.conv import Conv2d
+from maskrcnn.structures import ShapeSpec
 
 BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+# The stem divides by 4 and every stage after res2 halves again: the only statement of the
+# strides; the FPN, RPN, anchors and poolers read them from `output_shape()`.
 STAGE_STRIDES = (4, 8, 16, 32)
 
 
@@ -93,8 +96,9 @@ def make_stage(
 class ResNet(nn.Module):
     """Bottleneck ResNet / ResNeXt trunk.
 
-    forward: images (N, in_channels, H, W) -> [res2, res3, res4, res5] (or fewer, see `stages`),
-    with strides 4, 8, 16, 32 and channels `stage_channels` (256, 512, 1024, 2048).
+    forward: images (N, in_channels, H, W) -> {"res2": ..., "res5": ...} (or fewer, see `stages`),
+    each (N, Cs, H / stride, W / stride) as `output_shape()` says: strides 4, 8, 16, 32 and
+    channels `stage_channels` (256, 512, 1024, 2048).
     stages: how many of res2..res5 to build; the C4 variant builds 3 and uses res5 as its box head.
     in_channels: the image's channels (model.input.channels), 3 for RGB.
     """
@@ -117,8 +121,10 @@ class ResNet(nn.Module):
             )
             self.add_module(name, stage)
             in_channels = out_channels
-        self.out_channels = tuple(config.stage_channels[:stages])
-        self.strides = STAGE_STRIDES[:stages]
+        self._output_shape = {
+            name: ShapeSpec(config.stage_channels[index], STAGE_STRIDES[index])
+            for index, name in enumerate(self.stage_names)
+        }
         self.frozen_stages = freeze(self, config.freeze_at)
 
     def train(self, mode: bool = True) -> "ResNet":
@@ -129,12 +135,16 @@ class ResNet(nn.Module):
             getattr(self, name).eval()
         return self
 
-    def forward(self, images: Tensor) -> list[Tensor]:
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        """Channels and stride of each map `forward` returns, by name."""
+        return dict(self._output_shape)
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
         x = self.stem(images)
-        outputs = []
+        outputs = {}
         for name in self.stage_names:
             x = getattr(self, name)(x)
-            outputs.append(x)
+            outputs[name] = x
         return outputs
 
 

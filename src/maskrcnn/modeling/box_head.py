@@ -1,18 +1,23 @@
-"""Box head: two fully connected layers, class scores and class-specific box deltas, and
-the inference that turns them into detections."""
-
-from dataclasses import dataclass
+"""Box head: two fully connected layers, class scores and class-specific box deltas, their
+loss, and the test-time procedure that turns them into detections."""
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, remove_small_boxes
 
-from maskrcnn.ops import BoxCoder, clip_boxes, remove_small_boxes
+from maskrcnn.modeling.roi_head import RoIHead
+from maskrcnn.ops import BoxCoder, MultiScaleRoIPooler, clip_boxes
+from maskrcnn.ops.fast_paths import fast_paths_enabled
+from maskrcnn.structures import Detections, RoIs
 
 
-class BoxHead(nn.Module):
-    """pooled RoI features (K, C, S, S) -> (K, fc_dim) via fc6 and fc7 with ReLU.
+class BoxHead(RoIHead):
+    """pooled RoI features (K, C, S, S) -> class_logits (K, num_classes), box_deltas
+    (K, 4 * num_classes), through fc6 and fc7 with ReLU (the paper's 2-fc head for FPN).
+
+    num_classes counts the background, which is class 0. The head owns its box coder, its
+    regression targets and the inference settings (score threshold, NMS, detections kept).
 
     fc6 keeps its weight with the input features in (S, S, C) order, the order in which
     channels-last RoI features (as RoIAlign gives them) lie in memory, so they are
@@ -23,96 +28,99 @@ class BoxHead(nn.Module):
     to `load_state_dict` is taken as such.
     """
 
-    def __init__(self, in_channels: int, resolution: int, fc_dim: int = 1024):
-        super().__init__()
+    foreground_only = False
+
+    def __init__(
+        self,
+        pooler: MultiScaleRoIPooler,
+        in_features: tuple[str, ...],
+        in_channels: int,
+        num_classes: int,
+        box_coder: BoxCoder,
+        fc_dim: int = 1024,
+        score_threshold: float = 0.05,
+        nms_threshold: float = 0.5,
+        detections_per_image: int = 100,
+        min_box_size: float = 1e-2,
+    ):
+        super().__init__(pooler, in_features)
+        resolution = pooler.output_size
         self.fc6 = nn.Linear(in_channels * resolution * resolution, fc_dim)
         self.fc7 = nn.Linear(fc_dim, fc_dim)
-        self.in_channels = in_channels
-        self.resolution = resolution
-        self.out_features = fc_dim
-        self.register_state_dict_post_hook(_fc6_weight_to_checkpoint)
-        self.register_load_state_dict_pre_hook(_fc6_weight_from_checkpoint)
-
-    def forward(self, pooled: Tensor) -> Tensor:
-        """pooled (K, C, S, S), either memory layout -> (K, fc_dim)."""
-        hidden = self.fc6(pooled.permute(0, 2, 3, 1).flatten(1))
-        return self.fc7(hidden.relu_()).relu_()
-
-    def reorder_fc6(self, weight: Tensor, to_checkpoint: bool) -> Tensor:
-        """fc6 weight (fc_dim, C*S*S) between our (S, S, C) and checkpoints' (C, S, S) order."""
-        size, channels = self.resolution, self.in_channels
-        if weight.dim() != 2 or weight.shape[1] != channels * size * size:
-            return weight  # wrong shape: load_state_dict reports it
-        if to_checkpoint:
-            return weight.detach().reshape(-1, size, size, channels).permute(0, 3, 1, 2).reshape(weight.shape)
-        return weight.reshape(-1, channels, size, size).permute(0, 2, 3, 1).reshape(weight.shape)
-
-
-def _fc6_weight_to_checkpoint(module: BoxHead, state_dict: dict, prefix: str, local_metadata) -> None:
-    key = prefix + "fc6.weight"
-    if not isinstance(state_dict[key], nn.Parameter):
-        state_dict[key] = module.reorder_fc6(state_dict[key], to_checkpoint=True)
-
-
-def _fc6_weight_from_checkpoint(module: BoxHead, state_dict: dict, prefix: str, *args) -> None:
-    key = prefix + "fc6.weight"
-    if key in state_dict and not isinstance(state_dict[key], nn.Parameter):
-        state_dict[key] = module.reorder_fc6(state_dict[key], to_checkpoint=False)
-
-
-class BoxPredictor(nn.Module):
-    """(K, D) -> class_logits (K, num_classes) and box_deltas (K, num_classes * 4).
-
-    num_classes counts the background, which is class 0.
-    """
-
-    def __init__(self, in_features: int, num_classes: int):
-        super().__init__()
-        self.cls_score = nn.Linear(in_features, num_classes)
-        self.bbox_pred = nn.Linear(in_features, num_classes * 4)
+        self.cls_score = nn.Linear(fc_dim, num_classes)
+        self.bbox_pred = nn.Linear(fc_dim, num_classes * 4)
         nn.init.normal_(self.cls_score.weight, std=0.01)
         nn.init.normal_(self.bbox_pred.weight, std=0.001)
         nn.init.zeros_(self.cls_score.bias)
         nn.init.zeros_(self.bbox_pred.bias)
+        self.in_channels = in_channels
+        self.resolution = resolution
+        self.box_coder = box_coder
+        self.score_threshold = score_threshold
+        self.nms_threshold = nms_threshold
+        self.detections_per_image = detections_per_image
+        self.min_box_size = min_box_size
+        self.register_state_dict_post_hook(_fc6_weight_to_checkpoint)
+        self.register_load_state_dict_pre_hook(_fc6_weight_from_checkpoint)
 
-    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
-        # float32 out of any autocast: detections are scored and decoded from these
+    def forward(self, pooled: Tensor, rois: RoIs | None = None) -> tuple[Tensor, Tensor]:
+        """pooled (K, C, S, S), either memory layout -> class_logits (K, num_classes) and
+        box_deltas (K, 4 * num_classes), float32 out of any autocast (detections are scored
+        and decoded from them)."""
+        return self.cls_and_deltas(self.box_features(pooled))
+
+    def box_features(self, pooled: Tensor) -> Tensor:
+        """(K, C, S, S) -> (K, fc_dim): fc6 and fc7 with ReLU."""
+        if fast_paths_enabled():
+            hidden = self.fc6(pooled.permute(0, 2, 3, 1).flatten(1))
+        else:
+            weight = self._reorder_fc6(self.fc6.weight, to_checkpoint=True)
+            hidden = F.linear(pooled.flatten(1), weight, self.fc6.bias)
+        return self.fc7(hidden.relu_()).relu_()
+
+    def cls_and_deltas(self, features: Tensor) -> tuple[Tensor, Tensor]:
         return self.cls_score(features).float(), self.bbox_pred(features).float()
 
+    def loss(
+        self, raw: tuple[Tensor, Tensor], rois: RoIs, targets: list[dict[str, Tensor]], beta: float = 1 / 9
+    ) -> dict[str, Tensor]:
+        """Softmax cross-entropy over the classes, and smooth L1 on the deltas each foreground
+        RoI predicts for its own ground-truth class towards that instance's box, averaged
+        over all K sampled RoIs (the paper's L_cls + L_box)."""
+        class_logits, box_deltas = raw
+        labels = rois.labels
+        classification = F.cross_entropy(class_logits, labels)
+        foreground = torch.where(labels > 0)[0]
+        gt_boxes = matched_targets([t["boxes"] for t in targets], rois[foreground])
+        regression_targets = self.box_coder.encode(gt_boxes.to(rois.boxes.dtype), rois.boxes[foreground])
+        per_class = box_deltas.reshape(box_deltas.shape[0], -1, 4)
+        regression = F.smooth_l1_loss(
+            per_class[foreground, labels[foreground]], regression_targets, beta=beta, reduction="sum"
+        )
+        return {"loss_cls": classification, "loss_box": regression / max(labels.numel(), 1)}
 
-@dataclass
-class BoxInference:
-    """Post-processing settings for detections (the paper's test-time procedure)."""
+    def predict(
+        self, raw: tuple[Tensor, Tensor], rois: RoIs, image_sizes: Tensor, score_threshold: float = 0.0
+    ) -> list[Detections]:
+        """rois: the proposals (K, 4) of N images; image_sizes (N, 2) int64 (height, width).
 
-    box_coder: BoxCoder
-    score_threshold: float = 0.05
-    nms_threshold: float = 0.5
-    detections_per_image: int = 100
-    min_box_size: float = 1e-2
-
-    def __call__(
-        self,
-        class_logits: Tensor,
-        box_deltas: Tensor,
-        proposals: list[Tensor],
-        image_sizes: list[tuple[int, int]],
-    ) -> list[tuple[Tensor, Tensor, Tensor]]:
-        """class_logits (K, C), box_deltas (K, 4C), proposals: per image (Ki, 4), sum Ki = K.
-
-        Returns per image (boxes (D, 4), scores (D,), labels (D,) int64), best first: each
-        proposal yields one candidate per foreground class, scored by softmax; candidates
-        below the score threshold are dropped and NMS runs per class.
+        Returns per image its detections, best first: each proposal yields one candidate per
+        foreground class, scored by softmax; candidates below the head's score threshold
+        (or `score_threshold`, if higher) are dropped, boxes are clipped and NMS runs per class.
         """
-        boxes = self.box_coder.decode(box_deltas, torch.cat(proposals))  # (K, C, 4)
+        class_logits, box_deltas = raw
+        boxes = self.box_coder.decode(box_deltas, rois.boxes)  # (K, C, 4)
         scores = F.softmax(class_logits, dim=-1)
-        counts = [len(p) for p in proposals]
-        per_image = zip(boxes.split(counts), scores.split(counts), image_sizes)
-        return [self.select(clip_boxes(b, size), s) for b, s, size in per_image]
+        detections = []
+        for index, size in enumerate(image_sizes):
+            rows = torch.where(rois.image_index == index)[0]
+            image_boxes = clip_boxes(boxes[rows], (size[0], size[1]))
+            detections.append(self.select(image_boxes, scores[rows], score_threshold))
+        return detections
 
-    def select(self, boxes: Tensor, scores: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """One image's clipped boxes (K, C, 4) and class probabilities (K, C) -> its detections
-        (boxes (D, 4), scores (D,), labels (D,)): threshold, drop tiny boxes, NMS per class,
-        keep the best `detections_per_image`. Uses no Python sizes, so it also traces."""
+    def select(self, boxes: Tensor, scores: Tensor, score_threshold: float = 0.0) -> Detections:
+        """One image's clipped boxes (K, C, 4) and class probabilities (K, C) -> its detections:
+        threshold, drop tiny boxes, NMS per class, keep the best `detections_per_image`."""
         labels = torch.arange(scores.shape[1], device=boxes.device).expand_as(scores)
         # Column 0 is the background; a candidate is a (proposal, foreground class) pair.
         boxes = boxes[:, 1:].reshape(-1, 4)
@@ -122,22 +130,35 @@ class BoxInference:
         keep = keep[remove_small_boxes(boxes[keep], self.min_box_size)]
         keep = keep[batched_nms(boxes[keep], scores[keep], labels[keep], self.nms_threshold)]
         keep = keep[: self.detections_per_image]
-        return boxes[keep], scores[keep], labels[keep]
+        # The caller's threshold before any other head spends time on what it drops.
+        keep = keep[scores[keep] >= score_threshold]
+        return Detections(boxes[keep], scores[keep], labels[keep])
+
+    def _reorder_fc6(self, weight: Tensor, to_checkpoint: bool) -> Tensor:
+        """fc6 weight (fc_dim, C*S*S) between our (S, S, C) and checkpoints' (C, S, S) order."""
+        size, channels = self.resolution, self.in_channels
+        if weight.dim() != 2 or weight.shape[1] != channels * size * size:
+            return weight  # wrong shape: load_state_dict reports it
+        if to_checkpoint:
+            return weight.reshape(-1, size, size, channels).permute(0, 3, 1, 2).reshape(weight.shape)
+        return weight.reshape(-1, channels, size, size).permute(0, 2, 3, 1).reshape(weight.shape)
 
 
-def box_loss(
-    class_logits: Tensor, box_deltas: Tensor, labels: Tensor, regression_targets: Tensor, beta: float = 1 / 9
-) -> dict[str, Tensor]:
-    """class_logits (K, C), box_deltas (K, 4C): predictions for the sampled RoIs;
-    labels (K,) int64 (0 = background); regression_targets (K, 4).
+def matched_targets(per_image: list[Tensor], rois: RoIs) -> Tensor:
+    """per_image: N tensors (Gi, ...) of annotations (e.g. boxes (Gi, 4)); rois with
+    `matched` -> (K, ...) the annotation each RoI is matched to."""
+    counts = torch.tensor([len(values) for values in per_image], device=rois.boxes.device)
+    offsets = torch.cumsum(counts, 0) - counts
+    return torch.cat(per_image)[offsets[rois.image_index] + rois.matched]
 
-    Softmax cross-entropy over the K+1 classes, and smooth L1 on the deltas each
-    foreground RoI predicts for its own ground-truth class, averaged over all RoIs.
-    """
-    classification = F.cross_entropy(class_logits, labels)
-    foreground = torch.where(labels > 0)[0]
-    per_class = box_deltas.reshape(len(box_deltas), -1, 4)
-    regression = F.smooth_l1_loss(
-        per_class[foreground, labels[foreground]], regression_targets[foreground], beta=beta, reduction="sum"
-    )
-    return {"loss_cls": classification, "loss_box": regression / max(labels.numel(), 1)}
+
+def _fc6_weight_to_checkpoint(module: BoxHead, state_dict: dict, prefix: str, local_metadata) -> None:
+    key = prefix + "fc6.weight"
+    if not isinstance(state_dict[key], nn.Parameter):
+        state_dict[key] = module._reorder_fc6(state_dict[key].detach(), to_checkpoint=True)
+
+
+def _fc6_weight_from_checkpoint(module: BoxHead, state_dict: dict, prefix: str, *args) -> None:
+    key = prefix + "fc6.weight"
+    if key in state_dict and not isinstance(state_dict[key], nn.Parameter):
+        state_dict[key] = module._reorder_fc6(state_dict[key], to_checkpoint=False)

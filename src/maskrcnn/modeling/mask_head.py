@@ -1,23 +1,39 @@
-"""Mask head: a small FCN on each RoI predicting one m x m mask per class, and pasting
-the predicted class's mask back into the image."""
+"""Mask head: a small FCN on each RoI predicting one m x m mask per class, its targets and
+loss; the predicted class's mask is pasted back into the image by `paste.paste_masks`."""
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from maskrcnn.modeling.paste import paste_masks
+from maskrcnn.modeling.roi_head import RoIHead
+from maskrcnn.ops import MultiScaleRoIPooler
 from maskrcnn.ops.conv import Conv2d
+from maskrcnn.ops.fast_paths import fast_paths_enabled
 from maskrcnn.ops.roi_align import axis_sampling
+from maskrcnn.structures import RoIs
 
 
-class MaskHead(nn.Module):
-    """pooled RoI features (K, C, S, S) -> mask_logits (K, num_classes, 2S, 2S).
+class MaskHead(RoIHead):
+    """pooled RoI features (K, C, S, S) -> mask_logits (K, 2S, 2S) of each RoI's class.
 
     `num_convs` 3x3 convs with ReLU, a 2x2 stride-2 transposed conv with ReLU, then a
-    1x1 conv giving one mask per class (the paper's FCN head, Figure 4 right).
+    1x1 conv giving one mask per class (the paper's FCN head, Figure 4 right); only the
+    mask of the RoI's class (ground truth in training, predicted at inference) is used,
+    trained by a per-pixel sigmoid loss so that classes do not compete.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, conv_dim: int = 256, num_convs: int = 4):
-        super().__init__()
+    def __init__(
+        self,
+        pooler: MultiScaleRoIPooler,
+        in_features: tuple[str, ...],
+        in_channels: int,
+        num_classes: int,
+        conv_dim: int = 256,
+        num_convs: int = 4,
+        threshold: float = 0.5,
+    ):
+        super().__init__(pooler, in_features)
         convs = []
         for index in range(num_convs):
             convs.append(Conv2d(in_channels if index == 0 else conv_dim, conv_dim, 3, padding=1))
@@ -29,28 +45,21 @@ class MaskHead(nn.Module):
             nn.init.zeros_(layer.bias)
         nn.init.normal_(self.predictor.weight, std=0.001)
         nn.init.zeros_(self.predictor.bias)
+        self.threshold = threshold
 
-    def forward(self, pooled: Tensor) -> Tensor:
-        # float32 out of any autocast: masks are thresholded and pasted from these
-        return self.predictor(self.mask_features(pooled)).float()
+    def forward(self, pooled: Tensor, rois: RoIs) -> Tensor:
+        """(K, C, S, S), rois with labels (K,) -> (K, 2S, 2S) float32 mask logits of each RoI's
+        class: `predictor(features)[arange(K), labels]`, computing that one class only.
 
-    def mask_features(self, pooled: Tensor) -> Tensor:
-        """(K, C, S, S) -> (K, D, 2S, 2S) features before the per-class predictor."""
-        x = pooled
-        for conv in self.convs:
-            x = conv(x).relu_()
-        return upsample_2x2(self.deconv, x, relu=True)
-
-    def class_logits(self, pooled: Tensor, labels: Tensor) -> Tensor:
-        """(K, C, S, S), labels (K,) -> (K, 2S, 2S) float32 mask logits of each RoI's class:
-        `self(pooled)[arange(K), labels]`, computing that one class only.
-
-        Only the labelled class's mask is ever used (by the loss and at inference), so the
-        1x1 predictor becomes one (2S*2S, D) x (D, 1) product per RoI instead of a
+        The 1x1 predictor becomes one (2S*2S, D) x (D, 1) product per RoI instead of a
         convolution producing every class: num_classes times fewer multiply-adds, and in
         training no mostly-zero (K, num_classes, 2S, 2S) gradient.
         """
+        labels = rois.labels
         features = self.mask_features(pooled)
+        if not fast_paths_enabled():
+            every_class = self.predictor(features).float()
+            return every_class[torch.arange(labels.shape[0], device=labels.device), labels]
         num, depth, height, width = features.shape
         # weight (classes, D, 1, 1) -> (classes, 1, 1, D) -> (classes, D): a view of the
         # channels-last weight whose gradient autograd hands back channels-last, in the
@@ -63,10 +72,31 @@ class MaskHead(nn.Module):
         logits = torch.bmm(rows, weight).reshape(num, height, width).float()
         return logits + self.predictor.bias[labels].float()[:, None, None]
 
-    def predict_probs(self, pooled: Tensor, labels: Tensor) -> Tensor:
-        """(K, C, S, S), labels (K,) -> (K, 2S, 2S) float32 mask probabilities of each RoI's
-        class: `select_class_masks(self(pooled), labels)`."""
-        return self.class_logits(pooled, labels).sigmoid()
+    def mask_features(self, pooled: Tensor) -> Tensor:
+        """(K, C, S, S) -> (K, D, 2S, 2S) features before the per-class predictor."""
+        x = pooled
+        for conv in self.convs:
+            x = conv(x).relu_()
+        if not fast_paths_enabled():
+            return self.deconv(x).relu_()
+        return upsample_2x2(self.deconv, x, relu=True)
+
+    def loss(self, raw: Tensor, rois: RoIs, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """raw (K, M, M) mask logits of the foreground RoIs; targets' masks (G, H, W) in the
+        padded input's pixels. Returns {"loss_mask": the paper's L_mask}."""
+        gt_masks = [t["masks"] for t in targets]
+        target = mask_targets(gt_masks, rois.image_index, rois.matched, rois.boxes, raw.shape[-1])
+        return {"loss_mask": mask_loss(raw, target)}
+
+    def predict(self, raw: Tensor, rois: RoIs) -> dict[str, Tensor]:
+        """{"mask_probs": (D, M, M) probabilities of each detection's class}."""
+        return {"mask_probs": raw.sigmoid()}
+
+    def to_image(
+        self, outputs: dict[str, Tensor], boxes: Tensor, image_size: tuple[int, int], scale: Tensor
+    ) -> dict[str, Tensor]:
+        """{"masks": (D, H, W) bool}: each mask pasted into its box and binarized."""
+        return {"masks": paste_masks(outputs["mask_probs"], boxes, image_size, self.threshold)}
 
 
 def upsample_2x2(deconv: nn.ConvTranspose2d, x: Tensor, relu: bool = False) -> Tensor:
@@ -91,92 +121,33 @@ def upsample_2x2(deconv: nn.ConvTranspose2d, x: Tensor, relu: bool = False) -> T
     return out.permute(0, 3, 1, 2)
 
 
-def select_class_masks(mask_logits: Tensor, labels: Tensor) -> Tensor:
-    """mask_logits (K, C, M, M), labels (K,) -> (K, M, M) probabilities of each RoI's own class.
-
-    Only the predicted class's mask is used: the mask branch does not compete across classes.
-    """
-    index = torch.arange(len(labels), device=labels.device)
-    return mask_logits[index, labels].sigmoid()
-
-
-def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], threshold: float = 0.5) -> Tensor:
-    """Resample each m x m mask into its box and binarize it.
-
-    masks: (K, M, M) probabilities; boxes: (K, 4) xyxy in the output image's pixels.
-    Returns (K, H, W) bool.
-
-    The mask is padded by one zero cell and its box grown by the same fraction, so that
-    the bilinear resize fades to zero at the mask's edge instead of stopping sharply.
-    Boxes are snapped to whole pixels and each mask is resized only to its box's size.
-    """
-    height, width = image_size
-    num_masks, size = masks.shape[0], masks.shape[-1]
-    result = torch.zeros((num_masks, height, width), dtype=torch.bool, device=masks.device)
-    if num_masks == 0:
-        return result
-    padded = F.pad(masks, (1, 1, 1, 1))
-    grown = _grow_boxes(boxes, (size + 2) / size).to(torch.int64).tolist()
-    for index, (x0, y0, x1, y1) in enumerate(grown):
-        box_w = max(x1 - x0 + 1, 1)
-        box_h = max(y1 - y0 + 1, 1)
-        left, top = max(x0, 0), max(y0, 0)
-        right, bottom = min(x1 + 1, width), min(y1 + 1, height)
-        if right <= left or bottom <= top:
-            continue
-        resized = F.interpolate(
-            padded[index][None, None], size=(box_h, box_w), mode="bilinear", align_corners=False
-        )
-        window = resized[0, 0, top - y0 : bottom - y0, left - x0 : right - x0]
-        result[index, top:bottom, left:right] = window > threshold
-    return result
-
-
-def _grow_boxes(boxes: Tensor, factor: float) -> Tensor:
-    """Scale (K, 4) xyxy boxes about their centres."""
-    half_w = (boxes[:, 2] - boxes[:, 0]) * 0.5 * factor
-    half_h = (boxes[:, 3] - boxes[:, 1]) * 0.5 * factor
-    center_x = (boxes[:, 2] + boxes[:, 0]) * 0.5
-    center_y = (boxes[:, 3] + boxes[:, 1]) * 0.5
-    return torch.stack((center_x - half_w, center_y - half_h, center_x + half_w, center_y + half_h), dim=1)
-
-
-def mask_targets(gt_masks: Tensor, matched: Tensor, boxes: Tensor, size: int) -> Tensor:
+def mask_targets(
+    gt_masks: list[Tensor], image_index: Tensor, matched: Tensor, boxes: Tensor, size: int
+) -> Tensor:
     """Crop each RoI's ground-truth mask to the RoI and resample it to size x size.
 
-    gt_masks: (G, H, W) instance masks of one image (uint8/bool/float); matched: (K,) the
-    instance each RoI is matched to; boxes: (K, 4) xyxy RoIs in the same pixels.
-    Returns (K, size, size) float in [0, 1].
+    gt_masks: per image (Gi, Hi, Wi) instance masks (uint8/bool/float; images may differ in
+    size); image_index, matched: (K,) each RoI's image and the instance it is matched to
+    there; boxes: (K, 4) xyxy RoIs in the same pixels. Returns (K, size, size) float in [0, 1].
 
     The resampling is RoIAlign with adaptive sampling (every mask pixel under a bin
     counts, as in torchvision's targets). Bilinear sampling and bin averaging are
     separable, so each target is Wy @ window @ Wx^T with small dense weight matrices over
-    a window of the mask around the RoI: the cost follows the box, not the image.
+    a window of the mask around the RoI: the cost follows the box, not the image. The
+    images' masks are read from one flat buffer, each RoI through the offset, height and
+    width of its own mask.
     """
-    return batch_mask_targets([gt_masks], [matched], [boxes], size)
-
-
-def batch_mask_targets(
-    gt_masks: list[Tensor], matched: list[Tensor], boxes: list[Tensor], size: int
-) -> Tensor:
-    """`mask_targets` for a batch of images in one pass: per image gt_masks (Gi, Hi, Wi),
-    matched (Ki,), boxes (Ki, 4) -> (sum Ki, size, size), images in order.
-
-    The images' masks (of any sizes) are read from one flat buffer, each RoI through the
-    offset, height and width of its own mask.
-    """
-    counts = [len(b) for b in boxes]
-    device = boxes[0].device if boxes else torch.device("cpu")
-    if sum(counts) == 0:
+    device = boxes.device
+    if boxes.shape[0] == 0:
         return torch.zeros((0, size, size), device=device)
     mask_sizes = [m[0].numel() if len(m) else 0 for m in gt_masks]
     starts = torch.tensor([0, *[len(m) * n for m, n in zip(gt_masks, mask_sizes)]], device=device).cumsum(0)
     flat = torch.cat([m.reshape(-1) for m in gt_masks])
-    per_roi = torch.arange(len(boxes), device=device).repeat_interleave(torch.tensor(counts, device=device))
+    per_roi = image_index
     heights = torch.tensor([m.shape[-2] for m in gt_masks], device=device)[per_roi]
     widths = torch.tensor([m.shape[-1] for m in gt_masks], device=device)[per_roi]
-    base = starts[per_roi] + torch.cat(matched) * heights * widths
-    boxes = torch.cat(boxes).to(torch.float32)
+    base = starts[per_roi] + matched * heights * widths
+    boxes = boxes.to(torch.float32)
     # Windows start a cell before the box and end two after it, so that every bilinear
     # tap of the box's samples falls inside; rows past the image repeat its last row.
     # (A box starting past its mask's edge reads the last row/column, with zero weight.)
@@ -210,13 +181,13 @@ def _window_weights(start: Tensor, end: Tensor, bins: int, window: int, extent: 
     return dense.scatter_add_(2, indices.clamp(max=window - 1), weights)
 
 
-def mask_loss(class_logits: Tensor, targets: Tensor) -> Tensor:
-    """class_logits (K, M, M): each foreground RoI's mask logits for its ground-truth class
-    (`MaskHead.class_logits`); targets (K, M, M) in [0, 1].
+def mask_loss(mask_logits: Tensor, targets: Tensor) -> Tensor:
+    """mask_logits (K, M, M): each foreground RoI's mask logits for its ground-truth class
+    (`MaskHead.forward`); targets (K, M, M) in [0, 1].
 
     Per-pixel sigmoid binary cross-entropy on the ground-truth class's mask alone: the
     other classes' masks get no gradient, so classes do not compete (the paper's L_mask).
     """
     if targets.numel() == 0:
-        return class_logits.sum() * 0
-    return F.binary_cross_entropy_with_logits(class_logits, targets)
+        return mask_logits.sum() * 0
+    return F.binary_cross_entropy_with_logits(mask_logits, targets)

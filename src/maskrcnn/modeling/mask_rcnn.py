@@ -1,4 +1,4 @@
-"""The meta-architecture: preprocess -> backbone -> FPN -> RPN -> RoI heads -> postprocess."""
+"""The meta-architecture: preprocess -> backbone -> RPN -> RoI heads -> postprocess."""
 
 from dataclasses import replace
 
@@ -11,10 +11,11 @@ from maskrcnn.config_checks import check_model_config
 from maskrcnn.data.images import to_image_tensor
 from maskrcnn.modeling.anchors import AnchorGenerator
 from maskrcnn.modeling.backbone import ResNet
-from maskrcnn.modeling.box_head import BoxHead, BoxInference, BoxPredictor
-from maskrcnn.modeling.fpn import FPN
-from maskrcnn.modeling.mask_head import MaskHead, paste_masks
+from maskrcnn.modeling.box_head import BoxHead
+from maskrcnn.modeling.fpn import FPN, RPN_ONLY_FEATURES
+from maskrcnn.modeling.mask_head import MaskHead
 from maskrcnn.modeling.preprocess import Preprocessor
+from maskrcnn.modeling.roi_head import RoIHead
 from maskrcnn.modeling.roi_heads import RoIHeads
 from maskrcnn.modeling.rpn import RPN, RPNHead
 from maskrcnn.modeling.weight_cache import inference_pass
@@ -24,28 +25,48 @@ from maskrcnn.ops.sampler import BalancedSampler
 from maskrcnn.precision import autocast_context
 from maskrcnn.structures import Detections
 
+# Checkpoint keys of earlier versions -> today's (the trunk and FPN became one backbone
+# module, the box predictor part of the box head). Applied to every checkpoint read.
+LEGACY_KEY_PREFIXES = (
+    ("trunk.", "backbone.trunk."),
+    ("fpn.", "backbone."),
+    ("roi_heads.box_predictor.", "roi_heads.box_head."),
+)
+
+
+def upgrade_state_dict(state_dict: dict) -> dict:
+    """A state dict of this project, of any version, under today's keys (unchanged if current)."""
+    upgraded = {}
+    for key, value in state_dict.items():
+        for old, new in LEGACY_KEY_PREFIXES:
+            if key.startswith(old):
+                key = new + key[len(old) :]
+                break
+        upgraded[key] = value
+    return upgraded
+
 
 class MaskRCNN(nn.Module):
-    """Mask R-CNN with a ResNet/ResNeXt-FPN backbone.
+    """Mask R-CNN: a backbone with named feature maps (`output_shape()`), the RPN and the RoI
+    heads.
 
     `predict` is the user-facing entry point; `forward` takes already-checked float
-    tensors and returns the same detections.
+    tensors and returns the same detections. Traced with one image, `forward` is the
+    exported graph (export/onnx.py): sizes and counts stay tensors throughout.
     """
 
     def __init__(
         self,
         config: ModelConfig,
         preprocessor: Preprocessor,
-        trunk: ResNet,
-        fpn: FPN,
+        backbone: nn.Module,
         rpn: RPN,
         roi_heads: RoIHeads,
     ):
         super().__init__()
         self.config = config
         self.preprocessor = preprocessor
-        self.trunk = trunk
-        self.fpn = fpn
+        self.backbone = backbone
         self.rpn = rpn
         self.roi_heads = roi_heads
 
@@ -68,33 +89,23 @@ class MaskRCNN(nn.Module):
         scoring lower are left out (0: all that pass the box head's roi_heads.score_threshold).
 
         Returns per image a dict with boxes (D, 4) float xyxy in that image's pixels,
-        scores (D,), labels (D,) int64 and, with the mask branch, masks (D, Hi, Wi) bool.
+        scores (D,), labels (D,) int64 and what the other heads give (with the mask head,
+        masks (D, Hi, Wi) bool).
         """
         image_list = self.preprocessor(images)
         with inference_pass(), autocast_context(precision, image_list.tensor.device):
-            pyramid = self.features(image_list.tensor)
-            rpn_outputs = self.rpn(pyramid, image_list.padded_size)
+            features = self.backbone(image_list.tensor)
+            rpn_outputs = self.rpn(features, image_list.padded_size)
             proposals = self.rpn.predict(rpn_outputs, image_list.image_sizes)
-            # P6 serves the RPN only; RoIs are pooled from P2-P5.
-            detections = self.roi_heads.predict(
-                pyramid[:-1], proposals, image_list.image_sizes, score_threshold
-            )
-        original_sizes = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
+            detections = self.roi_heads.predict(features, proposals, image_list.image_sizes, score_threshold)
         return [
-            self.postprocess(d, resized, original)
-            for d, resized, original in zip(detections, image_list.image_sizes, original_sizes)
+            self.postprocess(d, resized, image)
+            for d, resized, image in zip(detections, image_list.image_sizes, images)
         ]
 
-    def features(self, images: Tensor) -> list[Tensor]:
-        """images (N, C, H, W) normalized and padded -> [P2, ..., P6], each (N, F, Hl, Wl).
-
-        The pyramid is computed in channels-last layout: the CPU and GPU convolution
-        kernels are fastest there, and RoIAlign reads channels-last features directly.
-        """
-        return self.fpn(self.trunk(images.contiguous(memory_format=torch.channels_last)))
-
     def losses(self, images: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        """The training objective L = L_cls + L_box + L_mask + the RPN's two terms.
+        """The training objective L = L_cls + L_box + L_mask + the RPN's two terms (+ the terms
+        of any other head).
 
         images: N tensors (C, Hi, Wi) float in [0, 1], already resized by the data
         pipeline (multi-scale training picks the size there); targets: per image boxes
@@ -102,27 +113,28 @@ class MaskRCNN(nn.Module):
         Returns the named loss terms; their sum is what is minimised.
         """
         image_list = self.preprocessor(images, resize=False)
-        pyramid = self.features(image_list.tensor)
-        rpn_outputs = self.rpn(pyramid, image_list.padded_size)
-        gt_boxes = [t["boxes"] for t in targets]
-        losses = self.rpn.loss(rpn_outputs, gt_boxes)
+        features = self.backbone(image_list.tensor)
+        rpn_outputs = self.rpn(features, image_list.padded_size)
+        losses = self.rpn.loss(rpn_outputs, [t["boxes"] for t in targets])
         proposals = self.rpn.predict(rpn_outputs, image_list.image_sizes)
-        losses.update(self.roi_heads.loss(pyramid[:-1], proposals, targets))
+        losses.update(self.roi_heads.loss(features, proposals, targets))
         return losses
 
     def postprocess(
-        self, detections: Detections, resized_size: tuple[int, int], original_size: tuple[int, int]
+        self, detections: Detections, resized_size: Tensor, original_image: Tensor
     ) -> dict[str, Tensor]:
-        """Map detections from the resized input back to the original image and paste masks."""
-        ratio_h = original_size[0] / resized_size[0]
-        ratio_w = original_size[1] / resized_size[1]
-        scale = torch.tensor([ratio_w, ratio_h, ratio_w, ratio_h], device=detections.boxes.device)
-        boxes = detections.boxes * scale
+        """Map detections from the resized input (resized_size (2,) int64) back to the original
+        image (C, H, W) and let each head turn its outputs into the image's."""
+        # The shape as a tensor: a traced size stays a graph value (torch.as_tensor of it would not).
+        original = torch._shape_as_tensor(original_image)[-2:]
+        original_size = original_image.shape[-2:]
+        ratio = original.to(torch.float32) / resized_size.to(torch.float32)
+        scale = ratio.flip(0).to(detections.boxes.device)  # (x, y)
+        boxes = detections.boxes * scale.repeat(2)
         result = {"boxes": boxes, "scores": detections.scores, "labels": detections.labels}
-        if detections.mask_probs is not None:
-            result["masks"] = paste_masks(
-                detections.mask_probs, boxes, original_size, self.config.roi_heads.mask_threshold
-            )
+        outputs = detections.outputs
+        for head in self.roi_heads.heads.values():
+            result.update(head.to_image(outputs, boxes, original_size, scale))
         return result
 
     @torch.inference_mode()
@@ -169,41 +181,58 @@ class MaskRCNN(nn.Module):
             self.train(was_training)
 
 
-def build_model(config: ModelConfig) -> MaskRCNN:
-    """Wire Mask R-CNN from its config, following the paper's Figure 1 and FPN's design."""
+def build_model(config: ModelConfig, extra_heads: dict[str, RoIHead] | None = None) -> MaskRCNN:
+    """Wire Mask R-CNN from its config, following the paper's Figure 1 and FPN's design.
+
+    extra_heads: further RoI heads by name (e.g. a keypoint head), run after the box and
+    mask heads on the same RoIs; each reads the backbone maps its `in_features` names.
+    """
     check_model_config(config)  # before any layer is sized by it
-    trunk = ResNet(config.backbone, in_channels=config.input.channels)
-    fpn = FPN(trunk.out_channels, config.backbone.fpn_channels)
-    channels = fpn.out_channels
-    anchors = AnchorGenerator(config.anchors, num_levels=len(fpn.strides))
-    rpn = RPN(config.rpn, anchors, RPNHead(channels, anchors.num_anchors_per_location))
+    backbone = FPN(ResNet(config.backbone, in_channels=config.input.channels), config.backbone.fpn_channels)
+    shapes = backbone.output_shape()
+
+    rpn_features = tuple(shapes)
+    anchors = AnchorGenerator(config.anchors, tuple(shapes[name].stride for name in rpn_features))
+    channels = shapes[rpn_features[0]].channels
+    rpn_head = RPNHead(channels, anchors.num_anchors_per_location)
+    rpn = RPN(config.rpn, anchors, rpn_head, rpn_features)
 
     heads = config.roi_heads
-    pooler_strides = fpn.strides[:-1]
-    box_pooler = MultiScaleRoIPooler(
-        heads.box_resolution, pooler_strides, heads.sampling_ratio, heads.aligned, heads.pooler
+    roi_features = tuple(name for name in shapes if name not in RPN_ONLY_FEATURES)
+
+    def pooler(resolution: int) -> MultiScaleRoIPooler:
+        strides = tuple(shapes[name].stride for name in roi_features)
+        return MultiScaleRoIPooler(resolution, strides, heads.sampling_ratio, heads.aligned, heads.pooler)
+
+    box_head = BoxHead(
+        pooler(heads.box_resolution),
+        roi_features,
+        channels,
+        config.num_classes,
+        BoxCoder(heads.box_weights),
+        heads.fc_dim,
+        heads.score_threshold,
+        heads.nms_threshold,
+        heads.detections_per_image,
     )
-    box_head = BoxHead(channels, heads.box_resolution, heads.fc_dim)
-    box_predictor = BoxPredictor(box_head.out_features, config.num_classes)
-    box_inference = BoxInference(
-        BoxCoder(heads.box_weights), heads.score_threshold, heads.nms_threshold, heads.detections_per_image
-    )
-    mask_pooler = mask_head = None
+    other_heads: dict[str, RoIHead] = {}
     if config.masks:
-        mask_pooler = MultiScaleRoIPooler(
-            heads.mask_resolution, pooler_strides, heads.sampling_ratio, heads.aligned, heads.pooler
+        other_heads["mask"] = MaskHead(
+            pooler(heads.mask_resolution),
+            roi_features,
+            channels,
+            config.num_classes,
+            heads.mask_conv_dim,
+            heads.mask_num_convs,
+            heads.mask_threshold,
         )
-        mask_head = MaskHead(channels, config.num_classes, heads.mask_conv_dim, heads.mask_num_convs)
+    other_heads.update(extra_heads or {})
     roi_heads = RoIHeads(
-        box_pooler,
         box_head,
-        box_predictor,
-        box_inference,
+        other_heads,
         Matcher(heads.foreground_iou, heads.foreground_iou),
         BalancedSampler(heads.batch_size_per_image, heads.positive_fraction),
-        mask_pooler,
-        mask_head,
     )
-    model = MaskRCNN(config, Preprocessor(config.input), trunk, fpn, rpn, roi_heads)
+    model = MaskRCNN(config, Preprocessor(config.input), backbone, rpn, roi_heads)
     # Convolution weights in the layout the features use: no reorder on every call.
     return model.to(memory_format=torch.channels_last)

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from maskrcnn.modeling.weight_cache import derived_weight
 from maskrcnn.ops.conv import conv2d
+from maskrcnn.ops.fast_paths import fast_paths_enabled
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -53,7 +54,8 @@ def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: Tensor) -> Tensor:
     in the forward and in the backward. Within an inference pass the folded weights are
     computed once (see weight_cache).
     """
-    if not isinstance(norm, FrozenBatchNorm2d):
+    # Fast paths off: the layers as they are, no folding and no cached weights.
+    if not fast_paths_enabled() or not isinstance(norm, FrozenBatchNorm2d):
         return norm(conv(x))
     weight, bias = derived_weight(norm, "_folded_conv", lambda: _fold(conv, norm))
     return conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
@@ -81,6 +83,8 @@ class GroupNorm(nn.GroupNorm):
         low_precision = x.dtype in (torch.bfloat16, torch.float16)
         if low_precision and self.weight is not None and self.weight.dtype == torch.float32:
             x = x.float()
+        if not fast_paths_enabled():  # fast paths off: PyTorch's own forward and backward
+            return super().forward(x)
         if (
             torch.is_grad_enabled()
             and x.device.type == "cpu"

@@ -1,13 +1,12 @@
 """Input normalization, resizing and batching."""
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from maskrcnn.config import InputConfig
 from maskrcnn.config_checks import check_input_config
+from maskrcnn.data.transforms import resized_size
 from maskrcnn.structures import ImageList
 
 
@@ -15,9 +14,10 @@ class Preprocessor(nn.Module):
     """Images (C, H, W) in [0, 1] (data/images.py) -> a normalized, resized, zero-padded ImageList.
 
     Each channel is standardized by its `pixel_mean` and `pixel_std`. Each image is scaled so
-    that its short side is `min_size` unless that makes the long side exceed `max_size`; the
-    batch is padded to a multiple of `size_divisibility` so that every FPN level divides it
-    exactly.
+    that its short side is `min_size` unless that makes the long side exceed `max_size`
+    (`data.transforms.resized_size`); the batch is padded to a multiple of
+    `size_divisibility` so that every feature level divides it exactly. Sizes are computed
+    from the images' shapes as tensors, so a traced model resizes any image as this does.
     """
 
     def __init__(self, config: InputConfig):
@@ -30,12 +30,9 @@ class Preprocessor(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(-1, 1, 1), persistent=False)
 
     def resize(self, image: Tensor) -> Tensor:
-        """(C, h, w) -> (C, h', w') bilinear, scale = min(min_size / short, max_size / long)."""
-        height, width = image.shape[-2:]
-        scale = min(self.min_size / min(height, width), self.max_size / max(height, width))
-        return F.interpolate(
-            image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
-        )[0]
+        """(C, h, w) -> (C, h', w') bilinear, (h', w') = resized_size((h, w), min_size, max_size)."""
+        size = resized_size(torch._shape_as_tensor(image)[-2:], self.min_size, self.max_size)
+        return F.interpolate(image[None], size=(size[0], size[1]), mode="bilinear", align_corners=False)[0]
 
     def forward(self, images: list[Tensor], resize: bool = True) -> ImageList:
         """images: N tensors (C, Hi, Wi) float in [0, 1] on the model's device.
@@ -44,11 +41,9 @@ class Preprocessor(nn.Module):
         """
         normalized = [(image - self.pixel_mean) / self.pixel_std for image in images]
         resized = [self.resize(image) for image in normalized] if resize else normalized
-        sizes = [(int(r.shape[-2]), int(r.shape[-1])) for r in resized]
+        sizes = torch.stack([torch._shape_as_tensor(image)[-2:] for image in resized])
         divisor = self.size_divisibility
-        height = int(math.ceil(max(s[0] for s in sizes) / divisor) * divisor)
-        width = int(math.ceil(max(s[1] for s in sizes) / divisor) * divisor)
-        batch = resized[0].new_zeros((len(resized), resized[0].shape[0], height, width))
-        for slot, image in zip(batch, resized):
-            slot[:, : image.shape[1], : image.shape[2]].copy_(image)
+        padded = torch.div(sizes.max(dim=0).values + divisor - 1, divisor, rounding_mode="floor") * divisor
+        pad = padded - sizes
+        batch = torch.stack([F.pad(image, (0, pad[i, 1], 0, pad[i, 0])) for i, image in enumerate(resized)])
         return ImageList(batch, sizes)

@@ -5,13 +5,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, box_iou, remove_small_boxes
 
 from maskrcnn.config import RPNConfig
 from maskrcnn.modeling.anchors import AnchorGenerator
-from maskrcnn.ops import BoxCoder, clip_boxes, remove_small_boxes
-from maskrcnn.ops.boxes import pairwise_iou
+from maskrcnn.ops import BoxCoder, clip_boxes
 from maskrcnn.ops.conv import Conv2d
+from maskrcnn.ops.fast_paths import fast_paths_enabled
 from maskrcnn.ops.layout import dense_gradient
 from maskrcnn.ops.matcher import BETWEEN, Matcher
 from maskrcnn.ops.sampler import BalancedSampler
@@ -35,6 +35,9 @@ class RPNHead(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        if not fast_paths_enabled():
+            hidden = [self.conv(feature).relu() for feature in features]
+            return [self.objectness(h).float() for h in hidden], [self.deltas(h).float() for h in hidden]
         # The two 1x1 predictors run as one conv: the hidden map is read once, and in
         # training its gradient comes back as one buffer instead of two to be summed.
         num_anchors = self.objectness.out_channels
@@ -65,22 +68,33 @@ class RPNOutputs:
 
 
 class RPN(nn.Module):
-    """Scores every anchor and turns the best into proposals."""
+    """Scores every anchor and turns the best into proposals.
 
-    def __init__(self, config: RPNConfig, anchor_generator: AnchorGenerator, head: RPNHead):
+    in_features: the names of the backbone maps it reads (all FPN levels, P2-P6).
+    """
+
+    def __init__(
+        self,
+        config: RPNConfig,
+        anchor_generator: AnchorGenerator,
+        head: RPNHead,
+        in_features: tuple[str, ...],
+    ):
         super().__init__()
         self.config = config
+        self.in_features = tuple(in_features)
         self.anchor_generator = anchor_generator
         self.head = head
         self.box_coder = BoxCoder(config.box_weights)
         self.matcher = Matcher(config.positive_iou, config.negative_iou, allow_low_quality=True)
         self.sampler = BalancedSampler(config.batch_size_per_image, config.positive_fraction)
 
-    def forward(self, features: list[Tensor], padded_size: tuple[int, int]) -> RPNOutputs:
-        """features: per level (N, C, Hl, Wl); padded_size: (H, W) of the image batch."""
+    def forward(self, features: dict[str, Tensor], padded_size: Tensor) -> RPNOutputs:
+        """features: the backbone's maps by name, (N, C, Hl, Wl) each; padded_size: (2,) int64
+        (H, W) of the image batch."""
+        features = [features[name] for name in self.in_features]
         objectness, deltas = self.head(features)
-        sizes = [tuple(f.shape[-2:]) for f in features]
-        anchors = self.anchor_generator(sizes, padded_size, features[0].device)
+        anchors = self.anchor_generator(features, padded_size)
         num_images = features[0].shape[0]
         # (N, A, H, W) -> (N, H*W*A) and (N, 4A, H, W) -> (N, H*W*A, 4), matching the anchor order
         flat_objectness = [o.permute(0, 2, 3, 1).reshape(num_images, -1) for o in objectness]
@@ -91,8 +105,10 @@ class RPN(nn.Module):
         return RPNOutputs(anchors, flat_objectness, flat_deltas)
 
     @torch.no_grad()
-    def predict(self, outputs: RPNOutputs, image_sizes: list[tuple[int, int]]) -> list[Tensor]:
-        """Proposals per image: (P, 4) xyxy in padded-image pixels, sorted by objectness.
+    def predict(self, outputs: RPNOutputs, image_sizes: Tensor) -> list[Tensor]:
+        """image_sizes: (N, 2) int64 (height, width) of each image before padding.
+
+        Proposals per image: (P, 4) xyxy in padded-image pixels, sorted by objectness.
 
         Per level the top-k anchors by objectness are decoded, clipped to the image and
         stripped of tiny boxes; NMS then runs per level and the best boxes over all
@@ -105,20 +121,21 @@ class RPN(nn.Module):
         for level, (anchors, logits, deltas) in enumerate(
             zip(outputs.anchors, outputs.objectness, outputs.deltas)
         ):
-            k = min(pre_nms, logits.shape[1])
-            top_logits, top_index = logits.detach().topk(k, dim=1)
-            top_deltas = torch.gather(deltas.detach(), 1, top_index[..., None].expand(-1, -1, 4))
+            top_logits, top_index = logits.detach().topk(at_most(logits.shape[1], pre_nms), dim=1)
+            top_deltas = deltas.detach()[
+                torch.arange(top_index.shape[0], device=top_index.device)[:, None], top_index
+            ]
             decoded = self.box_coder.decode(top_deltas.reshape(-1, 4), anchors[top_index.reshape(-1)])
-            boxes.append(decoded.reshape(logits.shape[0], k, 4))
+            boxes.append(decoded.reshape(top_index.shape + (4,)))
             scores.append(top_logits)
-            levels.append(torch.full((k,), level, dtype=torch.int64, device=logits.device))
+            levels.append(torch.full_like(top_index[0], level))
         boxes = torch.cat(boxes, dim=1)
         scores = torch.cat(scores, dim=1).sigmoid()
         levels = torch.cat(levels)
 
         proposals = []
         for image_boxes, image_scores, image_size in zip(boxes, scores, image_sizes):
-            image_boxes = clip_boxes(image_boxes, image_size)
+            image_boxes = clip_boxes(image_boxes, (image_size[0], image_size[1]))
             keep = remove_small_boxes(image_boxes, self.config.min_box_size)
             keep = keep[
                 batched_nms(image_boxes[keep], image_scores[keep], levels[keep], self.config.nms_threshold)
@@ -145,7 +162,7 @@ class RPN(nn.Module):
         per_chunk = max(1, MATCH_BLOCK // (padded.shape[1] * len(anchors)))
         matches = torch.cat(
             [
-                self.matcher(pairwise_iou(boxes, anchors).masked_fill_(~keep[:, :, None], -1.0), keep)
+                self.matcher(batch_iou(boxes, anchors).masked_fill_(~keep[:, :, None], -1.0), keep)
                 for boxes, keep in zip(padded.split(per_chunk), valid.split(per_chunk))
             ]
         )
@@ -168,6 +185,19 @@ class RPN(nn.Module):
         objectness = torch.cat(outputs.objectness, dim=1).flatten()  # (N*A,)
         deltas = torch.cat(outputs.deltas, dim=1).reshape(-1, 4)  # (N*A, 4)
         return rpn_loss(objectness, deltas, labels, matched, anchors, self.box_coder, self.sampler)
+
+
+def at_most(count, limit: int):
+    """min(count, limit) for a size that is an int, or a tensor when traced (Python's min
+    would freeze the traced value)."""
+    return torch.clamp(count, max=limit) if isinstance(count, Tensor) else min(count, limit)
+
+
+def batch_iou(boxes: Tensor, anchors: Tensor) -> Tensor:
+    """boxes (N, G, 4), anchors (A, 4) -> (N, G, A) IoU, one image at a time by torchvision."""
+    if boxes.shape[0] == 0:
+        return boxes.new_zeros((0, boxes.shape[1], anchors.shape[0]))
+    return torch.stack([box_iou(image_boxes, anchors) for image_boxes in boxes])
 
 
 def rpn_loss(

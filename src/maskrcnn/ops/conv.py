@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from maskrcnn.ops.fast_paths import fast_paths_enabled
+
 # Below this many padded rows (N * Hp * Wp) the native kernel is as fast (a 4x64x28x36
 # map gains 1.5 ms, 11 RoIs of 14x14 lose 0.6 ms).
 MIN_ROWS = 4096
@@ -33,6 +35,8 @@ def conv2d(
     kernel larger than 1x1, dilation 1, one group and integer padding, on a channels-last
     map, gets its weight gradient from `weight_gradient`; everything else is F.conv2d.
     """
+    if not fast_paths_enabled():  # fast paths off: PyTorch's own convolution and gradients
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
     if _shift_gradient_applies(x, weight, stride, padding, dilation, groups):
         return _ShiftWeightGradConv.apply(x, weight, bias, _pair(stride), _pair(padding))
     return F.conv2d(x, weight, bias, stride, padding, dilation, groups)

@@ -5,8 +5,9 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+from torchvision.ops import box_area
 
-from maskrcnn.ops.boxes import box_area
+from maskrcnn.ops._rois import rois_as_tensor
 from maskrcnn.ops.roi_align import roi_align_rows
 from maskrcnn.ops.roi_pool import roi_pool
 
@@ -67,82 +68,77 @@ class MultiScaleRoIPooler(nn.Module):
             features, rois, self.output_size, 1.0 / stride, self.sampling_ratio, self.aligned
         )
 
-    def forward(self, features: list[Tensor], boxes: list[Tensor]) -> Tensor:
-        """features: one (N, C, Hl, Wl) map per stride; boxes: N tensors (Ki, 4) xyxy in image pixels.
+    def forward(self, features: list[Tensor], rois: Tensor | list[Tensor]) -> Tensor:
+        """features: one (N, C, Hl, Wl) map per stride; rois: (K, 5) [image index, x1, y1, x2, y2]
+        or N tensors (Ki, 4) xyxy, in image pixels.
 
-        Returns (sum Ki, C, S, S) in the order of the concatenated boxes, channels-last in memory.
+        Returns (K, C, S, S) in the order of the RoIs, channels-last in memory.
         """
-        rois, levels = self._rois_and_levels(features, boxes)
-        if not torch.is_grad_enabled() and levels is not None:
+        rois, levels = self._rois_and_levels(features, rois)
+        if levels is None:
+            return self._pool(features[0], rois, self.strides[0]).permute(0, 3, 1, 2)
+        if not torch.is_grad_enabled():
             # Without autograd, each level's rows are copied straight to their places.
             rows = None
             for index, level_rows in self._pool_levels(features, rois, levels):
                 if rows is None:
-                    rows = level_rows.new_empty((len(rois), *level_rows.shape[1:]), dtype=features[0].dtype)
+                    rows = level_rows.new_empty(
+                        (rois.shape[0], *level_rows.shape[1:]), dtype=features[0].dtype
+                    )
                 rows.index_copy_(0, index, level_rows.to(rows.dtype))
-            if rows is not None:
-                return rows.permute(0, 3, 1, 2)
+            return rows.permute(0, 3, 1, 2)
         pooled, order = self._grouped_by_level(features, rois, levels)
-        if levels is None:
-            return pooled
         position = torch.empty_like(order)
-        position[order] = torch.arange(len(order), device=order.device)
+        position[order] = torch.arange(order.shape[0], device=order.device)
         return pooled.index_select(0, position)
 
-    def pool_by_level(self, features: list[Tensor], boxes: list[Tensor]) -> tuple[Tensor, Tensor]:
+    def pool_by_level(self, features: list[Tensor], rois: Tensor | list[Tensor]) -> tuple[Tensor, Tensor]:
         """Like `forward`, with the RoIs grouped by level instead of in their given order.
 
         Returns pooled (K, C, S, S) channels-last and order (K,) int64: row i belongs to RoI
-        order[i] of the concatenated boxes. For the losses the order of the RoIs does not
-        matter as long as their targets follow it; in training this saves putting the rows
-        back in place (a gather in the forward, a zero-filled scatter-add in the backward,
-        each over the whole pooled tensor: ~0.2 s per R50-FPN step at 800 px).
+        order[i]. For the losses the order of the RoIs does not matter as long as their
+        targets follow it; in training this saves putting the rows back in place (a gather
+        in the forward, a zero-filled scatter-add in the backward, each over the whole
+        pooled tensor: ~0.2 s per R50-FPN step at 800 px).
         """
-        return self._grouped_by_level(features, *self._rois_and_levels(features, boxes))
+        return self._grouped_by_level(features, *self._rois_and_levels(features, rois))
 
     def _grouped_by_level(
         self, features: list[Tensor], rois: Tensor, levels: Tensor | None
     ) -> tuple[Tensor, Tensor]:
         """`pool_by_level` for RoIs and levels already computed."""
-        everything = torch.arange(len(rois), device=rois.device)
         if levels is None:
+            everything = torch.arange(rois.shape[0], device=rois.device)
             return self._pool(features[0], rois, self.strides[0]).permute(0, 3, 1, 2), everything
         parts = self._pool_levels(features, rois, levels)
         dtype = features[0].dtype
-        if not parts:
-            # No RoIs at all: pooling nothing from every level keeps each map in the graph, so
-            # that backward gives each a zero gradient instead of failing for want of a graph.
-            rows = torch.cat([self._pool(f, rois, s).to(dtype) for f, s in zip(features, self.strides)])
-            return rows.permute(0, 3, 1, 2), everything
         order = torch.cat([index for index, _ in parts])
         rows = torch.cat([level_rows.to(dtype) for _, level_rows in parts])
         return rows.permute(0, 3, 1, 2), order
 
-    def _rois_and_levels(self, features: list[Tensor], boxes: list[Tensor]) -> tuple[Tensor, Tensor | None]:
-        """(K, 5) RoIs [batch_index, x1, y1, x2, y2] and (K,) their levels (None: one level)."""
+    def _rois_and_levels(
+        self, features: list[Tensor], rois: Tensor | list[Tensor]
+    ) -> tuple[Tensor, Tensor | None]:
+        """(K, 5) RoIs [image index, x1, y1, x2, y2] and (K,) their levels (None: one level)."""
         if len(features) != len(self.strides):
             raise ValueError(f"expected {len(self.strides)} feature maps, got {len(features)}")
-        if not boxes:  # no images: torch.cat needs at least one tensor
-            boxes = [features[0].new_zeros((0, 4))]
-        batch_index = torch.cat(
-            [torch.full((len(b),), i, dtype=b.dtype, device=b.device) for i, b in enumerate(boxes)]
-        )
-        all_boxes = torch.cat(list(boxes))
-        rois = torch.cat((batch_index[:, None], all_boxes), dim=1)
+        dtype = torch.float64 if features[0].dtype == torch.float64 else torch.float32
+        rois = rois_as_tensor(rois, dtype, features[0].device)
         if len(features) == 1:
             return rois, None
         levels = assign_fpn_levels(
-            all_boxes, self.levels[0], self.levels[-1], self.canonical_size, self.canonical_level
+            rois[:, 1:], self.levels[0], self.levels[-1], self.canonical_size, self.canonical_level
         )
         return rois, levels
 
     def _pool_levels(
         self, features: list[Tensor], rois: Tensor, levels: Tensor
     ) -> list[tuple[Tensor, Tensor]]:
-        """Per level that has RoIs: (their indices (Kl,), their rows (Kl, S, S, C))."""
+        """Per level: (the indices of its RoIs (Kl,), their rows (Kl, S, S, C)). Every level is
+        pooled, also one without RoIs: its map stays in the autograd graph (a zero gradient
+        rather than none) and a traced model pools it whenever an image has RoIs there."""
         parts = []
         for level, level_features, stride in zip(self.levels, features, self.strides):
             index = torch.where(levels == level)[0]
-            if index.numel():
-                parts.append((index, self._pool(level_features, rois[index], stride)))
+            parts.append((index, self._pool(level_features, rois[index], stride)))
         return parts

@@ -13,9 +13,11 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import Tensor
 
 from maskrcnn.ops._rois import pair, rois_as_tensor, zeros_in_graph
+from maskrcnn.ops.fast_paths import fast_paths_enabled
 
 # PyTorch labels its CSR tensors "beta" on every first use; the operations used here
 # (construction and CSR @ dense) are long-standing and tested.
@@ -88,6 +90,8 @@ def roi_align_rows(
 ) -> Tensor:
     """`roi_align` (same arguments) with the result as a contiguous (K, PH, PW, C) tensor:
     the layout the matrix product produces, whose backward pass needs no transposing copy."""
+    if not fast_paths_enabled():  # fast paths off: torchvision's kernel (`roi_align` comes here too)
+        return _torchvision_rows(input, boxes, output_size, spatial_scale, sampling_ratio, aligned)
     out_h, out_w = pair(output_size)
     num_images, channels, height, width = input.shape
     coord_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
@@ -135,6 +139,35 @@ def roi_align_rows(
             features.to(dtype), index.reshape(-1, taps), weight.reshape(-1, taps).to(dtype)
         )
     return pooled.to(input.dtype).reshape(num_rois, out_h, out_w, channels)
+
+
+def _torchvision_rows(
+    input: Tensor,
+    boxes: Tensor | list[Tensor],
+    output_size: int | tuple[int, int],
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+) -> Tensor:
+    """`roi_align_rows` by torchvision.ops.roi_align, in the same (K, PH, PW, C) layout.
+
+    Ours and torchvision's agree on the rest of the contract too: boxes are checked (and
+    a list converted) as ours does, so a bad shape is the same ValueError, and an empty
+    list works; bfloat16/float16 maps are pooled in float32 (torchvision's CPU kernel has
+    no bfloat16; its autocast wrapper does the same); RoIs on an empty map are zeros
+    (torchvision's CPU kernel crashes the process on one). Inverted boxes (x2 < x1) with
+    aligned=True and sampling_ratio <= 0 remain torchvision's ValueError (ours gives 0).
+    """
+    out_h, out_w = pair(output_size)
+    _, channels, height, width = input.shape
+    dtype = _accumulation_dtype(input.dtype)
+    rois = rois_as_tensor(boxes, dtype, input.device)
+    if height == 0 or width == 0 or channels == 0:
+        return zeros_in_graph(input, (rois.shape[0], out_h, out_w, channels))
+    pooled = torchvision.ops.roi_align(
+        input.to(dtype), rois, (out_h, out_w), spatial_scale, sampling_ratio, aligned
+    )
+    return pooled.to(input.dtype).permute(0, 2, 3, 1).contiguous()
 
 
 class WeightedGather(torch.autograd.Function):

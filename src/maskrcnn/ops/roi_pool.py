@@ -6,9 +6,11 @@ ablation (Table 2c/2d). Vectorised as one masked gather per chunk of RoIs.
 """
 
 import torch
+import torchvision
 from torch import Tensor
 
 from maskrcnn.ops._rois import pair, rois_as_tensor, zeros_in_graph
+from maskrcnn.ops.fast_paths import fast_paths_enabled
 
 _MAX_CHUNK_ELEMENTS = 1 << 25
 
@@ -43,6 +45,9 @@ def roi_pool(
     K = 0 or an empty map the feature gradient is zero.
     """
     del sampling_ratio, aligned
+    # Fast paths off: torchvision's kernel; ours reproduces its rounding and bins (test_roi_pool.py)
+    if not fast_paths_enabled():
+        return _torchvision_roi_pool(input, boxes, output_size, spatial_scale)
     out_h, out_w = pair(output_size)
     num_images, channels, height, width = input.shape
     rois = rois_as_tensor(boxes, torch.float32, input.device)
@@ -85,3 +90,20 @@ def roi_pool(
         empty = ~inside.reshape(k, out_h, out_w, -1).any(dim=-1)
         outputs.append(pooled.masked_fill(empty[..., None], 0.0))
     return torch.cat(outputs, dim=0).permute(0, 3, 1, 2).contiguous()
+
+
+def _torchvision_roi_pool(
+    input: Tensor, boxes: Tensor | list[Tensor], output_size: int | tuple[int, int], spatial_scale: float
+) -> Tensor:
+    """`roi_pool` by torchvision.ops.roi_pool, with the same contract: boxes checked (and a list
+    converted) as ours does, bfloat16/float16 maps pooled in float32 (a maximum of values that
+    float32 holds exactly; torchvision's CPU kernel has no bfloat16), and zeros for RoIs on an
+    empty map (torchvision's CPU kernel crashes the process on one)."""
+    out_h, out_w = pair(output_size)
+    _, channels, height, width = input.shape
+    dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
+    rois = rois_as_tensor(boxes, dtype, input.device)
+    if height == 0 or width == 0 or channels == 0:
+        return zeros_in_graph(input, (rois.shape[0], channels, out_h, out_w))
+    pooled = torchvision.ops.roi_pool(input.to(dtype), rois, (out_h, out_w), spatial_scale)
+    return pooled.to(input.dtype)

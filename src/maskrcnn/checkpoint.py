@@ -1,4 +1,9 @@
-"""Checkpoint files: written atomically, read back with the config that built the model."""
+"""Checkpoint files: written atomically, read back with the config that built the model.
+
+A checkpoint is a dict saved with torch.save: "format" ("maskrcnn"), "version", "config" (the
+ModelConfig as a dict) and "model" (the state dict), plus what the writer adds (a training
+run: its config, optimizer and RNG state, iteration).
+"""
 
 import os
 
@@ -8,7 +13,20 @@ from maskrcnn.config import ConfigError, ModelConfig, config_from_dict, config_t
 from maskrcnn.files import atomic_output
 
 FORMAT = "maskrcnn"
-VERSION = 1
+# 2: the trunk and FPN are one module `backbone`, the box predictor part of `roi_heads.box_head`
+# (version-1 files load through `modeling.mask_rcnn.upgrade_state_dict`).
+VERSION = 2
+
+
+def checkpoint_payload(model, **extra) -> dict:
+    """What a checkpoint file holds: the model's weights and config, then `extra`'s entries."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": config_to_dict(model.config),
+        "model": model.state_dict(),
+        **extra,
+    }
 
 
 def atomic_save(obj, path: str | os.PathLike) -> None:
@@ -19,14 +37,7 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
 
 def save_checkpoint(path, model, **extra) -> None:
     """Write model weights and config (plus e.g. optimizer state, iteration) to `path`."""
-    payload = {
-        "format": FORMAT,
-        "version": VERSION,
-        "config": config_to_dict(model.config),
-        "model": model.state_dict(),
-    }
-    payload.update(extra)
-    atomic_save(payload, path)
+    atomic_save(checkpoint_payload(model, **extra), path)
 
 
 def is_checkpoint(payload) -> bool:

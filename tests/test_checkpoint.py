@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from maskrcnn import ModelConfig, build_model
+from maskrcnn.checkpoint import atomic_save, save_checkpoint
 from maskrcnn.config import InputConfig
-from maskrcnn.engine.checkpoint import atomic_save, save_checkpoint
 from maskrcnn.interop.load import load_model
 
 
@@ -33,7 +33,7 @@ def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path):
     save_checkpoint(tmp_path / "ckpt.pt", model, iteration=7)
     loaded = load_model(tmp_path / "ckpt.pt", device="cpu")
     assert loaded.config == config
-    assert loaded.roi_heads.box_pooler.kind == "pool"
+    assert loaded.roi_heads.box_head.pooler.kind == "pool"
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iteration"] == 7
