@@ -14,7 +14,6 @@ from maskrcnn.data.images import to_image_tensor, to_raw_tensor
 from maskrcnn.data.intensity import PER_IMAGE, normalize_channels
 from maskrcnn.files import atomic_output
 from maskrcnn.modeling.mask_rcnn import MaskRCNN
-from maskrcnn.ops.fast_paths import fast_paths
 from maskrcnn.testing import match_near_ties
 
 INPUT_NAME = "image"
@@ -83,9 +82,9 @@ def export_onnx(
     example = torch.rand(channels, *example_size, generator=torch.Generator().manual_seed(0))
     names = graph.output_names
     dynamic_axes = {INPUT_NAME: {1: "height", 2: "width"}, **{name: OUTPUT_AXES[name] for name in names}}
-    # The plain-PyTorch model is traced: torchvision's RoIAlign and RoIPool have ONNX
-    # mappings, the project's kernels (sized from the data) do not.
-    with atomic_output(path) as temporary, fast_paths(False):
+    # Traced, the RoI ops are torchvision's (ops/roi_align.py, ops/roi_pool.py: they have ONNX
+    # mappings); the other fast paths trace as they run (folded norms become constants).
+    with atomic_output(path) as temporary:
         with torch.no_grad(), warnings.catch_warnings():
             # The tracer warns about every shape it reads; the graph computes them all as tensors.
             warnings.simplefilter("ignore", category=torch.jit.TracerWarning)

@@ -90,7 +90,9 @@ def roi_align_rows(
 ) -> Tensor:
     """`roi_align` (same arguments) with the result as a contiguous (K, PH, PW, C) tensor:
     the layout the matrix product produces, whose backward pass needs no transposing copy."""
-    if not fast_paths_enabled():  # fast paths off: torchvision's kernel (`roi_align` comes here too)
+    # Fast paths off: torchvision's kernel (`roi_align` comes here too). Traced as well: ours sizes
+    # its sampling grid from the data, torchvision's has an ONNX mapping (RoiAlign).
+    if not fast_paths_enabled() or torch.jit.is_tracing():
         return _torchvision_rows(input, boxes, output_size, spatial_scale, sampling_ratio, aligned)
     out_h, out_w = pair(output_size)
     num_images, channels, height, width = input.shape

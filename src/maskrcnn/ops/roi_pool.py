@@ -45,8 +45,9 @@ def roi_pool(
     K = 0 or an empty map the feature gradient is zero.
     """
     del sampling_ratio, aligned
-    # Fast paths off: torchvision's kernel; ours reproduces its rounding and bins (test_roi_pool.py)
-    if not fast_paths_enabled():
+    # Fast paths off: torchvision's kernel; ours reproduces its rounding and bins (test_roi_pool.py).
+    # Traced as well: torchvision's has an ONNX mapping (MaxRoiPool).
+    if not fast_paths_enabled() or torch.jit.is_tracing():
         return _torchvision_roi_pool(input, boxes, output_size, spatial_scale)
     out_h, out_w = pair(output_size)
     num_images, channels, height, width = input.shape
