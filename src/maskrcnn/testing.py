@@ -131,16 +131,16 @@ def shapes_training_config(shapes, output, *overrides: str):
     )
 
 
-def random_frozen_norm(channels: int, seed: int = 0):
-    """A FrozenBatchNorm2d with random statistics and affine parameters (all away from 0 and 1)."""
-    from maskrcnn.modeling.norm import FrozenBatchNorm2d
-
+def randomize_norm(norm, seed: int = 0):
+    """`norm` (a FrozenBatchNorm2d or BatchNorm2d) with random statistics and affine
+    parameters, all away from 0 and 1; returned for chaining."""
+    channels = norm.weight.shape[0]
     generator = torch.Generator().manual_seed(seed)
-    norm = FrozenBatchNorm2d(channels)
-    norm.weight.copy_(torch.rand(channels, generator=generator) + 0.5)
-    norm.bias.copy_(torch.randn(channels, generator=generator))
-    norm.running_mean.copy_(torch.randn(channels, generator=generator))
-    norm.running_var.copy_(torch.rand(channels, generator=generator) + 0.1)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(channels, generator=generator) + 0.5)
+        norm.bias.copy_(torch.randn(channels, generator=generator))
+        norm.running_mean.copy_(torch.randn(channels, generator=generator))
+        norm.running_var.copy_(torch.rand(channels, generator=generator) + 0.1)
     return norm
 
 

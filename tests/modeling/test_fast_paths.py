@@ -9,12 +9,12 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from maskrcnn.modeling import norm as norm_module
 from maskrcnn.modeling.box_head import BoxHead
 from maskrcnn.modeling.mask_head import MaskHead, upsample_2x2
-from maskrcnn.modeling.norm import GroupNorm, conv_norm
+from maskrcnn.modeling.norm import FrozenBatchNorm2d, GroupNorm, conv_norm
 from maskrcnn.modeling.rpn import RPNHead
 from maskrcnn.modeling.weight_cache import inference_pass
 from maskrcnn.ops import BoxCoder, MultiScaleRoIPooler, fast_paths
 from maskrcnn.structures import RoIs
-from maskrcnn.testing import random_frozen_norm
+from maskrcnn.testing import randomize_norm
 
 STRIDES = (4, 8, 16, 32)
 IN_FEATURES = ("p2", "p3", "p4", "p5")
@@ -47,7 +47,7 @@ def mask_head(in_channels: int, num_classes: int, conv_dim: int, num_convs: int)
 def test_folded_norm_equals_conv_then_norm_with_gradients(bias):
     torch.manual_seed(0)
     conv = nn.Conv2d(6, 8, 3, stride=2, padding=1, bias=bias)
-    norm = random_frozen_norm(8)
+    norm = randomize_norm(FrozenBatchNorm2d(8))
     x = torch.randn(2, 6, 11, 9, requires_grad=True)
     expected = norm(conv(x))
     expected.square().sum().backward()
@@ -64,7 +64,7 @@ def test_folded_norm_equals_conv_then_norm_with_gradients(bias):
 def test_fold_is_computed_once_per_inference_pass(monkeypatch):
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 4, 1, bias=False)
-    norm = random_frozen_norm(4)
+    norm = randomize_norm(FrozenBatchNorm2d(4))
     x = torch.randn(1, 4, 5, 5)
     calls = []
     original = norm_module._fold
@@ -91,7 +91,7 @@ def test_fold_follows_every_kind_of_update_between_passes(update):
     version counter: a fold cached across passes would then be stale."""
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 4, 3, padding=1, bias=False)
-    norm = random_frozen_norm(4)
+    norm = randomize_norm(FrozenBatchNorm2d(4))
     x = torch.randn(1, 4, 6, 6)
     with torch.no_grad(), inference_pass():
         before = conv_norm(conv, norm, x)

@@ -16,14 +16,14 @@ from torch import nn
 import maskrcnn
 import maskrcnn.ops
 from maskrcnn.modeling import norm as norm_module
-from maskrcnn.modeling.norm import GroupNorm, conv_norm
+from maskrcnn.modeling.norm import FrozenBatchNorm2d, GroupNorm, conv_norm
 from maskrcnn.modeling.weight_cache import inference_pass
 from maskrcnn.ops import MultiScaleRoIPooler, fast_paths, fast_paths_enabled
 from maskrcnn.ops import conv as conv_module
 from maskrcnn.ops import layout as layout_module
 from maskrcnn.ops.conv import Conv2d, conv2d
 from maskrcnn.ops.layout import dense_gradient
-from maskrcnn.testing import channels_last, random_frozen_norm
+from maskrcnn.testing import channels_last, randomize_norm
 
 # `maskrcnn.ops.fast_paths` is the function (exported by the package), the module is this
 switch = sys.modules["maskrcnn.ops.fast_paths"]
@@ -268,7 +268,7 @@ def test_conv2d_module_off_is_nn_conv2d(any_size, monkeypatch):
 def test_conv_norm_off_is_norm_of_conv_and_agrees_with_on(monkeypatch, bias):
     torch.manual_seed(0)
     conv = Conv2d(6, 8, 3, stride=2, padding=1, bias=bias)
-    norm = random_frozen_norm(8)
+    norm = randomize_norm(FrozenBatchNorm2d(8))
     x = torch.randn(2, 6, 11, 9)
 
     def run():
@@ -291,7 +291,7 @@ def test_conv_norm_off_is_norm_of_conv_and_agrees_with_on(monkeypatch, bias):
 def test_conv_norm_off_caches_no_folded_weights(monkeypatch):
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 4, 3, padding=1, bias=False)
-    norm = random_frozen_norm(4)
+    norm = randomize_norm(FrozenBatchNorm2d(4))
     x = torch.randn(1, 4, 6, 6)
     with torch.no_grad(), inference_pass():
         conv_norm(conv, norm, x)
