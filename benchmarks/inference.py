@@ -34,10 +34,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.detection.roi_heads import maskrcnn_inference
 
 import maskrcnn
-from maskrcnn.modeling.roi_heads import proposal_rois
 from maskrcnn.modeling.weight_cache import inference_pass
 from maskrcnn.precision import autocast_context, cpu_has_fast_bfloat16
-from maskrcnn.structures import concat_rois
+from maskrcnn.structures import RoIs
 from maskrcnn.testing import torchvision_reference_model
 
 STAGES = ("preprocess", "backbone+FPN", "RPN", "box head", "mask head", "paste")
@@ -84,12 +83,12 @@ def our_stages(model: maskrcnn.MaskRCNN, image: torch.Tensor, timer, precision: 
         heads = model.roi_heads
         box_head = heads.box_head
         with timer("box head"):
-            rois = proposal_rois(proposals)
+            rois = RoIs.from_boxes(proposals)
             raw = box_head(box_head.pool(features, rois), rois)
             (detection,) = box_head.predict(raw, rois, images.image_sizes)
         with timer("mask head"):
             mask_head = heads.mask_head
-            rois = concat_rois([detection])
+            rois = RoIs.from_boxes([detection.boxes], [detection.labels])
             detection.outputs.update(mask_head.predict(mask_head(mask_head.pool(features, rois), rois), rois))
     with timer("paste"):
         return model.postprocess(detection, images.image_sizes[0], image)

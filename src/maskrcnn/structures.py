@@ -52,6 +52,16 @@ class RoIs:
     labels: Tensor
     matched: Tensor | None = None
 
+    @staticmethod
+    def from_boxes(boxes: list[Tensor], labels: list[Tensor] | None = None) -> "RoIs":
+        """Per image (Ki, 4) boxes (and (Ki,) labels; zeros when not known, as for proposals)
+        -> the RoIs of the batch."""
+        image_index = torch.cat(
+            [torch.full_like(b[:, 0], index, dtype=torch.int64) for index, b in enumerate(boxes)]
+        )
+        labels = torch.zeros_like(image_index) if labels is None else torch.cat(labels)
+        return RoIs(torch.cat(boxes), image_index, labels)
+
     def __getitem__(self, index: Tensor) -> "RoIs":
         matched = None if self.matched is None else self.matched[index]
         return RoIs(self.boxes[index], self.image_index[index], self.labels[index], matched)
@@ -87,10 +97,3 @@ def split_rows(values: Tensor, counts: list) -> list[Tensor]:
         pieces.append(values[start : start + count])
         start = start + count
     return pieces
-
-
-def concat_rois(detections: list[Detections]) -> RoIs:
-    """The detections of a batch as RoIs (boxes, image index, predicted labels)."""
-    boxes = torch.cat([d.boxes for d in detections])
-    image_index = torch.cat([torch.full_like(d.labels, index) for index, d in enumerate(detections)])
-    return RoIs(boxes, image_index, torch.cat([d.labels for d in detections]))

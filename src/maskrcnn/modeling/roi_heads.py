@@ -8,7 +8,7 @@ from maskrcnn.modeling.box_head import BoxHead
 from maskrcnn.modeling.roi_head import RoIHead
 from maskrcnn.ops.matcher import Matcher
 from maskrcnn.ops.sampler import BalancedSampler
-from maskrcnn.structures import Detections, RoIs, concat_rois, split_rows
+from maskrcnn.structures import Detections, RoIs, split_rows
 
 
 class RoIHeads(nn.Module):
@@ -54,14 +54,14 @@ class RoIHeads(nn.Module):
         scoring below `score_threshold` left out (before the other heads spend time on them),
         each head's outputs in `Detections.outputs`.
         """
-        rois = proposal_rois(proposals)
+        rois = RoIs.from_boxes(proposals)
         box_head = self.box_head
         detections = box_head.predict(
             box_head(box_head.pool(features, rois), rois), rois, image_sizes, score_threshold
         )
         heads = self.heads
         if heads:
-            rois = concat_rois(detections)
+            rois = RoIs.from_boxes([d.boxes for d in detections], [d.labels for d in detections])
             counts = [d.boxes.shape[0] for d in detections]
             for head in heads.values():
                 outputs = head.predict(head(head.pool(features, rois), rois), rois)
@@ -111,10 +111,3 @@ class RoIHeads(nn.Module):
             parts.append((boxes[keep], torch.full_like(keep, index), labels[keep], matched[keep]))
         boxes, image_index, labels, matched = (torch.cat(column) for column in zip(*parts))
         return RoIs(boxes, image_index, labels, matched)
-
-
-def proposal_rois(proposals: list[Tensor]) -> RoIs:
-    """Per image (P, 4) proposals -> RoIs (their labels are not known: zeros)."""
-    boxes = torch.cat(proposals)
-    image_index = torch.cat([torch.full_like(p[:, 0], i, dtype=torch.int64) for i, p in enumerate(proposals)])
-    return RoIs(boxes, image_index, torch.zeros_like(image_index))

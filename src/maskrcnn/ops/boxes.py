@@ -12,18 +12,6 @@ from torch import Tensor
 _WIDE_DTYPES = (torch.float32, torch.float64, torch.int64)
 
 
-def _wide(boxes: Tensor) -> Tensor:
-    """boxes in a type in which differences and products of coordinates do not overflow.
-
-    A 200-pixel int8 extent wraps around, a degenerate uint8 box (x2 < x1) gets a huge
-    width, a float16 area overflows beyond about 256 x 256 pixels and bfloat16 rounds a
-    100 x 120 one to 12032: integers are widened to int64, float16 and bfloat16 to float32.
-    """
-    if boxes.dtype in _WIDE_DTYPES:
-        return boxes
-    return boxes.float() if boxes.dtype.is_floating_point else boxes.long()
-
-
 def clip_boxes(boxes: Tensor, image_size) -> Tensor:
     """Clip (..., 4) xyxy boxes to an image of size (height, width): ints, or 0-dim tensors
     (traced sizes)."""
