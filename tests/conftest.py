@@ -2,7 +2,7 @@
 
 import pytest
 
-from maskrcnn.ops.fast_paths import fast_paths
+from maskrcnn.fast_path_switch import fast_paths
 from maskrcnn.testing import torchvision_reference_model
 
 

@@ -79,6 +79,8 @@ BASE = {
     "eval": "eval {config} --weights {tiny} --json {val_json} --images {val_images} --out {out} --device cpu",
     "export": "export {out}/model.onnx --weights {tiny}",
     "make-shapes": "make-shapes {out}",
+    "configs": "configs",
+    "ablate": "ablate 2c --rows pool,align --out {out}/ablation --data {out}/shapes --max-iter 2",
 }
 NUMBER = "expected a number from 0 to 1"
 DEVICES = "expected auto, cpu, cuda, cuda:N or mps"
@@ -106,6 +108,14 @@ def X(*args, **kwargs):
 
 def S(*args, **kwargs):
     return Case("make-shapes", *args, **kwargs)
+
+
+def C(*args, **kwargs):
+    return Case("configs", *args, **kwargs)
+
+
+def A(*args, **kwargs):
+    return Case("ablate", *args, **kwargs)
 
 
 CASES = [
@@ -156,7 +166,14 @@ CASES = [
         usage=True,
         whole=True,
     ),
-    T("CONFIG", "train {missing}.yaml --out {out}", "{missing}.yaml: cannot read config", whole=True),
+    T("CONFIG", "train {missing}.yaml --out {out}", "CONFIG {missing}.yaml: no such file", whole=True),
+    T(
+        "CONFIG",
+        "train shapse --out {out}",
+        "CONFIG shapse: no such file or built-in config; did you mean shapes?",
+        whole=True,
+    ),
+    T("CONFIG", "train {root} --out {out}", "CONFIG {root}: is a folder, not a file", whole=True),
     T("CONFIG", "train {bad_yaml} --out {out}", "{bad_yaml}: invalid YAML", whole=True),
     T("CONFIG", "train {list_yaml} --out {out}", "{list_yaml}: the config must be a mapping", whole=True),
     T("KEY=VALUE", "solver.learning_rate=0.1", f"solver.learning_rate {CLI}: unknown config key"),
@@ -223,7 +240,13 @@ CASES = [
     E(
         "CONFIG",
         "eval {missing}.yaml --weights {tiny} --json {val_json}",
-        "{missing}.yaml: cannot read config",
+        "CONFIG {missing}.yaml: no such file",
+        whole=True,
+    ),
+    E(
+        "CONFIG",
+        "eval {root}/shapes.yaml --weights {tiny} --json {val_json}",
+        "CONFIG {root}/shapes.yaml: no such file; did you mean shapes?",
         whole=True,
     ),
     E("CONFIG", "eval {bad_yaml} --weights {tiny} --json {val_json}", "{bad_yaml}: invalid YAML", whole=True),
@@ -326,6 +349,37 @@ CASES = [
     S("--seed", "--seed abc", "--seed abc: expected a whole number >= 0"),
     S("usage", "--trian 5", "unrecognized arguments: --trian 5; did you mean --train?", usage=True),
     S("usage", "make-shapes", "the following arguments are required: OUT", usage=True, whole=True),
+    C("NAME", "configs shapse", "NAME shapse: no such built-in config; did you mean shapes?", whole=True),
+    C("NAME", "configs {config}", "no such built-in config (`maskrcnn configs` lists", whole=True),
+    C("usage", "configs shapes extra", "unrecognized arguments: extra", usage=True, whole=True),
+    A("TABLE", "ablate 2f --out {out}", "TABLE 2f: no such table; expected one of 2a (backbone", whole=True),
+    A("TABLE", "ablate '' --out {out}", "TABLE '': no such table; expected one of 2a", whole=True),
+    A("KEY=VALUE", "model.roi_heads.poolr=x", f"model.roi_heads.poolr {CLI}: unknown config key"),
+    A("KEY=VALUE", "model.roi_heads.fc_dim=0", f"model.roi_heads.fc_dim=0 {CLI}: expected"),
+    A("KEY=VALUE", "seed=3", "seed=3: ablate sets seed for each run; use --seeds"),
+    A("KEY=VALUE", "solver.budget_minutes=3", "solver.budget_minutes=3: ablate sets solver.budget_minutes"),
+    A("--rows", "--rows pool,algn", "--rows pool,algn: no row algn in table 2c; its rows are pool, warp_max"),
+    A("--rows", "--rows ,", "--rows '': no rows named; its rows are pool"),
+    A("--out", "--out {notes}", "--out {notes}: is a file; expected a folder"),
+    A("--out", "--out {notes}/run", "--out {notes}/run: {notes} is a file"),
+    A("--data", "--data {notes}", "--data {notes}: is a file; expected a folder"),
+    A("--data", "--data {notes}/shapes", "--data {notes}/shapes: {notes} is a file"),
+    A(
+        "--config",
+        "--config shapse",
+        "--config shapse: no such file or built-in config; did you mean shapes?",
+    ),
+    A("--config", "--config {bad_yaml}", "{bad_yaml}: invalid YAML"),
+    A("--budget-minutes", "--budget-minutes 0", "--budget-minutes 0: expected a number from"),
+    A("--budget-minutes", "--budget-minutes 5", "--budget-minutes and --max-iter both set the length"),
+    A("--max-iter", "--max-iter 0", "--max-iter 0: expected a whole number >= 1"),
+    A("--max-iter", "--max-iter ten", "--max-iter ten: expected a whole number >= 1"),
+    A("--seeds", "--seeds 0", "--seeds 0: expected a whole number from 1 to 100"),
+    A("--seeds", "--seeds some", "--seeds some: expected a whole number from 1 to 100"),
+    A("--device", "--device tpu", f"--device tpu: {DEVICES}"),
+    A("--device", "--device cuda:x", f"--device cuda:x: {DEVICES}"),
+    A("--overwrite", "--overwrite=yes", f"argument --overwrite: {IGNORED} 'yes'", usage=True),
+    A("usage", "--row pool", "unrecognized arguments: --row pool; did you mean --rows?", usage=True),
 ]
 
 

@@ -7,6 +7,7 @@ the last case checks the other side: a command that does its work loads torch.
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +26,9 @@ PROBE = (
 )
 
 
-def run(args: list[str], cwd: Path) -> tuple[int, bool, str]:
+def run(args: list[str], cwd: Path, env: dict | None = None) -> tuple[int, bool, str]:
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, *args], cwd=cwd, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", PROBE, *args], cwd=cwd, capture_output=True, text=True, timeout=120, env=env
     )
     code, loaded = json.loads(done.stdout.strip().splitlines()[-1])
     return code, loaded, done.stderr
@@ -70,6 +71,8 @@ CASES = {
         "--check-image",
     ),
     "make-shapes, output is a file": (["make-shapes", "img.png"], "OUT img.png"),
+    "train, unknown built-in config": (["train", "shapse"], "CONFIG shapse"),
+    "ablate, misspelt override": (["ablate", "2c", "model.roi_heads.poolr=x"], "model.roi_heads.poolr"),
 }
 
 
@@ -96,3 +99,13 @@ def test_a_command_that_works_loads_torch(folder):
     code, loaded, stderr = run(["predict", "--weights", "w.pt", "img.png", "--out", "out"], folder)
     assert code == 2 and "w.pt" in stderr, stderr  # the loader, which needs torch, refuses the file
     assert loaded
+
+
+def test_a_wrong_fast_paths_variable_is_refused_before_any_work(folder):
+    # Once, at the start (not per image, after loading the model), whatever the command.
+    env = {**os.environ, "MASKRCNN_FAST_PATHS": "maybe"}
+    for args in (["predict", "--weights", "w.pt", "img.png", "--out", "o"], ["make-shapes", "shapes"]):
+        code, loaded, stderr = run(args, folder, env)
+        assert code == 2, stderr
+        assert "MASKRCNN_FAST_PATHS='maybe'" in stderr and stderr.count("error:") == 1, stderr
+        assert not loaded and not (folder / "shapes").exists()

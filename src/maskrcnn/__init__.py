@@ -17,8 +17,8 @@ _PUBLIC = {
     "MaskRCNN": "maskrcnn.modeling.mask_rcnn",
     "ModelConfig": "maskrcnn.config",
     "build_model": "maskrcnn.modeling.mask_rcnn",
-    "fast_paths": "maskrcnn.ops.fast_paths",
-    "fast_paths_enabled": "maskrcnn.ops.fast_paths",
+    "fast_paths": "maskrcnn.fast_path_switch",
+    "fast_paths_enabled": "maskrcnn.fast_path_switch",
     "from_torchvision": "maskrcnn.interop.torchvision",
     "load_model": "maskrcnn.interop.load",
 }

@@ -15,3 +15,18 @@ PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 # Intensity normalization (data/intensity.py); the per-image ones read each image's own values.
 INTENSITIES = ("auto", "range", "minmax", "percentile")
 PER_IMAGE = ("minmax", "percentile")
+
+# The designs the paper compares (its Table 2), one config value each.
+# model.backbone.kind: the feature maps the RPN and the RoI heads read. "fpn": a pyramid P2-P6
+# on res2-res5; "c4": res4 (stride 16) for both, res5 runs on the pooled RoIs as the box
+# head; "c5": res5 (stride 32) for both, the C4 head without its res5 (Table 2d).
+BACKBONE_KINDS = ("fpn", "c4", "c5")
+# model.roi_heads.pooler (Table 2c): RoIAlign averaging (the paper's) or taking the maximum of
+# its bilinear samples; RoIWarp (the RoI rounded to feature cells, then bilinear samples)
+# averaging or max; RoIPool (rounded RoI and bins, max).
+POOLERS = ("align", "align_max", "warp", "warp_max", "pool")
+# model.roi_heads.mask_loss (Table 2b): a per-pixel sigmoid on the RoI's class's mask (the
+# paper's), a per-pixel softmax across the classes, or one class-agnostic mask.
+MASK_LOSSES = ("sigmoid", "softmax", "agnostic")
+# model.roi_heads.mask_head (Table 2e): the FCN of Figure 4, or fully connected layers.
+MASK_HEADS = ("fcn", "mlp")

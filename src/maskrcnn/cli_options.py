@@ -8,7 +8,13 @@ from maskrcnn.cli_checks import Device, Number, OneOf
 
 
 def add_config(parser: argparse.ArgumentParser, help_text: str) -> None:
-    parser.add_argument("config", metavar="CONFIG", help=help_text)
+    """CONFIG (`help_text` says what it is for) and the key=value overrides after it."""
+    parser.add_argument(
+        "config",
+        metavar="CONFIG",
+        help=f"{help_text}: a YAML file, or the name of a built-in config such as shapes (`maskrcnn "
+        "configs` lists them)",
+    )
     parser.add_argument(
         "overrides",
         nargs="*",

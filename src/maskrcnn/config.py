@@ -27,6 +27,8 @@ class BackboneConfig:
     freeze_at: int = 2  # 0 trains everything; 1 freezes the stem; k freezes the stem and res2..res{k}
     stride_in_1x1: bool = False  # True for MSRA/detectron2 weights: stride on the first 1x1 conv
     fpn_channels: int = 256
+    # "fpn", "c4" or "c5" (choices.BACKBONE_KINDS): where the RPN and the RoI heads read features.
+    kind: str = "fpn"
 
 
 @dataclass
@@ -66,7 +68,9 @@ class RPNConfig:
 
 @dataclass
 class RoIHeadsConfig:
-    pooler: str = "align"  # "align" (RoIAlign) or "pool" (RoIPool)
+    # "align" (RoIAlign), "align_max", "warp" (RoIWarp), "warp_max" or "pool" (RoIPool):
+    # choices.POOLERS
+    pooler: str = "align"
     sampling_ratio: int = 2
     aligned: bool = False
     box_resolution: int = 7
@@ -74,6 +78,9 @@ class RoIHeadsConfig:
     fc_dim: int = 1024
     mask_conv_dim: int = 256
     mask_num_convs: int = 4
+    mask_head: str = "fcn"  # "fcn" (Figure 4) or "mlp" (fc mask_fc_dim, fc mask_fc_dim, classes x 2S x 2S)
+    mask_fc_dim: int = 1024
+    mask_loss: str = "sigmoid"  # "sigmoid" (per class), "softmax" (across classes) or "agnostic"
     batch_size_per_image: int = 512
     positive_fraction: float = 0.25
     foreground_iou: float = 0.5

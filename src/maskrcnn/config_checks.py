@@ -9,7 +9,7 @@ or a YAML file), the value and what is accepted.
 import math
 from collections.abc import Callable
 
-from maskrcnn.choices import INTENSITIES, PRECISIONS
+from maskrcnn.choices import BACKBONE_KINDS, INTENSITIES, MASK_HEADS, MASK_LOSSES, POOLERS, PRECISIONS
 from maskrcnn.config import ConfigError, InputConfig, ModelConfig, TrainConfig
 
 Origin = Callable[[str], str]  # dotted key -> "the command line", a YAML path, or "" (a default)
@@ -71,6 +71,7 @@ MODEL_RULES = {
     "backbone.norm_eps": NON_NEGATIVE,  # torchvision COCO weights fold with eps 0
     "backbone.freeze_at": _number(low=0, high=5, integer=True),
     "backbone.fpn_channels": COUNT,
+    "backbone.kind": _choice(*BACKBONE_KINDS),
     "anchors.sizes": _each(POSITIVE),
     "anchors.aspect_ratios": _each(POSITIVE),
     "anchors.strides_from": _choice("backbone", "image"),
@@ -85,13 +86,16 @@ MODEL_RULES = {
     "rpn.batch_size_per_image": COUNT,
     "rpn.positive_fraction": _number(above=0, high=1),
     "rpn.box_weights": _each(POSITIVE),
-    "roi_heads.pooler": _choice("align", "pool"),
+    "roi_heads.pooler": _choice(*POOLERS),
     "roi_heads.sampling_ratio": _number(low=0, integer=True),
     "roi_heads.box_resolution": COUNT,
     "roi_heads.mask_resolution": COUNT,
     "roi_heads.fc_dim": COUNT,
     "roi_heads.mask_conv_dim": COUNT,
     "roi_heads.mask_num_convs": _number(low=0, integer=True),
+    "roi_heads.mask_head": _choice(*MASK_HEADS),
+    "roi_heads.mask_fc_dim": COUNT,
+    "roi_heads.mask_loss": _choice(*MASK_LOSSES),
     "roi_heads.batch_size_per_image": COUNT,
     "roi_heads.positive_fraction": _number(above=0, high=1),
     "roi_heads.foreground_iou": FRACTION,

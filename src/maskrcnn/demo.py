@@ -16,10 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+from maskrcnn.builtin_configs import builtin_configs, resolve_config
 from maskrcnn.config import load_config
 from maskrcnn.data.shapes import make_shapes, shapes_dataset_paths
+from maskrcnn.input_checks import OptionError
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "shapes.yaml"
+CONFIG = builtin_configs()["shapes"]  # packaged: the demo also runs from an installed wheel
 BUDGET_MINUTES = 10.0
 PICTURES = 12
 
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data", default="data/shapes")
     parser.add_argument("--out", default="runs/demo")
-    parser.add_argument("--config", default=str(CONFIG))
+    parser.add_argument("--config", default=str(CONFIG), help="a YAML file or a built-in config's name")
     parser.add_argument(
         "--budget-minutes",
         type=float,
@@ -39,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args(argv)
+    try:
+        config_path = resolve_config(args.config, "--config")
+    except OptionError as error:
+        parser.error(str(error))  # usage and the one line, exit code 2
 
     from maskrcnn.engine.evaluate_run import write_side_by_side
     from maskrcnn.engine.predict import predict_command
@@ -60,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         f"solver.budget_minutes={args.budget_minutes}",
         *args.overrides,
     ]
-    config = load_config(args.config, overrides)
+    config = load_config(config_path, overrides)
     length = (
         f"on a {config.solver.budget_minutes:g}-minute budget (training and evaluation)"
         if config.solver.budget_minutes > 0

@@ -109,7 +109,9 @@ def shapes_training_config(shapes, output, *overrides: str):
     from maskrcnn.config import load_config
 
     shapes = Path(shapes)
-    config = Path(__file__).resolve().parents[2] / "configs" / "shapes.yaml"
+    from maskrcnn.builtin_configs import builtin_configs
+
+    config = builtin_configs()["shapes"]  # the packaged file: an installed wheel has it too
     return load_config(
         str(config),
         [

@@ -49,7 +49,10 @@ def test_a_tiny_model_learns(shapes, tmp_path):
     model = train(config)
     losses = [r["loss"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "loss" in r]
     assert len(losses) == 40
-    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    # Some 5 consecutive steps average well below the first 5. (Not the last 5: once the RPN
+    # proposes objects, more RoIs are foreground and the box and mask terms grow again.)
+    windows = [sum(losses[i : i + 5]) / 5 for i in range(5, len(losses) - 4)]
+    assert min(windows) < 0.6 * sum(losses[:5]) / 5, losses
     assert isinstance(model, MaskRCNN) and not model.training
     assert model.config.class_names == ("__background__", "circle", "square", "triangle")
     assert (tmp_path / "run" / "model_final.pt").exists() and (tmp_path / "run" / "loss_curves.png").exists()

@@ -27,6 +27,28 @@ def test_imagenet_resnet_fills_the_trunk_only(tmp_path):
     assert "backbone.lateral.0.weight" in untouched and "roi_heads.box_head.cls_score.weight" in untouched
 
 
+def test_imagenet_res5_goes_to_the_c4_box_head(tmp_path):
+    # C4 runs res5 per RoI as its box head: the classifier's layer4 initialises it, and the
+    # model holds res5 once (the mask head runs the same module).
+    torch.manual_seed(0)
+    classifier = resnet50()
+    path = tmp_path / "resnet50.pth"
+    torch.save(classifier.state_dict(), path)
+    model = build_model(ModelConfig(num_classes=3, backbone=BackboneConfig(kind="c4")))
+    untouched = load_initial_weights(model, str(path))
+    state = model.state_dict()
+    assert torch.equal(state["roi_heads.box_head.res5.2.conv3.weight"], classifier.layer4[2].conv3.weight)
+    assert torch.equal(
+        state["roi_heads.box_head.res5.0.shortcut.norm.running_mean"],
+        classifier.layer4[0].downsample[1].running_mean,
+    )
+    assert not any("res5" in key for key in untouched)
+    assert not any(key.startswith("roi_heads.mask_head.") and "res5" in key for key in state)
+    head_values = sum(v.numel() for v in model.roi_heads.box_head.res5.state_dict().values())
+    layer4 = classifier.layer4.state_dict().items()
+    assert head_values == sum(v.numel() for k, v in layer4 if "num_batches_tracked" not in k)
+
+
 def test_fine_tuning_to_other_classes_keeps_fresh_predictors(tmp_path):
     torch.manual_seed(0)
     source = build_model(ModelConfig(num_classes=5))

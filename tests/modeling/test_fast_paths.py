@@ -7,8 +7,8 @@ from torch import nn
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 
 from maskrcnn.modeling import norm as norm_module
-from maskrcnn.modeling.box_head import BoxHead
-from maskrcnn.modeling.mask_head import MaskHead, upsample_2x2
+from maskrcnn.modeling.box_head import FCBoxHead
+from maskrcnn.modeling.mask_head import FCNMaskHead, upsample_2x2
 from maskrcnn.modeling.norm import FrozenBatchNorm2d, GroupNorm, conv_norm
 from maskrcnn.modeling.rpn import RPNHead
 from maskrcnn.modeling.weight_cache import inference_pass
@@ -20,9 +20,9 @@ STRIDES = (4, 8, 16, 32)
 IN_FEATURES = ("p2", "p3", "p4", "p5")
 
 
-def box_head(in_channels: int, resolution: int, fc_dim: int, num_classes: int = 3) -> BoxHead:
+def box_head(in_channels: int, resolution: int, fc_dim: int, num_classes: int = 3) -> FCBoxHead:
     pooler = MultiScaleRoIPooler(resolution, STRIDES)
-    return BoxHead(pooler, IN_FEATURES, in_channels, num_classes, BoxCoder((10.0, 10.0, 5.0, 5.0)), fc_dim)
+    return FCBoxHead(pooler, IN_FEATURES, in_channels, num_classes, BoxCoder((10.0, 10.0, 5.0, 5.0)), fc_dim)
 
 
 def graph_ops(output: torch.Tensor) -> set[str]:
@@ -38,9 +38,9 @@ def graph_ops(output: torch.Tensor) -> set[str]:
     return names
 
 
-def mask_head(in_channels: int, num_classes: int, conv_dim: int, num_convs: int) -> MaskHead:
+def mask_head(in_channels: int, num_classes: int, conv_dim: int, num_convs: int) -> FCNMaskHead:
     pooler = MultiScaleRoIPooler(14, STRIDES)
-    return MaskHead(pooler, IN_FEATURES, in_channels, num_classes, conv_dim, num_convs)
+    return FCNMaskHead(pooler, IN_FEATURES, in_channels, num_classes, conv_dim, num_convs)
 
 
 @pytest.mark.parametrize("bias", [False, True])

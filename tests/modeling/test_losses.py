@@ -13,8 +13,8 @@ from torchvision.ops import box_iou
 import maskrcnn.modeling.rpn as rpn_module
 from maskrcnn import ModelConfig, build_model
 from maskrcnn.config import BackboneConfig, InputConfig, RoIHeadsConfig
-from maskrcnn.modeling.box_head import BoxHead
-from maskrcnn.modeling.mask_head import MaskHead, mask_loss, mask_targets
+from maskrcnn.modeling.box_head import FCBoxHead
+from maskrcnn.modeling.mask_head import FCNMaskHead, mask_loss, mask_targets
 from maskrcnn.modeling.rpn import batch_iou, rpn_loss
 from maskrcnn.ops import BoxCoder, MultiScaleRoIPooler
 from maskrcnn.ops.matcher import Matcher
@@ -167,9 +167,9 @@ def test_rpn_assign_in_chunks_of_images_equals_all_at_once(tiny_model, monkeypat
         assert torch.equal(got, want)
 
 
-def small_box_head(num_classes: int = 5) -> BoxHead:
+def small_box_head(num_classes: int = 5) -> FCBoxHead:
     pooler = MultiScaleRoIPooler(7, STRIDES[:4])
-    return BoxHead(pooler, ROI_FEATURES, 4, num_classes, BoxCoder((10.0, 10.0, 5.0, 5.0)), fc_dim=8)
+    return FCBoxHead(pooler, ROI_FEATURES, 4, num_classes, BoxCoder((10.0, 10.0, 5.0, 5.0)), fc_dim=8)
 
 
 def test_box_loss_equals_fastrcnn_loss():
@@ -225,7 +225,7 @@ def test_mask_targets_and_loss_equal_maskrcnn_loss():
     targets = mask_targets(gt_masks, rois.image_index, rois.matched, rois.boxes, 28)
     torch.testing.assert_close(mask_loss(class_logits, targets), reference)
     # the head's loss: the same targets and loss, from the RoIs and the batch's annotations
-    head = MaskHead(MultiScaleRoIPooler(14, STRIDES[:4]), ROI_FEATURES, 8, 4, conv_dim=8, num_convs=1)
+    head = FCNMaskHead(MultiScaleRoIPooler(14, STRIDES[:4]), ROI_FEATURES, 8, 4, conv_dim=8, num_convs=1)
     losses = head.loss(class_logits, rois, [{"masks": m} for m in gt_masks])
     assert set(losses) == {"loss_mask"}
     torch.testing.assert_close(losses["loss_mask"], reference)
@@ -233,7 +233,7 @@ def test_mask_targets_and_loss_equal_maskrcnn_loss():
 
 def test_only_the_ground_truth_class_mask_gets_gradient():
     torch.manual_seed(0)
-    head = MaskHead(MultiScaleRoIPooler(14, STRIDES[:4]), ROI_FEATURES, 8, 4, conv_dim=8, num_convs=2)
+    head = FCNMaskHead(MultiScaleRoIPooler(14, STRIDES[:4]), ROI_FEATURES, 8, 4, conv_dim=8, num_convs=2)
     pooled = torch.randn(3, 8, 14, 14).contiguous(memory_format=torch.channels_last).requires_grad_()
     labels = torch.tensor([1, 3, 3])
     rois = RoIs(torch.zeros(3, 4), torch.zeros(3, dtype=torch.int64), labels)

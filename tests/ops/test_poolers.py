@@ -367,3 +367,8 @@ def test_wrong_number_of_feature_maps_raises():
     features = pyramid(generator, num_images=1, channels=2)
     with pytest.raises(ValueError):
         MultiScaleRoIPooler(7, STRIDES)(features[:3], [torch.tensor([square(50.0)])])
+
+
+def test_an_inverted_box_goes_to_the_finest_level_instead_of_none():
+    boxes = torch.tensor([[50.0, 50.0, 10.0, 90.0], [0.0, 0.0, 224.0, 224.0], [30.0, 40.0, 30.0, 40.0]])
+    assert assign_fpn_levels(boxes, 2, 5).tolist() == [2, 4, 2]

@@ -1,10 +1,11 @@
-"""RoIPool: our pure-PyTorch op against torchvision's compiled one, and against hand-derived values."""
+"""RoIPool: the op the model calls (torchvision's kernel with the project's contract) against an
+independent masked-gather implementation (roi_pool_reference.py), and against hand-derived values."""
 
 import pytest
 import torch
-import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from roi_pool_reference import reference_roi_pool
 
 from maskrcnn.ops import roi_pool
 
@@ -37,21 +38,21 @@ def with_batch_index(boxes: list[torch.Tensor]) -> torch.Tensor:
     )
 
 
-def assert_matches_torchvision(features, rois, output_size, spatial_scale=1.0, atol=FORWARD_ATOL):
+def assert_matches_reference(features, rois, output_size, spatial_scale=1.0, atol=FORWARD_ATOL):
     ours = roi_pool(features, rois, output_size, spatial_scale)
-    reference = torchvision.ops.roi_pool(features, rois, output_size, spatial_scale)
+    reference = reference_roi_pool(features, rois, output_size, spatial_scale)
     assert ours.shape == reference.shape
     assert ours.dtype == features.dtype
     torch.testing.assert_close(ours, reference, rtol=0, atol=atol)
     return ours
 
 
-def assert_grads_match_torchvision(features, rois, output_size, spatial_scale=1.0, tol=GRAD_TOL):
+def assert_grads_match_reference(features, rois, output_size, spatial_scale=1.0, tol=GRAD_TOL):
     """Backpropagate the same random output weights through both ops and compare d/d(features)."""
     ours_input = features.detach().clone().requires_grad_(True)
     reference_input = features.detach().clone().requires_grad_(True)
     ours = roi_pool(ours_input, rois, output_size, spatial_scale)
-    reference = torchvision.ops.roi_pool(reference_input, rois, output_size, spatial_scale)
+    reference = reference_roi_pool(reference_input, rois, output_size, spatial_scale)
     upstream = torch.randn(reference.shape, generator=torch.Generator().manual_seed(7), dtype=features.dtype)
     (ours * upstream).sum().backward()
     (reference * upstream).sum().backward()
@@ -62,7 +63,7 @@ def assert_grads_match_torchvision(features, rois, output_size, spatial_scale=1.
 
 @pytest.mark.parametrize("spatial_scale", [1.0, 1 / 4, 1 / 16])
 @pytest.mark.parametrize("output_size", [1, 2, 7, (7, 5), (3, 8)])
-def test_forward_and_grad_match_torchvision(spatial_scale, output_size):
+def test_forward_and_grad_match_the_reference(spatial_scale, output_size):
     generator = torch.Generator().manual_seed(int(100 * spatial_scale))
     channels = {1.0: 3, 1 / 4: 16, 1 / 16: 1}[spatial_scale]
     features = torch.randn(2, channels, 23, 31, generator=generator)
@@ -72,11 +73,11 @@ def test_forward_and_grad_match_torchvision(spatial_scale, output_size):
         random_boxes(generator, 6, image_size, min_size=0.5 / spatial_scale, margin=2 / spatial_scale),
     ]
     rois = with_batch_index(boxes)
-    out = assert_matches_torchvision(features, rois, output_size, spatial_scale)
+    out = assert_matches_reference(features, rois, output_size, spatial_scale)
     height, width = (output_size, output_size) if isinstance(output_size, int) else output_size
     assert out.shape == (15, channels, height, width)
     assert out.abs().sum() > 0, "the comparison should cover non-trivial outputs"
-    assert_grads_match_torchvision(features, rois, output_size, spatial_scale)
+    assert_grads_match_reference(features, rois, output_size, spatial_scale)
 
 
 @pytest.mark.parametrize("channels", [1, 5, 16])
@@ -92,9 +93,9 @@ def test_half_pixel_corners_round_away_from_zero(channels):
             [0, 0.5, 0.5, 0.5, 0.5],
         ]
     )
-    assert_matches_torchvision(features, rois, (3, 2))
-    assert_matches_torchvision(features, rois * torch.tensor([1, 4, 4, 4, 4]), (3, 2), spatial_scale=0.25)
-    assert_grads_match_torchvision(features, rois, (3, 2))
+    assert_matches_reference(features, rois, (3, 2))
+    assert_matches_reference(features, rois * torch.tensor([1, 4, 4, 4, 4]), (3, 2), spatial_scale=0.25)
+    assert_grads_match_reference(features, rois, (3, 2))
 
 
 def test_rois_partly_outside_the_map():
@@ -107,14 +108,14 @@ def test_rois_partly_outside_the_map():
             [0, -10.0, 4.0, 30.0, 9.0],  # wider than the map on both sides
         ]
     )
-    out = assert_matches_torchvision(features, rois, (4, 4))
+    out = assert_matches_reference(features, rois, (4, 4))
     # The second RoI spans columns 15..33 (19 cells, bins of 4.75) and rows 10..29 (20 cells, bins of 5):
     # column bin 2 starts at 15 + floor(9.5) = 24 >= 20 and row bin 2 at 10 + 10 = 20 >= 16, so bins 2
     # and 3 along either axis cover no cell and are 0.
     assert torch.equal(out[1, :, :, 2:], torch.zeros(5, 4, 2))
     assert torch.equal(out[1, :, 2:, :], torch.zeros(5, 2, 4))
     assert (out[1, :, :2, :2] != 0).all()
-    assert_grads_match_torchvision(features, rois, (4, 4))
+    assert_grads_match_reference(features, rois, (4, 4))
 
 
 def test_rois_wholly_outside_the_map_pool_to_zero():
@@ -128,9 +129,9 @@ def test_rois_wholly_outside_the_map_pool_to_zero():
             [1, 100.0, 100.0, 300.0, 250.0],  # far away, large
         ]
     )
-    out = assert_matches_torchvision(features, rois, 3)
+    out = assert_matches_reference(features, rois, 3)
     assert torch.equal(out, torch.zeros_like(out))
-    grad = assert_grads_match_torchvision(features, rois, 3)
+    grad = assert_grads_match_reference(features, rois, 3)
     assert torch.equal(grad, torch.zeros_like(grad))
 
 
@@ -146,10 +147,10 @@ def test_tiny_and_degenerate_rois():
             [0, 6.0, 5.0, 2.0, 8.0],  # inverted in x
         ]
     )
-    out = assert_matches_torchvision(features, rois, (2, 3))
+    out = assert_matches_reference(features, rois, (2, 3))
     # A point RoI is one cell; every bin of it reads that cell (bins are rounded outwards).
     torch.testing.assert_close(out[1], features[0, :, 4:5, 4:5].expand(4, 2, 3), rtol=0, atol=0)
-    assert_grads_match_torchvision(features, rois, (2, 3))
+    assert_grads_match_reference(features, rois, (2, 3))
 
 
 def test_very_large_rois():
@@ -162,8 +163,8 @@ def test_very_large_rois():
             [0, 0.0, 0.0, 240.0, 192.0],
         ]
     )
-    assert_matches_torchvision(features, rois, (4, 5))
-    assert_grads_match_torchvision(features, rois, (4, 5))
+    assert_matches_reference(features, rois, (4, 5))
+    assert_grads_match_reference(features, rois, (4, 5))
 
 
 def test_batch_index_selects_the_image():
@@ -171,12 +172,12 @@ def test_batch_index_selects_the_image():
     features = torch.randn(3, 6, 14, 18, generator=generator)
     rois = with_batch_index([random_boxes(generator, n, (56, 72), margin=4.0) for n in (4, 0, 7)])
     rois = rois[torch.randperm(len(rois), generator=generator)]
-    out = assert_matches_torchvision(features, rois, 5, spatial_scale=0.25)
+    out = assert_matches_reference(features, rois, 5, spatial_scale=0.25)
     for index, roi in enumerate(rois):
         image = int(roi[0])
         alone = roi_pool(features[image : image + 1], torch.cat((torch.zeros(1), roi[1:]))[None], 5, 0.25)
         torch.testing.assert_close(out[index : index + 1], alone, rtol=0, atol=0)
-    assert_grads_match_torchvision(features, rois, 5, spatial_scale=0.25)
+    assert_grads_match_reference(features, rois, 5, spatial_scale=0.25)
 
 
 def test_list_of_boxes_form_equals_tensor_form_and_torchvision():
@@ -185,11 +186,11 @@ def test_list_of_boxes_form_equals_tensor_form_and_torchvision():
     boxes = [random_boxes(generator, n, (64, 64), margin=8.0) for n in (3, 5, 2)]
     from_list = roi_pool(features, boxes, (6, 4), 0.25)
     from_tensor = roi_pool(features, with_batch_index(boxes), (6, 4), 0.25)
-    reference = torchvision.ops.roi_pool(features, boxes, (6, 4), 0.25)
+    reference = reference_roi_pool(features, boxes, (6, 4), 0.25)
     assert from_list.shape == (10, 5, 6, 4)
     torch.testing.assert_close(from_list, reference, rtol=0, atol=FORWARD_ATOL)
     torch.testing.assert_close(from_list, from_tensor, rtol=0, atol=0)
-    assert_grads_match_torchvision(features, boxes, (6, 4), 0.25)
+    assert_grads_match_reference(features, boxes, (6, 4), 0.25)
 
 
 @pytest.mark.parametrize(
@@ -203,7 +204,7 @@ def test_empty_rois(boxes):
     assert out.shape == (0, 6, 7, 5)
     assert out.dtype == features.dtype
     if not isinstance(boxes, list) or boxes:
-        assert out.shape == torchvision.ops.roi_pool(features, boxes, (7, 5)).shape
+        assert out.shape == reference_roi_pool(features, boxes, (7, 5)).shape
 
 
 @pytest.mark.parametrize(
@@ -232,7 +233,7 @@ def test_empty_rois_give_a_zero_feature_gradient(num_images, boxes, dtype):
     assert torch.equal(features.grad, torch.zeros_like(features))
     if not isinstance(boxes, list) or boxes:  # torchvision's list form needs at least one tensor
         reference_input = features.detach().clone().requires_grad_(True)
-        torchvision.ops.roi_pool(reference_input, boxes, (7, 5)).sum().backward()
+        reference_roi_pool(reference_input, boxes, (7, 5)).sum().backward()
         assert torch.equal(features.grad, reference_input.grad)
 
 
@@ -257,9 +258,9 @@ def test_float64():
     features = torch.randn(2, 4, 13, 17, generator=generator, dtype=torch.float64)
     boxes = [random_boxes(generator, 6, (104, 136), min_size=2.0, margin=10.0).double() for _ in range(2)]
     rois = with_batch_index(boxes)
-    out = assert_matches_torchvision(features, rois, (5, 4), spatial_scale=1 / 8, atol=0)
+    out = assert_matches_reference(features, rois, (5, 4), spatial_scale=1 / 8, atol=0)
     assert out.dtype == torch.float64
-    assert_grads_match_torchvision(features, rois, (5, 4), spatial_scale=1 / 8, tol=0)
+    assert_grads_match_reference(features, rois, (5, 4), spatial_scale=1 / 8, tol=0)
 
 
 def test_sampling_ratio_and_aligned_are_ignored():
@@ -275,7 +276,7 @@ def test_many_rois_are_pooled_in_chunks():
     generator = torch.Generator().manual_seed(15)
     features = torch.randn(1, 16, 40, 40, generator=generator)
     rois = with_batch_index([random_boxes(generator, 300, (40, 40), min_size=20.0, max_size=40.0)])
-    assert_matches_torchvision(features, rois, 7)
+    assert_matches_reference(features, rois, 7)
 
 
 # Hand-derived values, independent of torchvision.
@@ -323,7 +324,9 @@ def test_overlapping_bins_share_gradient():
     output_size=st.tuples(st.integers(1, 5), st.integers(1, 5)),
     spatial_scale=st.sampled_from([1.0, 0.5, 0.25]),
 )
-def test_property_matches_torchvision(data, num_images, channels, height, width, output_size, spatial_scale):
+def test_property_matches_the_reference(
+    data, num_images, channels, height, width, output_size, spatial_scale
+):
     coordinate = st.floats(-8.0, 20.0 / spatial_scale, allow_nan=False, width=32)
     extent = st.floats(0.0, 16.0, width=32)
     box = st.tuples(st.integers(0, num_images - 1), coordinate, coordinate, extent, extent)
@@ -331,8 +334,8 @@ def test_property_matches_torchvision(data, num_images, channels, height, width,
     rois = torch.tensor([[i, x, y, x + w / spatial_scale, y + h / spatial_scale] for i, x, y, w, h in raw])
     seed = data.draw(st.integers(0, 2**16))
     features = torch.randn(num_images, channels, height, width, generator=torch.Generator().manual_seed(seed))
-    assert_matches_torchvision(features, rois, output_size, spatial_scale)
-    assert_grads_match_torchvision(features, rois, output_size, spatial_scale)
+    assert_matches_reference(features, rois, output_size, spatial_scale)
+    assert_grads_match_reference(features, rois, output_size, spatial_scale)
 
 
 @pytest.mark.parametrize(

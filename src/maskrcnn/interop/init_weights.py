@@ -53,6 +53,26 @@ def adapt_stem(weights: dict, own: dict, path: str) -> dict:
     return {**weights, STEM_CONV: adapted}
 
 
+# C4 runs the trunk's last stage per RoI, as its box head: a trunk's res5 weights go there.
+C4_RES5 = (TRUNK + "res5.", "roi_heads.box_head.res5.")
+
+
+def relocate_res5(weights: dict, own: dict, file_name: Callable[[str], str]) -> tuple[dict, Callable]:
+    """`weights` with a trunk's res5 moved to the C4 box head when `own` (the model's state
+    dict) keeps res5 there, and the key -> file name mapping that follows the move."""
+    trunk_res5, head_res5 = C4_RES5
+    if any(k.startswith(trunk_res5) for k in own) or not any(k.startswith(head_res5) for k in own):
+        return weights, file_name
+    moved = {
+        (head_res5 + k[len(trunk_res5) :] if k.startswith(trunk_res5) else k): v for k, v in weights.items()
+    }
+
+    def moved_name(key: str) -> str:
+        return file_name(trunk_res5 + key[len(head_res5) :] if key.startswith(head_res5) else key)
+
+    return moved, moved_name
+
+
 def _weights_and_file_names(payload, path: str) -> tuple[dict, Callable[[str], str]]:
     """`payload`'s weights under this project's keys, and our key -> its name in the file."""
     if is_checkpoint(payload):
@@ -75,11 +95,12 @@ def load_initial_weights(model: MaskRCNN, path: str) -> list[str]:
     Mask R-CNN state dict, or this project's checkpoint. Layers whose shapes differ (the
     class-specific predictors when fine-tuning to another number of classes) keep their
     fresh initialisation, with a warning that names them as the file does. An RGB stem is
-    adapted to a model of 1 or more than 3 input channels (`adapt_stem`).
+    adapted to a model of 1 or more than 3 input channels (`adapt_stem`); a trunk's res5 goes
+    to the C4 model's box head (`relocate_res5`).
     """
     weights, file_name = _weights_and_file_names(read_weights_file(path), path)
     own = model.state_dict()
-    weights = adapt_stem(weights, own, path)
+    weights, file_name = relocate_res5(adapt_stem(weights, own, path), own, file_name)
     usable = {k: v for k, v in weights.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     skipped = [k for k in weights if k in own and k not in usable]  # in the file's order
     if not any(k.startswith(TRUNK) for k in usable):

@@ -1,5 +1,7 @@
-"""ResNet and ResNeXt trunks (stages res2-res5) with configurable normalization."""
+"""ResNet and ResNeXt trunks (stages res2-res5) with configurable normalization, and the
+single-map backbones of the C4 and C5 models."""
 
+import torch
 from torch import Tensor, nn
 
 from maskrcnn.config import BackboneConfig
@@ -146,6 +148,49 @@ class ResNet(nn.Module):
             x = getattr(self, name)(x)
             outputs[name] = x
         return outputs
+
+
+class SingleMapBackbone(nn.Module):
+    """The backbone of the C4 and C5 models: one map of a trunk, which the RPN and the RoI heads
+    both read (the paper's section 3.1): res4 at stride 16 (C4, whose res5 runs per RoI as the
+    box head) or res5 at stride 32 (C5, Table 2d).
+
+    forward: images (N, C, H, W) -> {name: (N, Cs, H / stride, W / stride)}; `output_shape()`
+    says the one name, its channels and stride. The trunk is `self.trunk`, as in `FPN`, so
+    both kinds keep trunk weights under the same checkpoint keys.
+    """
+
+    def __init__(self, trunk: ResNet, name: str):
+        super().__init__()
+        shapes = trunk.output_shape()
+        if name not in shapes:
+            raise ValueError(f"the trunk has no map {name!r}; it has {', '.join(shapes)}")
+        self.trunk = trunk
+        self.name = name
+        self._output_shape = {name: shapes[name]}
+
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        return dict(self._output_shape)
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        # Channels-last, as FPN computes: the convolution kernels and RoIAlign are fastest there.
+        maps = self.trunk(images.contiguous(memory_format=torch.channels_last))
+        return {self.name: maps[self.name]}
+
+
+def res5_stage(config: BackboneConfig) -> nn.Sequential:
+    """res5 on its own, as the C4 box head runs it on pooled RoI features: (K, C4, S, S) ->
+    (K, C5, S/2, S/2), with the trunk's blocks, widths and normalization (`freeze_at` 5 freezes it)."""
+    blocks = config.stage_blocks or BLOCKS_PER_STAGE.get(config.depth)
+    if blocks is None:
+        raise ValueError(f"backbone.depth must be one of {sorted(BLOCKS_PER_STAGE)}, got {config.depth}")
+    stage = make_stage(
+        config.stage_channels[2], config.stage_channels[3], blocks[3], 2, stage_width(3, config), config
+    )
+    if config.freeze_at >= 5:
+        for parameter in stage.parameters():
+            parameter.requires_grad_(False)
+    return stage
 
 
 def stage_width(index: int, config: BackboneConfig) -> int:

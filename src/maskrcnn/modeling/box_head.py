@@ -1,31 +1,26 @@
-"""Box head: two fully connected layers, class scores and class-specific box deltas, their
-loss, and the test-time procedure that turns them into detections."""
+"""Box head: per-RoI features, class scores and class-specific box deltas, their loss, and the
+test-time procedure that turns them into detections; the FPN model's two fully connected layers."""
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms, remove_small_boxes
 
+from maskrcnn.fast_path_switch import fast_paths_enabled
 from maskrcnn.modeling.roi_head import RoIHead
 from maskrcnn.ops import BoxCoder, MultiScaleRoIPooler, clip_boxes
-from maskrcnn.ops.fast_paths import fast_paths_enabled
 from maskrcnn.structures import Detections, RoIs
 
 
 class BoxHead(RoIHead):
-    """pooled RoI features (K, C, S, S) -> class_logits (K, num_classes), box_deltas
-    (K, 4 * num_classes), through fc6 and fc7 with ReLU (the paper's 2-fc head for FPN).
+    """The box branch: per-RoI features -> class_logits (K, num_classes) and box_deltas
+    (K, 4 * num_classes), their loss, and the test-time procedure that makes detections.
 
-    num_classes counts the background, which is class 0. The head owns its box coder, its
-    regression targets and the inference settings (score threshold, NMS, detections kept).
-
-    fc6 keeps its weight with the input features in (S, S, C) order, the order in which
-    channels-last RoI features (as RoIAlign gives them) lie in memory, so they are
-    flattened without a copy. Checkpoints hold the usual (C, S, S) order: the state dict
-    hooks below convert on saving and loading, so weights move to and from torchvision
-    and detectron2 unchanged. `state_dict(keep_vars=True)` (which tracers use to find
-    the live parameters) returns the Parameter itself, in our order, and a Parameter given
-    to `load_state_dict` is taken as such.
+    Subclasses say how pooled RoI features (K, C, S, S) become (K, feature_dim) vectors
+    (`box_features`): two fully connected layers for FPN (`FCBoxHead`), res5 and average
+    pooling for C4 and C5 (`res5_box_head.Res5BoxHead`). num_classes counts the background,
+    which is class 0. The head owns its box coder, its regression targets and the inference
+    settings (score threshold, NMS, detections kept).
     """
 
     foreground_only = False
@@ -34,34 +29,26 @@ class BoxHead(RoIHead):
         self,
         pooler: MultiScaleRoIPooler,
         in_features: tuple[str, ...],
-        in_channels: int,
+        feature_dim: int,
         num_classes: int,
         box_coder: BoxCoder,
-        fc_dim: int = 1024,
         score_threshold: float = 0.05,
         nms_threshold: float = 0.5,
         detections_per_image: int = 100,
         min_box_size: float = 1e-2,
     ):
         super().__init__(pooler, in_features)
-        resolution = pooler.output_size
-        self.fc6 = nn.Linear(in_channels * resolution * resolution, fc_dim)
-        self.fc7 = nn.Linear(fc_dim, fc_dim)
-        self.cls_score = nn.Linear(fc_dim, num_classes)
-        self.bbox_pred = nn.Linear(fc_dim, num_classes * 4)
+        self.cls_score = nn.Linear(feature_dim, num_classes)
+        self.bbox_pred = nn.Linear(feature_dim, num_classes * 4)
         nn.init.normal_(self.cls_score.weight, std=0.01)
         nn.init.normal_(self.bbox_pred.weight, std=0.001)
         nn.init.zeros_(self.cls_score.bias)
         nn.init.zeros_(self.bbox_pred.bias)
-        self.in_channels = in_channels
-        self.resolution = resolution
         self.box_coder = box_coder
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.detections_per_image = detections_per_image
         self.min_box_size = min_box_size
-        self.register_state_dict_post_hook(_fc6_weight_to_checkpoint)
-        self.register_load_state_dict_pre_hook(_fc6_weight_from_checkpoint)
 
     def forward(self, pooled: Tensor, rois: RoIs | None = None) -> tuple[Tensor, Tensor]:
         """pooled (K, C, S, S), either memory layout -> class_logits (K, num_classes) and
@@ -70,13 +57,8 @@ class BoxHead(RoIHead):
         return self.cls_and_deltas(self.box_features(pooled))
 
     def box_features(self, pooled: Tensor) -> Tensor:
-        """(K, C, S, S) -> (K, fc_dim): fc6 and fc7 with ReLU."""
-        if fast_paths_enabled():
-            hidden = self.fc6(pooled.permute(0, 2, 3, 1).flatten(1))
-        else:
-            weight = self._reorder_fc6(self.fc6.weight, to_checkpoint=True)
-            hidden = F.linear(pooled.flatten(1), weight, self.fc6.bias)
-        return self.fc7(hidden.relu_()).relu_()
+        """(K, C, S, S) -> (K, feature_dim)."""
+        raise NotImplementedError
 
     def cls_and_deltas(self, features: Tensor) -> tuple[Tensor, Tensor]:
         return self.cls_score(features).float(), self.bbox_pred(features).float()
@@ -134,6 +116,48 @@ class BoxHead(RoIHead):
         keep = keep[scores[keep] >= score_threshold]
         return Detections(boxes[keep], scores[keep], labels[keep])
 
+
+class FCBoxHead(BoxHead):
+    """The FPN box head: pooled (K, C, S, S) -> fc6 -> fc7 (fc_dim each, ReLU) -> the predictors
+    (the paper's 2-fc head for FPN).
+
+    fc6 keeps its weight with the input features in (S, S, C) order, the order in which
+    channels-last RoI features (as RoIAlign gives them) lie in memory, so they are
+    flattened without a copy. Checkpoints hold the usual (C, S, S) order: the state dict
+    hooks below convert on saving and loading, so weights move to and from torchvision
+    and detectron2 unchanged. `state_dict(keep_vars=True)` (which tracers use to find
+    the live parameters) returns the Parameter itself, in our order, and a Parameter given
+    to `load_state_dict` is taken as such.
+    """
+
+    def __init__(
+        self,
+        pooler: MultiScaleRoIPooler,
+        in_features: tuple[str, ...],
+        in_channels: int,
+        num_classes: int,
+        box_coder: BoxCoder,
+        fc_dim: int = 1024,
+        **inference,
+    ):
+        super().__init__(pooler, in_features, fc_dim, num_classes, box_coder, **inference)
+        resolution = pooler.output_size
+        self.fc6 = nn.Linear(in_channels * resolution * resolution, fc_dim)
+        self.fc7 = nn.Linear(fc_dim, fc_dim)
+        self.in_channels = in_channels
+        self.resolution = resolution
+        self.register_state_dict_post_hook(_fc6_weight_to_checkpoint)
+        self.register_load_state_dict_pre_hook(_fc6_weight_from_checkpoint)
+
+    def box_features(self, pooled: Tensor) -> Tensor:
+        """(K, C, S, S) -> (K, fc_dim): fc6 and fc7 with ReLU."""
+        if fast_paths_enabled():
+            hidden = self.fc6(pooled.permute(0, 2, 3, 1).flatten(1))
+        else:
+            weight = self._reorder_fc6(self.fc6.weight, to_checkpoint=True)
+            hidden = F.linear(pooled.flatten(1), weight, self.fc6.bias)
+        return self.fc7(hidden.relu_()).relu_()
+
     def _reorder_fc6(self, weight: Tensor, to_checkpoint: bool) -> Tensor:
         """fc6 weight (fc_dim, C*S*S) between our (S, S, C) and checkpoints' (C, S, S) order."""
         size, channels = self.resolution, self.in_channels
@@ -152,13 +176,13 @@ def matched_targets(per_image: list[Tensor], rois: RoIs) -> Tensor:
     return torch.cat(per_image)[offsets[rois.image_index] + rois.matched]
 
 
-def _fc6_weight_to_checkpoint(module: BoxHead, state_dict: dict, prefix: str, local_metadata) -> None:
+def _fc6_weight_to_checkpoint(module: FCBoxHead, state_dict: dict, prefix: str, local_metadata) -> None:
     key = prefix + "fc6.weight"
     if not isinstance(state_dict[key], nn.Parameter):
         state_dict[key] = module._reorder_fc6(state_dict[key].detach(), to_checkpoint=True)
 
 
-def _fc6_weight_from_checkpoint(module: BoxHead, state_dict: dict, prefix: str, *args) -> None:
+def _fc6_weight_from_checkpoint(module: FCBoxHead, state_dict: dict, prefix: str, *args) -> None:
     key = prefix + "fc6.weight"
     if key in state_dict and not isinstance(state_dict[key], nn.Parameter):
         state_dict[key] = module._reorder_fc6(state_dict[key], to_checkpoint=False)

@@ -1,26 +1,108 @@
-"""Mask head: a small FCN on each RoI predicting one m x m mask per class, its targets and
-loss; the predicted class's mask is pasted back into the image by `paste.paste_masks`."""
+"""Mask head: a small network on each RoI predicting an m x m mask per class (or one for all),
+its targets and loss; the predicted class's mask is pasted back into the image by
+`paste.paste_masks`."""
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from maskrcnn.choices import MASK_LOSSES
+from maskrcnn.fast_path_switch import fast_paths_enabled
 from maskrcnn.modeling.paste import paste_masks
 from maskrcnn.modeling.roi_head import RoIHead
 from maskrcnn.ops import MultiScaleRoIPooler
 from maskrcnn.ops.conv import Conv2d
-from maskrcnn.ops.fast_paths import fast_paths_enabled
 from maskrcnn.ops.roi_align import axis_sampling
 from maskrcnn.structures import RoIs
 
 
 class MaskHead(RoIHead):
-    """pooled RoI features (K, C, S, S) -> mask_logits (K, 2S, 2S) of each RoI's class.
+    """The mask branch: pooled RoI features (K, C, S, S) -> mask logits, their loss, and each
+    detection's mask probabilities, pasted into the image by `to_image`.
 
-    `num_convs` 3x3 convs with ReLU, a 2x2 stride-2 transposed conv with ReLU, then a
-    1x1 conv giving one mask per class (the paper's FCN head, Figure 4 right); only the
-    mask of the RoI's class (ground truth in training, predicted at inference) is used,
-    trained by a per-pixel sigmoid loss so that classes do not compete.
+    Subclasses give the logits of every class (`every_class_logits`) and, where they can do it
+    cheaper, those of one class per RoI (`class_logits`): the FCN of the paper's Figure 4
+    (`FCNMaskHead`) and the fully connected baseline of Table 2e (`mlp_mask_head.MLPMaskHead`).
+
+    loss (Table 2b): "sigmoid", the paper's: one mask per class, only the RoI's class's mask
+    trained, by a per-pixel sigmoid, so that classes do not compete; "softmax": a per-pixel
+    softmax across the classes (background included) on every class's mask; "agnostic": one
+    mask for all classes, by a per-pixel sigmoid.
+    roi_transform: a module run on the pooled features first, held by reference (C4: the box
+    head's res5, whose weights the box head owns; a submodule here would store them twice).
+    """
+
+    def __init__(
+        self,
+        pooler: MultiScaleRoIPooler,
+        in_features: tuple[str, ...],
+        threshold: float = 0.5,
+        loss: str = "sigmoid",
+        roi_transform: nn.Module | None = None,
+    ):
+        super().__init__(pooler, in_features)
+        if loss not in MASK_LOSSES:
+            raise ValueError(f"mask loss must be one of {', '.join(MASK_LOSSES)}, got {loss!r}")
+        self.threshold = threshold
+        self.loss_kind = loss
+        # In a tuple: not registered, so neither state_dict nor parameters() list it twice.
+        self._roi_transform = (roi_transform,) if roi_transform is not None else ()
+
+    @staticmethod
+    def num_masks(num_classes: int, loss: str) -> int:
+        """Masks predicted per RoI: one per class (background's unused by the sigmoid loss), or one."""
+        return 1 if loss == "agnostic" else num_classes
+
+    def forward(self, pooled: Tensor, rois: RoIs) -> Tensor:
+        """(K, C, S, S), rois with labels (K,) -> float32 mask logits: (K, M, M) of each RoI's
+        class (sigmoid), of the one mask (agnostic), or (K, num_classes, M, M) of every class
+        (softmax)."""
+        x = pooled
+        for transform in self._roi_transform:
+            x = transform(x)
+        if self.loss_kind == "softmax":
+            return self.every_class_logits(x)
+        labels = rois.labels if self.loss_kind == "sigmoid" else torch.zeros_like(rois.labels)
+        return self.class_logits(x, labels)
+
+    def every_class_logits(self, x: Tensor) -> Tensor:
+        """(K, C, S, S) -> (K, num_masks, M, M) float32."""
+        raise NotImplementedError
+
+    def class_logits(self, x: Tensor, labels: Tensor) -> Tensor:
+        """(K, C, S, S), labels (K,) -> (K, M, M) float32 logits of mask `labels[k]` of each RoI."""
+        every_class = self.every_class_logits(x)
+        return every_class[torch.arange(labels.shape[0], device=labels.device), labels]
+
+    def loss(self, raw: Tensor, rois: RoIs, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """raw: `forward`'s logits of the foreground RoIs; targets' masks (G, H, W) in the padded
+        input's pixels. Returns {"loss_mask": L_mask}."""
+        gt_masks = [t["masks"] for t in targets]
+        target = mask_targets(gt_masks, rois.image_index, rois.matched, rois.boxes, raw.shape[-1])
+        if self.loss_kind == "softmax":
+            return {"loss_mask": softmax_mask_loss(raw, target, rois.labels)}
+        return {"loss_mask": mask_loss(raw, target)}
+
+    def predict(self, raw: Tensor, rois: RoIs) -> dict[str, Tensor]:
+        """{"mask_probs": (D, M, M) probabilities of each detection's class (or of the one mask)}."""
+        if self.loss_kind == "softmax":
+            rows = torch.arange(rois.labels.shape[0], device=raw.device)
+            return {"mask_probs": raw.softmax(dim=1)[rows, rois.labels]}
+        return {"mask_probs": raw.sigmoid()}
+
+    def to_image(
+        self, outputs: dict[str, Tensor], boxes: Tensor, image_size: tuple[int, int], scale: Tensor
+    ) -> dict[str, Tensor]:
+        """{"masks": (D, H, W) bool}: each mask pasted into its box and binarized."""
+        return {"masks": paste_masks(outputs["mask_probs"], boxes, image_size, self.threshold)}
+
+
+class FCNMaskHead(MaskHead):
+    """The paper's FCN mask head (Figure 4): (K, C, S, S) -> `num_convs` 3x3 convs with ReLU ->
+    a 2x2 stride-2 transposed conv with ReLU -> a 1x1 conv giving each mask: (K, ., 2S, 2S).
+
+    With C4 (`roi_transform` res5, no 3x3 convs) this is Figure 4's left head, with FPN
+    (4 convs) its right one.
     """
 
     def __init__(
@@ -32,34 +114,35 @@ class MaskHead(RoIHead):
         conv_dim: int = 256,
         num_convs: int = 4,
         threshold: float = 0.5,
+        loss: str = "sigmoid",
+        roi_transform: nn.Module | None = None,
     ):
-        super().__init__(pooler, in_features)
+        super().__init__(pooler, in_features, threshold, loss, roi_transform)
         convs = []
         for index in range(num_convs):
             convs.append(Conv2d(in_channels if index == 0 else conv_dim, conv_dim, 3, padding=1))
         self.convs = nn.ModuleList(convs)
         self.deconv = nn.ConvTranspose2d(conv_dim if num_convs else in_channels, conv_dim, 2, stride=2)
-        self.predictor = nn.Conv2d(conv_dim, num_classes, kernel_size=1)
+        self.predictor = nn.Conv2d(conv_dim, self.num_masks(num_classes, loss), kernel_size=1)
         for layer in [*self.convs, self.deconv]:
             nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(layer.bias)
         nn.init.normal_(self.predictor.weight, std=0.001)
         nn.init.zeros_(self.predictor.bias)
-        self.threshold = threshold
 
-    def forward(self, pooled: Tensor, rois: RoIs) -> Tensor:
-        """(K, C, S, S), rois with labels (K,) -> (K, 2S, 2S) float32 mask logits of each RoI's
-        class: `predictor(features)[arange(K), labels]`, computing that one class only.
+    def every_class_logits(self, x: Tensor) -> Tensor:
+        return self.predictor(self.mask_features(x)).float()
+
+    def class_logits(self, x: Tensor, labels: Tensor) -> Tensor:
+        """`predictor(features)[arange(K), labels]`, computing that one mask only.
 
         The 1x1 predictor becomes one (2S*2S, D) x (D, 1) product per RoI instead of a
         convolution producing every class: num_classes times fewer multiply-adds, and in
         training no mostly-zero (K, num_classes, 2S, 2S) gradient.
         """
-        labels = rois.labels
-        features = self.mask_features(pooled)
         if not fast_paths_enabled():
-            every_class = self.predictor(features).float()
-            return every_class[torch.arange(labels.shape[0], device=labels.device), labels]
+            return super().class_logits(x, labels)
+        features = self.mask_features(x)
         num, depth, height, width = features.shape
         # weight (classes, D, 1, 1) -> (classes, 1, 1, D) -> (classes, D): a view of the
         # channels-last weight whose gradient autograd hands back channels-last, in the
@@ -80,23 +163,6 @@ class MaskHead(RoIHead):
         if not fast_paths_enabled():
             return self.deconv(x).relu_()
         return upsample_2x2(self.deconv, x, relu=True)
-
-    def loss(self, raw: Tensor, rois: RoIs, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        """raw (K, M, M) mask logits of the foreground RoIs; targets' masks (G, H, W) in the
-        padded input's pixels. Returns {"loss_mask": the paper's L_mask}."""
-        gt_masks = [t["masks"] for t in targets]
-        target = mask_targets(gt_masks, rois.image_index, rois.matched, rois.boxes, raw.shape[-1])
-        return {"loss_mask": mask_loss(raw, target)}
-
-    def predict(self, raw: Tensor, rois: RoIs) -> dict[str, Tensor]:
-        """{"mask_probs": (D, M, M) probabilities of each detection's class}."""
-        return {"mask_probs": raw.sigmoid()}
-
-    def to_image(
-        self, outputs: dict[str, Tensor], boxes: Tensor, image_size: tuple[int, int], scale: Tensor
-    ) -> dict[str, Tensor]:
-        """{"masks": (D, H, W) bool}: each mask pasted into its box and binarized."""
-        return {"masks": paste_masks(outputs["mask_probs"], boxes, image_size, self.threshold)}
 
 
 def upsample_2x2(deconv: nn.ConvTranspose2d, x: Tensor, relu: bool = False) -> Tensor:
@@ -179,6 +245,20 @@ def _window_weights(start: Tensor, end: Tensor, bins: int, window: int, extent: 
     indices, weights = axis_sampling(start, length, bins, grid, extent)
     dense = torch.zeros((len(start), bins, window), dtype=weights.dtype, device=weights.device)
     return dense.scatter_add_(2, indices.clamp(max=window - 1), weights)
+
+
+def softmax_mask_loss(mask_logits: Tensor, targets: Tensor, labels: Tensor) -> Tensor:
+    """mask_logits (K, num_classes, M, M) of every class; targets (K, M, M) in [0, 1]; labels (K,)
+    each RoI's ground-truth class.
+
+    Table 2b's multinomial alternative: each pixel is one softmax over the classes, whose
+    answer is the RoI's class inside its object (target >= 0.5) and the background (class 0)
+    outside, so the classes compete for every pixel.
+    """
+    if targets.numel() == 0:
+        return mask_logits.sum() * 0
+    pixel_class = torch.where(targets >= 0.5, labels[:, None, None], torch.zeros_like(labels)[:, None, None])
+    return F.cross_entropy(mask_logits, pixel_class)
 
 
 def mask_loss(mask_logits: Tensor, targets: Tensor) -> Tensor:

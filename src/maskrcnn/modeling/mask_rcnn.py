@@ -10,11 +10,13 @@ from maskrcnn.config import ModelConfig
 from maskrcnn.config_checks import check_model_config
 from maskrcnn.data.images import to_image_tensor
 from maskrcnn.modeling.anchors import AnchorGenerator
-from maskrcnn.modeling.backbone import ResNet
-from maskrcnn.modeling.box_head import BoxHead
+from maskrcnn.modeling.backbone import ResNet, SingleMapBackbone, res5_stage
+from maskrcnn.modeling.box_head import FCBoxHead
 from maskrcnn.modeling.fpn import FPN, RPN_ONLY_FEATURES
-from maskrcnn.modeling.mask_head import MaskHead
+from maskrcnn.modeling.mask_head import FCNMaskHead
+from maskrcnn.modeling.mlp_mask_head import MLPMaskHead
 from maskrcnn.modeling.preprocess import Preprocessor
+from maskrcnn.modeling.res5_box_head import Res5BoxHead
 from maskrcnn.modeling.roi_head import RoIHead
 from maskrcnn.modeling.roi_heads import RoIHeads
 from maskrcnn.modeling.rpn import RPN, RPNHead
@@ -181,14 +183,26 @@ class MaskRCNN(nn.Module):
             self.train(was_training)
 
 
+def build_backbone(config: ModelConfig) -> nn.Module:
+    """The trunk and what the RPN and RoI heads read from it (`model.backbone.kind`): FPN's
+    P2-P6, C4's res4 or C5's res5."""
+    trunk = config.backbone
+    channels = config.input.channels
+    if trunk.kind == "fpn":
+        return FPN(ResNet(trunk, in_channels=channels), trunk.fpn_channels)
+    if trunk.kind == "c4":
+        return SingleMapBackbone(ResNet(trunk, stages=3, in_channels=channels), "res4")
+    return SingleMapBackbone(ResNet(trunk, stages=4, in_channels=channels), "res5")
+
+
 def build_model(config: ModelConfig, extra_heads: dict[str, RoIHead] | None = None) -> MaskRCNN:
-    """Wire Mask R-CNN from its config, following the paper's Figure 1 and FPN's design.
+    """Wire Mask R-CNN from its config, following the paper's Figure 1 and 4 and FPN's design.
 
     extra_heads: further RoI heads by name (e.g. a keypoint head), run after the box and
     mask heads on the same RoIs; each reads the backbone maps its `in_features` names.
     """
     check_model_config(config)  # before any layer is sized by it
-    backbone = FPN(ResNet(config.backbone, in_channels=config.input.channels), config.backbone.fpn_channels)
+    backbone = build_backbone(config)
     shapes = backbone.output_shape()
 
     rpn_features = tuple(shapes)
@@ -204,28 +218,62 @@ def build_model(config: ModelConfig, extra_heads: dict[str, RoIHead] | None = No
         strides = tuple(shapes[name].stride for name in roi_features)
         return MultiScaleRoIPooler(resolution, strides, heads.sampling_ratio, heads.aligned, heads.pooler)
 
-    box_head = BoxHead(
-        pooler(heads.box_resolution),
-        roi_features,
-        channels,
-        config.num_classes,
-        BoxCoder(heads.box_weights),
-        heads.fc_dim,
-        heads.score_threshold,
-        heads.nms_threshold,
-        heads.detections_per_image,
-    )
-    other_heads: dict[str, RoIHead] = {}
-    if config.masks:
-        other_heads["mask"] = MaskHead(
-            pooler(heads.mask_resolution),
+    inference = {
+        "score_threshold": heads.score_threshold,
+        "nms_threshold": heads.nms_threshold,
+        "detections_per_image": heads.detections_per_image,
+    }
+    coder = BoxCoder(heads.box_weights)
+    if config.backbone.kind == "fpn":  # Figure 4, right: 2 fc for boxes, 4 convs for masks
+        box_head = FCBoxHead(
+            pooler(heads.box_resolution),
             roi_features,
             channels,
             config.num_classes,
-            heads.mask_conv_dim,
-            heads.mask_num_convs,
-            heads.mask_threshold,
+            coder,
+            heads.fc_dim,
+            **inference,
         )
+        res5, mask_channels = None, channels
+        mask_convs, mask_side = heads.mask_num_convs, heads.mask_resolution
+    else:  # Figure 4, left: res5 (C4 runs it on the RoIs) and average pooling for boxes
+        res5 = res5_stage(config.backbone) if config.backbone.kind == "c4" else None
+        mask_channels = config.backbone.stage_channels[3]
+        box_head = Res5BoxHead(
+            pooler(heads.box_resolution),
+            roi_features,
+            res5,
+            mask_channels,
+            config.num_classes,
+            coder,
+            **inference,
+        )
+        # res5's first block has stride 2: the mask head sees half the pooled side
+        mask_convs = 0
+        mask_side = (heads.mask_resolution + 1) // 2 if res5 is not None else heads.mask_resolution
+    other_heads: dict[str, RoIHead] = {}
+    if config.masks:
+        mask = {"threshold": heads.mask_threshold, "loss": heads.mask_loss, "roi_transform": res5}
+        if heads.mask_head == "mlp":  # Table 2e's baseline
+            other_heads["mask"] = MLPMaskHead(
+                pooler(heads.mask_resolution),
+                roi_features,
+                mask_channels,
+                config.num_classes,
+                heads.mask_fc_dim,
+                resolution=mask_side,
+                **mask,
+            )
+        else:
+            other_heads["mask"] = FCNMaskHead(
+                pooler(heads.mask_resolution),
+                roi_features,
+                mask_channels,
+                config.num_classes,
+                heads.mask_conv_dim,
+                mask_convs,
+                **mask,
+            )
     other_heads.update(extra_heads or {})
     roi_heads = RoIHeads(
         box_head,

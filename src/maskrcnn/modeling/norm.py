@@ -5,9 +5,9 @@ import math
 import torch
 from torch import Tensor, nn
 
+from maskrcnn.fast_path_switch import fast_paths_enabled
 from maskrcnn.modeling.weight_cache import derived_weight
 from maskrcnn.ops.conv import conv2d
-from maskrcnn.ops.fast_paths import fast_paths_enabled
 
 
 class FrozenBatchNorm2d(nn.Module):

@@ -8,10 +8,10 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms, box_iou, remove_small_boxes
 
 from maskrcnn.config import RPNConfig
+from maskrcnn.fast_path_switch import fast_paths_enabled
 from maskrcnn.modeling.anchors import AnchorGenerator
 from maskrcnn.ops import BoxCoder, clip_boxes
 from maskrcnn.ops.conv import Conv2d
-from maskrcnn.ops.fast_paths import fast_paths_enabled
 from maskrcnn.ops.layout import dense_gradient
 from maskrcnn.ops.matcher import BETWEEN, Matcher
 from maskrcnn.ops.sampler import BalancedSampler

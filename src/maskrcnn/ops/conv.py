@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maskrcnn.ops.fast_paths import fast_paths_enabled
+from maskrcnn.fast_path_switch import fast_paths_enabled
 
 # Below this many padded rows (N * Hp * Wp) the native kernel is as fast (a 4x64x28x36
 # map gains 1.5 ms, 11 RoIs of 14x14 lose 0.6 ms).

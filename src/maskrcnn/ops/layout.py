@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor
 
-from maskrcnn.ops.fast_paths import fast_paths_enabled
+from maskrcnn.fast_path_switch import fast_paths_enabled
 
 
 class _DenseGradient(torch.autograd.Function):

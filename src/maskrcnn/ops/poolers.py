@@ -10,6 +10,7 @@ from torchvision.ops import box_area
 from maskrcnn.ops._rois import rois_as_tensor
 from maskrcnn.ops.roi_align import roi_align_rows
 from maskrcnn.ops.roi_pool import roi_pool
+from maskrcnn.ops.roi_variants import align_max_rows, warp_max_rows, warp_rows
 
 
 def _roi_pool_rows(*args) -> Tensor:
@@ -17,7 +18,14 @@ def _roi_pool_rows(*args) -> Tensor:
 
 
 # Each gives (K, S, S, C) rows: RoIs from all levels are then gathered without transposing.
-POOLERS: dict[str, Callable[..., Tensor]] = {"align": roi_align_rows, "pool": _roi_pool_rows}
+# The kinds of choices.POOLERS, the paper's Table 2c (ops/roi_variants.py).
+POOLERS: dict[str, Callable[..., Tensor]] = {
+    "align": roi_align_rows,
+    "align_max": align_max_rows,
+    "warp": warp_rows,
+    "warp_max": warp_max_rows,
+    "pool": _roi_pool_rows,
+}
 
 
 def assign_fpn_levels(
@@ -29,7 +37,9 @@ def assign_fpn_levels(
     its side moves it one level down. The epsilon keeps exact powers of two on the
     level they name despite float rounding.
     """
-    size = torch.sqrt(box_area(boxes))
+    # An inverted box (x2 < x1) has a negative area: as a zero one it goes to the finest level
+    # instead of giving NaN, whose integer level matches none.
+    size = torch.sqrt(box_area(boxes).clamp(min=0))
     levels = torch.floor(canonical_level + torch.log2(size / canonical_size) + 1e-6)
     return levels.clamp(min=min_level, max=max_level).to(torch.int64)
 
@@ -38,7 +48,8 @@ class MultiScaleRoIPooler(nn.Module):
     """Pools each RoI from the one feature level its size selects (or from a single level).
 
     strides: stride of each given feature map, e.g. (4, 8, 16, 32) for P2-P5, or (16,) for C4.
-    kind: "align" (RoIAlign) or "pool" (RoIPool).
+    kind: one of `POOLERS` (choices.POOLERS): "align" (RoIAlign), "align_max", "warp" (RoIWarp),
+    "warp_max" (ops/roi_variants.py, the paper's Table 2c) or "pool" (RoIPool).
     """
 
     def __init__(

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor
 
+from maskrcnn.fast_path_switch import fast_paths_enabled
 from maskrcnn.ops._rois import pair, rois_as_tensor, zeros_in_graph
-from maskrcnn.ops.fast_paths import fast_paths_enabled
 
 # PyTorch labels its CSR tensors "beta" on every first use; the operations used here
 # (construction and CSR @ dense) are long-standing and tested.

@@ -2,7 +2,9 @@
 
 The RoI is rounded to whole feature cells and split into bins whose edges are
 rounded again; each bin takes the maximum of its cells. Kept for the paper's
-ablation (Table 2c/2d). Vectorised as one masked gather per chunk of RoIs.
+ablation (Table 2c/2d). torchvision's kernel does it (3.7-8.7x faster than a masked
+gather in tensor operations, forward and backward, measured on a 2-core Xeon, 2026-12-02);
+`roi_pool` gives it the contract the project's other RoI ops have.
 """
 
 import torch
@@ -10,23 +12,11 @@ import torchvision
 from torch import Tensor
 
 from maskrcnn.ops._rois import pair, rois_as_tensor, zeros_in_graph
-from maskrcnn.ops.fast_paths import fast_paths_enabled
-
-_MAX_CHUNK_ELEMENTS = 1 << 25
 
 
-def _round_half_away(values: Tensor) -> Tensor:
-    # C's round(), which the original RoIPool uses; torch.round rounds half to even.
+def round_half_away(values: Tensor) -> Tensor:
+    """C's round(), which RoIPool rounds RoI corners with; torch.round rounds half to even."""
     return torch.sign(values) * torch.floor(values.abs() + 0.5)
-
-
-def _bin_edges(start: Tensor, extent: Tensor, bins: int, size: int) -> tuple[Tensor, Tensor]:
-    """start, extent: (K,) whole cells -> bin starts and ends (K, bins), clamped to [0, size]."""
-    bin_size = extent.to(torch.float32)[:, None] / bins
-    index = torch.arange(bins, device=start.device, dtype=torch.float32)[None, :]
-    lower = torch.floor(index * bin_size).long() + start[:, None]
-    upper = torch.ceil((index + 1) * bin_size).long() + start[:, None]
-    return lower.clamp(0, size), upper.clamp(0, size)
 
 
 def roi_pool(
@@ -43,68 +33,18 @@ def roi_pool(
     sampling_ratio and aligned are accepted for a signature shared with roi_align and ignored.
     Returns (K, C, PH, PW); a bin that covers no cell is 0 (all of them for an empty map). With
     K = 0 or an empty map the feature gradient is zero.
+
+    Boxes are checked (and a list converted) as roi_align checks them; bfloat16/float16 maps
+    are pooled in float32 (a maximum of values float32 holds exactly; torchvision's CPU kernel
+    has no bfloat16) and RoIs on an empty map give zeros (torchvision's CPU kernel crashes the
+    process on one). Traced, it is ONNX's MaxRoiPool.
     """
     del sampling_ratio, aligned
-    # Fast paths off: torchvision's kernel; ours reproduces its rounding and bins (test_roi_pool.py).
-    # Traced as well: torchvision's has an ONNX mapping (MaxRoiPool).
-    if not fast_paths_enabled() or torch.jit.is_tracing():
-        return _torchvision_roi_pool(input, boxes, output_size, spatial_scale)
-    out_h, out_w = pair(output_size)
-    num_images, channels, height, width = input.shape
-    rois = rois_as_tensor(boxes, torch.float32, input.device)
-    num_rois = rois.shape[0]
-    if num_rois == 0 or height == 0 or width == 0 or channels == 0:
-        return zeros_in_graph(input, (num_rois, channels, out_h, out_w))
-
-    corners = _round_half_away(rois[:, 1:] * spatial_scale).long()
-    roi_w = (corners[:, 2] - corners[:, 0] + 1).clamp(min=1)
-    roi_h = (corners[:, 3] - corners[:, 1] + 1).clamp(min=1)
-    row_lo, row_hi = _bin_edges(corners[:, 1], roi_h, out_h, height)
-    col_lo, col_hi = _bin_edges(corners[:, 0], roi_w, out_w, width)
-    batch_offset = rois[:, 0].long() * (height * width)
-
-    features = input.permute(0, 2, 3, 1).reshape(num_images * height * width, channels)
-    max_rows = max(int((row_hi - row_lo).max()), 1)
-    max_cols = max(int((col_hi - col_lo).max()), 1)
-    row_step = torch.arange(max_rows, device=input.device)
-    col_step = torch.arange(max_cols, device=input.device)
-    per_roi = out_h * out_w * max_rows * max_cols * channels
-    chunk = max(1, _MAX_CHUNK_ELEMENTS // per_roi)
-    outputs = []
-    for begin in range(0, num_rois, chunk):
-        end = min(begin + chunk, num_rois)
-        rows = row_lo[begin:end, :, None] + row_step  # (k, PH, Bh)
-        cols = col_lo[begin:end, :, None] + col_step  # (k, PW, Bw)
-        row_ok = rows < row_hi[begin:end, :, None]
-        col_ok = cols < col_hi[begin:end, :, None]
-        # (k, PH, PW, Bh, Bw): cells of each bin, padded to the largest bin
-        inside = row_ok[:, :, None, :, None] & col_ok[:, None, :, None, :]
-        index = (
-            batch_offset[begin:end, None, None, None, None]
-            + rows.clamp(max=height - 1)[:, :, None, :, None] * width
-            + cols.clamp(max=width - 1)[:, None, :, None, :]
-        )
-        k = end - begin
-        values = features[index.reshape(-1)].reshape(k, out_h, out_w, max_rows * max_cols, channels)
-        values = values.masked_fill(~inside.reshape(k, out_h, out_w, -1, 1), float("-inf"))
-        pooled = values.max(dim=3).values
-        empty = ~inside.reshape(k, out_h, out_w, -1).any(dim=-1)
-        outputs.append(pooled.masked_fill(empty[..., None], 0.0))
-    return torch.cat(outputs, dim=0).permute(0, 3, 1, 2).contiguous()
-
-
-def _torchvision_roi_pool(
-    input: Tensor, boxes: Tensor | list[Tensor], output_size: int | tuple[int, int], spatial_scale: float
-) -> Tensor:
-    """`roi_pool` by torchvision.ops.roi_pool, with the same contract: boxes checked (and a list
-    converted) as ours does, bfloat16/float16 maps pooled in float32 (a maximum of values that
-    float32 holds exactly; torchvision's CPU kernel has no bfloat16), and zeros for RoIs on an
-    empty map (torchvision's CPU kernel crashes the process on one)."""
     out_h, out_w = pair(output_size)
     _, channels, height, width = input.shape
     dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
     rois = rois_as_tensor(boxes, dtype, input.device)
-    if height == 0 or width == 0 or channels == 0:
+    if height == 0 or width == 0 or channels == 0 or rois.shape[0] == 0:
         return zeros_in_graph(input, (rois.shape[0], channels, out_h, out_w))
     pooled = torchvision.ops.roi_pool(input.to(dtype), rois, (out_h, out_w), spatial_scale)
     return pooled.to(input.dtype)

@@ -11,7 +11,8 @@ bisected to "one of our tricks" or "the model itself". Off, they are:
 - ops/conv.py, `conv2d`: the matrix-product weight gradient -> F.conv2d.
 - ops/roi_align.py, `roi_align` / `roi_align_rows`: our gather-sum RoIAlign ->
   torchvision.ops.roi_align (same outputs' shapes and memory layout).
-- ops/roi_pool.py, `roi_pool`: our masked-gather RoIPool -> torchvision.ops.roi_pool.
+- ops/roi_variants.py, the max kinds: each sample by our gather-sum -> a plain gather and sum
+  (RoIWarp averaging is RoIAlign on rounded RoIs, so it follows RoIAlign's switch).
 - ops/layout.py, `dense_gradient`: the dense-gradient copy -> identity.
 
 maskrcnn.fast_paths(False)                 # off from here on
@@ -23,8 +24,8 @@ turn it off; unset, empty, "1", "true" or "on" leave it on), read at the first u
 read when an op runs, not when a model is built: a model built with the fast paths on runs
 without them inside the block. It is one process-wide value, not per thread.
 
-This module imports nothing from torch (importing it through the `maskrcnn.ops` package
-does, for that package's other ops).
+This module imports nothing from torch: the command line checks the environment variable
+with its other inputs, before any work (`check_environment`).
 """
 
 import os
@@ -48,6 +49,11 @@ def _from_environment() -> bool:
         f"environment variable {ENVIRONMENT_VARIABLE}={raw!r} is not understood: "
         f"use one of {accepted} (or leave it unset, which turns the fast paths on)"
     )
+
+
+def check_environment() -> None:
+    """Raise the ValueError of a malformed MASKRCNN_FAST_PATHS now, not at the first op."""
+    _from_environment()
 
 
 def fast_paths_enabled() -> bool:

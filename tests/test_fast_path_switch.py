@@ -25,8 +25,8 @@ from maskrcnn.ops.conv import Conv2d, conv2d
 from maskrcnn.ops.layout import dense_gradient
 from maskrcnn.testing import channels_last, randomize_norm
 
-# `maskrcnn.ops.fast_paths` is the function (exported by the package), the module is this
-switch = sys.modules["maskrcnn.ops.fast_paths"]
+# `maskrcnn.fast_path_switch` is the function (exported by the package), the module is this
+switch = sys.modules["maskrcnn.fast_path_switch"]
 roi_align_module = sys.modules["maskrcnn.ops.roi_align"]
 roi_pool_module = sys.modules["maskrcnn.ops.roi_pool"]
 roi_align, roi_align_rows = roi_align_module.roi_align, roi_align_module.roi_align_rows
@@ -461,33 +461,6 @@ def test_off_pools_bfloat16_in_float32(op):
     )
     assert torch.equal(plain, expected.to(torch.bfloat16))
     torch.testing.assert_close(plain.float(), fast.float(), rtol=0, atol=1e-2)
-
-
-# ops/roi_pool.py: roi_pool
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_roi_pool_off_is_torchvision_and_agrees_with_on(monkeypatch, dtype):
-    generator = torch.Generator().manual_seed(24)
-    features = torch.randn(2, 5, 17, 21, generator=generator, dtype=dtype)
-    rois = random_rois(generator, 2, 14, (68, 84)).to(dtype)
-    kwargs = dict(spatial_scale=0.25)
-    tol = 0 if dtype == torch.float64 else 1e-4  # test_roi_pool.py's float64 and float32 tolerances
-    (fast, fast_grad), (plain, plain_grad) = on_and_off(
-        lambda: pool_with_grad(roi_pool, features, rois, (6, 4), **kwargs)
-    )
-    assert fast.abs().sum() > 0
-    assert plain.shape == fast.shape == (14, 5, 6, 4) and plain.dtype == dtype
-    torch.testing.assert_close(plain, fast, rtol=0, atol=0 if dtype == torch.float64 else 1e-5)
-    torch.testing.assert_close(plain_grad, fast_grad, rtol=tol, atol=tol)
-    calls = recording(monkeypatch, torchvision.ops, "roi_pool")
-    forbid(monkeypatch, roi_pool_module, "_bin_edges")
-    with fast_paths(False):
-        again, again_grad = pool_with_grad(roi_pool, features, rois, (6, 4), **kwargs)
-    assert len(calls) == 1
-    reference, reference_grad = pool_with_grad(torchvision.ops.roi_pool, features, rois, (6, 4), **kwargs)
-    assert torch.equal(again, reference)
-    assert torch.equal(again_grad, reference_grad)
 
 
 # ops/layout.py: dense_gradient
