@@ -148,11 +148,13 @@ class FakeTrainer:
 
     def __init__(self, fail: str = "", stop: str = ""):
         self.calls: list[tuple[str, int, bool, bool]] = []
+        self.schedules: list[tuple[int, int, tuple[int, ...]]] = []
         self.fail, self.stop = fail, stop
 
     def __call__(self, config, resume=False, overwrite=False):
         pooler, out = config.model.roi_heads.pooler, Path(config.output_dir)
         self.calls.append((pooler, config.seed, resume, overwrite))
+        self.schedules.append((config.solver.max_iter, config.solver.warmup_iters, config.solver.steps))
         out.mkdir(parents=True, exist_ok=True)
         (out / "last.pt").write_bytes(b"checkpoint")
         if pooler == self.fail:
@@ -315,3 +317,11 @@ def test_ablate_trains_evaluates_and_tabulates_two_rows_then_skips_them(tmp_path
     assert main(argv) == 0
     assert capsys.readouterr().out.count("done earlier, skipped") == 2
     assert finals == {n: (out / n / "seed0" / "model_final.pt").stat().st_mtime_ns for n in finals}
+
+
+def test_an_iteration_count_scales_the_configs_schedule(ablate, capsys):
+    # shapes.yaml: 2000 iterations, warm-up 100, drops at 1550 and 1850; 500 iterations keep
+    # the proportions (a bare solver.max_iter=500 would never reach the drops).
+    trainer = FakeTrainer()
+    code, _, _ = ablate(trainer, "--rows", "pool,align", "--iters", "500", capsys=capsys)
+    assert code == 0 and trainer.schedules == [(500, 25, (388, 462))] * 2

@@ -130,3 +130,10 @@ def test_every_shipped_config_passes_its_checks():
 
     for path in sorted(Path("configs").glob("*.yaml")):
         assert load_config(str(path), [])
+
+
+def test_a_run_length_scales_the_schedule_with_it():
+    solver = load_config(SHAPES).solver  # 2000 iterations: warm-up 100, drops at 1550 and 1850
+    short = solver.scaled_to(500)
+    assert (short.max_iter, short.warmup_iters, short.steps) == (500, 25, (388, 462))
+    assert solver.scaled_to(1).steps == (1, 1) and solver.scaled_to(2000) == solver

@@ -120,3 +120,82 @@ def test_where_masks_overlap_the_best_instance_shows():
 
     expected = np.floor(128 * (1 - MASK_ALPHA) + PALETTE[0] * MASK_ALPHA + 0.5)  # rank 0: the best
     assert pixels[40, 40].tolist() == expected.tolist()
+
+
+def one_person(points, scores):
+    """One detection with a box around the given keypoints (K, 3) and their scores (K,)."""
+    boxes = np.array([[20, 20, 100, 110]], dtype=np.float32)
+    return boxes, np.array([1]), np.array([0.9]), np.array([points], np.float32), np.array([scores])
+
+
+def test_keypoints_are_dots_and_skeleton_lines_in_the_instance_colour():
+    image = np.full((120, 160, 3), 128, dtype=np.uint8)
+    # Pixel (x, y) covers [x, x + 1]: a point at 40.5 is pixel 40's centre.
+    points = [[40.5, 60.5, 1], [80.5, 60.5, 1], [60.5, 90.5, 1], [30.5, 80.5, 1], [90.5, 95.5, 0]]
+    boxes, labels, scores, keypoints, keypoint_scores = one_person(points, [5.0, 2.0, 0.5, -1.0, 9.0])
+    skeleton = [(1, 2), (1, 4), (2, 5)]  # 1-based; 4 scores too low and 5 is not labelled
+
+    pixels = np.asarray(
+        draw_instances(
+            image,
+            boxes,
+            labels,
+            scores,
+            None,
+            NAMES,
+            keypoints=keypoints,
+            keypoint_scores=keypoint_scores,
+            skeleton=skeleton,
+        )
+    )
+
+    colour = np.floor(PALETTE[0] + 0.5).tolist()
+    for x, y in ((40, 60), (80, 60), (60, 90)):  # the drawn keypoints
+        assert pixels[y, x].tolist() == colour
+    assert pixels[60, 60].tolist() == colour  # on the line joining keypoints 1 and 2
+    assert (pixels[75, 70] == 128).all()  # between 2 and 3, which the skeleton does not join
+    assert (pixels[80, 30] == 128).all() and (pixels[70, 35] == 128).all()  # 4: below the threshold
+    assert (pixels[95, 90] == 128).all() and (pixels[78, 85] == 128).all()  # 5: not labelled
+    # A keypoint's dot has a ring in the label's text colour, so that it stands out from a mask.
+    ring = pixels[60 - 2 : 60 + 3, 40 - 2 : 40 + 3].reshape(-1, 3).tolist()
+    assert [255, 255, 255] in ring or [0, 0, 0] in ring
+
+
+def test_the_keypoint_threshold_and_ground_truth_flags_choose_the_points():
+    image = np.full((120, 160, 3), 128, dtype=np.uint8)
+    points = [[40.5, 60.5, 2], [80.5, 60.5, 1], [60.5, 90.5, 0]]
+    boxes, labels, scores, keypoints, keypoint_scores = one_person(points, [5.0, 2.0, 0.5])
+
+    strict = np.asarray(
+        draw_instances(
+            image,
+            boxes,
+            labels,
+            scores,
+            None,
+            NAMES,
+            keypoints=keypoints,
+            keypoint_scores=keypoint_scores,
+            keypoint_threshold=3.0,
+        )
+    )
+    truth = np.asarray(draw_instances(image, boxes, labels, scores, None, NAMES, keypoints=keypoints))
+
+    assert (strict[60, 40] != 128).any() and (strict[60, 80] == 128).all()
+    assert (truth[60, 40] != 128).any() and (truth[60, 80] != 128).any()  # v = 1 and 2 are labelled
+    assert (truth[90, 60] == 128).all()  # v = 0 is not
+
+
+def test_without_keypoints_the_overlay_is_what_it_was_and_the_best_keypoints_are_on_top():
+    image = np.full((120, 160, 3), 128, dtype=np.uint8)
+    boxes, labels, scores, masks = two_instances()
+    plain = np.asarray(draw_instances(image, boxes, labels, scores, masks, NAMES))
+    keypoints = np.zeros((2, 1, 3), np.float32)
+    keypoints[:, 0] = [45.5, 40.5, 1]  # both instances put a point at the same pixel
+    drawn = np.asarray(draw_instances(image, boxes, labels, scores, masks, NAMES, keypoints=keypoints))
+
+    assert drawn[40, 45].tolist() == np.floor(PALETTE[0] + 0.5).tolist()  # rank 0, the best, on top
+    changed = (drawn != plain).any(axis=2)
+    assert changed[38:43, 43:48].any() and not changed[:30].any() and not changed[50:].any()
+    with pytest.raises(ValueError, match="keypoints must be"):
+        draw_instances(image, boxes, labels, scores, masks, NAMES, keypoints=np.zeros((3, 1, 3)))

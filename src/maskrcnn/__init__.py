@@ -18,8 +18,10 @@ _PUBLIC = {
     "ModelConfig": "maskrcnn.config",
     "build_model": "maskrcnn.modeling.mask_rcnn",
     "fast_paths": "maskrcnn.fast_path_switch",
+    "from_detectron2": "maskrcnn.interop.detectron2",
     "fast_paths_enabled": "maskrcnn.fast_path_switch",
     "from_torchvision": "maskrcnn.interop.torchvision",
+    "from_torchvision_keypoint": "maskrcnn.interop.torchvision",
     "load_model": "maskrcnn.interop.load",
 }
 

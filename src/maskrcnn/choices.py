@@ -30,3 +30,14 @@ POOLERS = ("align", "align_max", "warp", "warp_max", "pool")
 MASK_LOSSES = ("sigmoid", "softmax", "agnostic")
 # model.roi_heads.mask_head (Table 2e): the FCN of Figure 4, or fully connected layers.
 MASK_HEADS = ("fcn", "mlp")
+
+# Conventions of weights trained elsewhere (detectron2's, interop/detectron2.py), one setting each.
+# model.input.channel_order: the order of the colour channels the network takes ("bgr":
+# the model reverses the RGB images it is given).
+CHANNEL_ORDERS = ("rgb", "bgr")
+# model.input.resize_rounding: a resized side is floor(side * scale) (torchvision's) or
+# rounded to the nearest integer (detectron2's).
+RESIZE_ROUNDINGS = ("floor", "round")
+# model.roi_heads.mask_paste: torchvision's paste (the mask padded by a cell and its box grown
+# to match, whole pixels) or detectron2's (bilinear samples at the pixel centres in the box).
+MASK_PASTES = ("torchvision", "detectron2")

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from maskrcnn import __version__
 from maskrcnn import cli_options as options
 from maskrcnn.builtin_configs import resolve_config
-from maskrcnn.cli_checks import Number, OneOf, WholeNumber
+from maskrcnn.cli_checks import Number, OneOf, PositiveNumbers, WholeNumber
 from maskrcnn.cli_parser import CommandParser, UsageError, unrecognized
 from maskrcnn.config import DataConfig
 from maskrcnn.engine.stop import Interrupted, signals_raise_interrupted
@@ -140,7 +140,8 @@ def _add_predict(subcommands) -> argparse.ArgumentParser:
         help="detect objects in images; write overlays and COCO results JSON",
         description=(
             "Detect objects in images and write, in --out, <stem>.png overlays, predictions.json "
-            "(COCO results with RLE masks, or polygons with --polygons), images.json and "
+            "(COCO results with RLE masks, or polygons with --polygons, and a keypoint model's "
+            "keypoints), images.json and "
             "predict_files.json (what this run wrote: the next run into the same folder removes "
             "the earlier run's files it does not write again). Exit code 1 if some images could "
             "not be read, 2 if nothing could run."
@@ -292,9 +293,10 @@ def _run_train(args: argparse.Namespace) -> int:
 def _add_eval(subcommands) -> argparse.ArgumentParser:
     parser = subcommands.add_parser(
         "eval",
-        help="COCO box and mask AP on a COCO-format split",
+        help="COCO box, mask and keypoint AP on a COCO-format split",
         description=(
-            "COCO box and mask AP of a model (--weights) or of saved detections (--results) on a "
+            "COCO box and mask AP, and keypoint AP for keypoints, of a model (--weights) or of saved "
+            "detections (--results) on a "
             "COCO-format split, scored against its annotations as training cleans them. Writes, in "
             "--out, results.json (the model's detections), metrics.json, precision_recall.png, "
             "vis/ (with --vis) and eval_files.json (what this run wrote: the next run into the same "
@@ -334,6 +336,14 @@ def _add_eval(subcommands) -> argparse.ArgumentParser:
         metavar="N",
         help=f"write ground-truth/prediction pictures of the first N images to --out/vis (at most {MAX_VIS})",
     )
+    parser.add_argument(
+        "--oks-sigmas",
+        type=PositiveNumbers(),
+        metavar="S1,S2,...",
+        help="the OKS sigma of each keypoint for keypoint AP, one per keypoint (default: the model's "
+        "model.keypoint_head.oks_sigmas, with --results the config's, else COCO's person sigmas for 17 "
+        "keypoints)",
+    )
     options.add_device(parser)
     options.add_precision(parser)
     parser.set_defaults(run=_run_eval)
@@ -355,6 +365,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         overrides=args.overrides,
         device=args.device,
         precision=args.precision,
+        oks_sigmas=args.oks_sigmas,
     )
 
 
@@ -424,7 +435,8 @@ def _add_make_shapes(subcommands) -> argparse.ArgumentParser:
             "Write the built-in synthetic dataset (circles, squares and triangles on noisy "
             "backgrounds, 256x192 PNG images) in COCO format: OUT/annotations/instances_train.json, "
             "OUT/annotations/instances_val.json and the image folders OUT/train and OUT/val. The same "
-            "seed gives the same files. Prints the files it wrote."
+            "seed gives the same files. With --keypoints the same images come with each shape's "
+            "four extreme points (top, right, bottom, left) as COCO keypoints. Prints the files it wrote."
         ),
     )
     parser.add_argument("out", metavar="OUT", help="the dataset folder (created if missing)")
@@ -445,6 +457,12 @@ def _add_make_shapes(subcommands) -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=WholeNumber(0), default=0, metavar="N", help="random seed of the drawings"
     )
+    parser.add_argument(
+        "--keypoints",
+        action="store_true",
+        help="annotate each shape's topmost, rightmost, bottommost and leftmost points as COCO "
+        "keypoints (top, right, bottom, left; v=2 visible, 1 under a shape drawn later), with a skeleton",
+    )
     parser.set_defaults(run=_run_make_shapes)
     return parser
 
@@ -453,7 +471,7 @@ def _run_make_shapes(args: argparse.Namespace) -> int:
     output_folder("OUT", args.out)
     from maskrcnn.engine.make_shapes_command import make_shapes_command
 
-    return make_shapes_command(args.out, args.train, args.val, args.seed)
+    return make_shapes_command(args.out, args.train, args.val, args.seed, keypoints=args.keypoints)
 
 
 def _add_configs(subcommands) -> argparse.ArgumentParser:

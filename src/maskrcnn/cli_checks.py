@@ -1,4 +1,4 @@
-"""argparse value checks (`WholeNumber`, `Number`, `OneOf`, `Device`): `type=` callables
+"""argparse value checks (`WholeNumber`, `Number`, `PositiveNumbers`, `OneOf`, `Device`): `type=` callables
 that name their option in their errors; `cli.build_parser` tells each the option it checks.
 They raise OptionError (`input_checks`), not argparse's ArgumentTypeError, so that argparse
 does not turn a wrong value into a usage message.
@@ -60,6 +60,21 @@ class Number(Check):
         if not (math.isfinite(value) and self.low <= value <= self.high):
             self.fail(text)
         return value
+
+
+class PositiveNumbers(Check):
+    """Comma-separated finite numbers > 0, e.g. 0.05,0.05,0.1 (a tuple of floats)."""
+
+    accepted = "comma-separated numbers > 0, e.g. 0.05,0.05,0.1"
+
+    def __call__(self, text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(part) for part in text.split(","))
+        except ValueError:
+            self.fail(text)
+        if not all(math.isfinite(v) and v > 0 for v in values):
+            self.fail(text)
+        return values
 
 
 class OneOf(Check):

@@ -89,6 +89,26 @@ class RoIHeadsConfig:
     nms_threshold: float = 0.5
     detections_per_image: int = 100
     mask_threshold: float = 0.5
+    # How a detection's mask is resized into its box (choices.MASK_PASTES): "torchvision" (the
+    # mask padded by a zero cell, its box grown alike and snapped to whole pixels) or
+    # "detectron2" (bilinear samples at the pixel centres inside the box, zero past the mask).
+    mask_paste: str = "torchvision"
+
+
+@dataclass
+class KeypointHeadConfig:
+    """The keypoint head (the paper's section 5; torchvision's and detectron2's design)."""
+
+    num_keypoints: int = 17  # COCO person
+    # The dataset's keypoint names (its category's "keypoints") and skeleton (1-based index pairs,
+    # as COCO JSON gives them): flipping swaps "left_*" and "right_*", overlays draw the skeleton.
+    names: tuple[str, ...] = ()
+    skeleton: tuple[tuple[int, int], ...] = ()
+    # Per-keypoint OKS sigmas for keypoint AP; empty: COCO's person sigmas (17 keypoints).
+    oks_sigmas: tuple[float, ...] = ()
+    resolution: int = 14  # RoIAlign output per RoI
+    conv_dim: int = 512
+    num_convs: int = 8  # 3x3 convs, then a 4x4 stride-2 transposed conv and 2x bilinear: 56x56 heatmaps
 
 
 @dataclass
@@ -106,6 +126,13 @@ class InputConfig:
     # [0, 1] as they are, "percentile" for every other type (16-bit, int32, float TIFF).
     intensity: str = "auto"
     percentiles: tuple[float, float] = (1.0, 99.8)
+    # The colour order the network takes (choices.CHANNEL_ORDERS): "rgb", or "bgr" (detectron2's
+    # weights), for which the model reverses the RGB images it is given; pixel_mean and pixel_std
+    # are then in B, G, R order.
+    channel_order: str = "rgb"
+    # A resized side is floor(side * scale) ("floor", torchvision's) or the nearest integer
+    # ("round", detectron2's): data.transforms.resized_size.
+    resize_rounding: str = "floor"
 
 
 @dataclass
@@ -120,6 +147,8 @@ class ModelConfig:
     roi_heads: RoIHeadsConfig = field(default_factory=RoIHeadsConfig)
     input: InputConfig = field(default_factory=InputConfig)
     masks: bool = True
+    keypoints: bool = False
+    keypoint_head: KeypointHeadConfig = field(default_factory=KeypointHeadConfig)
 
 
 @dataclass
@@ -170,6 +199,16 @@ class SolverConfig:
     checkpoint_period: int = 5000
     log_period: int = 20
     eval_period: int = 0  # 0: evaluate only at the end (when a validation split is given)
+
+    def scaled_to(self, total: int) -> "SolverConfig":
+        """This schedule for a run of `total` iterations: warm-up and drops at the same fractions
+        of the run (`--max-iter N` of train and ablate). Setting solver.max_iter alone keeps the
+        drops where they are, which a shorter run may never reach."""
+        scale = total / self.max_iter
+        steps = tuple(max(1, round(step * scale)) for step in self.steps)
+        return dataclasses.replace(
+            self, max_iter=total, steps=steps, warmup_iters=round(self.warmup_iters * scale)
+        )
 
 
 @dataclass

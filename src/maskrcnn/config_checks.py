@@ -9,7 +9,17 @@ or a YAML file), the value and what is accepted.
 import math
 from collections.abc import Callable
 
-from maskrcnn.choices import BACKBONE_KINDS, INTENSITIES, MASK_HEADS, MASK_LOSSES, POOLERS, PRECISIONS
+from maskrcnn.choices import (
+    BACKBONE_KINDS,
+    CHANNEL_ORDERS,
+    INTENSITIES,
+    MASK_HEADS,
+    MASK_LOSSES,
+    MASK_PASTES,
+    POOLERS,
+    PRECISIONS,
+    RESIZE_ROUNDINGS,
+)
 from maskrcnn.config import ConfigError, InputConfig, ModelConfig, TrainConfig
 
 Origin = Callable[[str], str]  # dotted key -> "the command line", a YAML path, or "" (a default)
@@ -104,6 +114,13 @@ MODEL_RULES = {
     "roi_heads.nms_threshold": IOU,
     "roi_heads.detections_per_image": COUNT,
     "roi_heads.mask_threshold": FRACTION,
+    "roi_heads.mask_paste": _choice(*MASK_PASTES),
+    "keypoint_head.num_keypoints": COUNT,
+    "keypoint_head.skeleton": (lambda pairs: all(a >= 1 and b >= 1 for a, b in pairs), "1-based index pairs"),
+    "keypoint_head.oks_sigmas": (lambda sigmas: all(s > 0 for s in sigmas), "a list of numbers, each > 0"),
+    "keypoint_head.resolution": COUNT,
+    "keypoint_head.conv_dim": COUNT,
+    "keypoint_head.num_convs": _number(low=0, integer=True),
 }
 
 INPUT_RULES = {
@@ -115,6 +132,8 @@ INPUT_RULES = {
     "channels": COUNT,
     "intensity": _choice(*INTENSITIES),
     "percentiles": _each(_number(low=0, high=100)),
+    "channel_order": _choice(*CHANNEL_ORDERS),
+    "resize_rounding": _choice(*RESIZE_ROUNDINGS),
 }
 
 TRAIN_RULES = {
@@ -156,6 +175,30 @@ def check_model_config(config: ModelConfig, origin: Origin = lambda key: "", pre
             config.rpn.positive_iou,
             "negative anchors must overlap less than positive ones",
         )
+    _check_keypoint_head(config.keypoint_head, origin, f"{prefix}.keypoint_head")
+
+
+def _check_keypoint_head(head, origin: Origin, prefix: str) -> None:
+    """Names, when given, come one per keypoint, and so do sigmas once the count is known (from
+    the names; without them training takes names and count from the data, and checks the
+    sigmas then); the skeleton joins existing keypoints."""
+    count = head.num_keypoints
+    for key in ("names", "oks_sigmas"):
+        values = getattr(head, key)
+        if values and len(values) != count and (key == "names" or head.names):
+            _contradiction(
+                origin, f"{prefix}.{key}", values, f"{prefix}.num_keypoints", count, "give one per keypoint"
+            )
+    outside = [pair for pair in head.skeleton if max(pair) > count]
+    if outside:
+        _contradiction(
+            origin,
+            f"{prefix}.skeleton",
+            head.skeleton,
+            f"{prefix}.num_keypoints",
+            count,
+            f"{outside[0]} joins a keypoint past the last one (indices are 1-based)",
+        )
 
 
 def check_input_config(
@@ -173,6 +216,15 @@ def check_input_config(
                 inputs.channels,
                 "give one value per input channel",
             )
+    if inputs.channel_order == "bgr" and inputs.channels != 3:
+        _contradiction(
+            origin,
+            f"{prefix}.channel_order",
+            inputs.channel_order,
+            f"{prefix}.channels",
+            inputs.channels,
+            "reversing the colour order needs 3 channels (RGB)",
+        )
     low, high = inputs.percentiles
     if not low < high:
         _fail(origin, f"{prefix}.percentiles", inputs.percentiles, "(low, high) with low < high")

@@ -28,9 +28,10 @@ def randomize_for_parity(model: torch.nn.Module, seed: int = 1234) -> None:
         predictor.cls_score.weight.normal_(0, 1.0, generator=generator)
         predictor.cls_score.bias.normal_(0, 1.0, generator=generator)
         predictor.bbox_pred.weight.normal_(0, 0.1, generator=generator)
-        mask_logits = model.roi_heads.mask_predictor.mask_fcn_logits
-        mask_logits.weight.normal_(0, 0.3, generator=generator)
-        mask_logits.bias.fill_(0.3)
+        if getattr(model.roi_heads, "mask_predictor", None) is not None:
+            mask_logits = model.roi_heads.mask_predictor.mask_fcn_logits
+            mask_logits.weight.normal_(0, 0.3, generator=generator)
+            mask_logits.bias.fill_(0.3)
 
 
 def torchvision_reference_model(seed: int = 0) -> torch.nn.Module:
@@ -39,6 +40,16 @@ def torchvision_reference_model(seed: int = 0) -> torch.nn.Module:
 
     torch.manual_seed(seed)
     model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval()
+    randomize_for_parity(model)
+    return model
+
+
+def torchvision_keypoint_model(seed: int = 0) -> torch.nn.Module:
+    """torchvision's keypointrcnn_resnet50_fpn in eval mode with random informative weights."""
+    from torchvision.models.detection import keypointrcnn_resnet50_fpn
+
+    torch.manual_seed(seed)
+    model = keypointrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval()
     randomize_for_parity(model)
     return model
 

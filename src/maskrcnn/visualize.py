@@ -1,11 +1,12 @@
 """Drawing detections on an image: tinted masks with outlines, boxes and "name score" labels
-(the boxes and labels by torchvision.utils.draw_bounding_boxes)."""
+(the boxes and labels by torchvision.utils.draw_bounding_boxes), and keypoints joined by their
+skeleton."""
 
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from torchvision.utils import draw_bounding_boxes
 
 # Saturated colours that stay distinct next to each other (after Sasha Trubetskoy's list
@@ -34,6 +35,10 @@ PALETTE = np.array(
 MASK_ALPHA = 0.45
 OUTLINE_SHADE = 0.6  # outline and box colour = instance colour darkened by this factor
 BOX_WIDTH = 2
+# A predicted keypoint is drawn when its score, the heatmap's value (a logit) at the point, is
+# above this: positive where the head prefers the point to the rest of its RoI (detectron2's
+# visualizer draws the same values from 0.05).
+KEYPOINT_SCORE_THRESHOLD = 0.0
 
 
 def draw_instances(
@@ -44,14 +49,22 @@ def draw_instances(
     masks,
     class_names: Sequence[str],
     score_threshold: float = 0.0,
+    keypoints=None,
+    keypoint_scores=None,
+    skeleton: Sequence[tuple[int, int]] = (),
+    keypoint_threshold: float = KEYPOINT_SCORE_THRESHOLD,
 ) -> Image.Image:
     """Overlay detections with score >= score_threshold on an image.
 
     image_uint8_hwc: (H, W, 3) uint8 RGB. boxes: (N, 4) xyxy pixels; labels: (N,) indices
     into class_names; scores: (N,); masks: (N, H, W) bool or None. Tensors or numpy arrays.
+    keypoints: (N, K, 3) [x, y, v] in the boxes' pixels (or (N, K, 2)), or None; a point is drawn
+    (a dot in its instance's colour) when v > 0 and, with keypoint_scores (N, K), its score is
+    above keypoint_threshold; skeleton: 1-based (a, b) pairs of keypoints joined by a line
+    where both ends are drawn.
     Instances are drawn by descending score, the best on top, and the k-th of them gets
     PALETTE[k % len(PALETTE)], so colours are deterministic and neighbours in rank differ.
-    Each box has its "name score" label inside its top-left corner.
+    Each box has its "name score" label inside its top-left corner; keypoints come on top.
     Returns a new RGB image of the same size; with nothing to draw, the image unchanged.
     """
     image = np.asarray(image_uint8_hwc)
@@ -65,6 +78,9 @@ def draw_instances(
         masks = _numpy(masks).astype(bool)
         if masks.shape != (len(boxes), height, width):
             raise ValueError(f"masks must be ({len(boxes)}, {height}, {width}), got {masks.shape}")
+    shown = None
+    if keypoints is not None:
+        keypoints, shown = _shown_keypoints(keypoints, keypoint_scores, len(boxes), keypoint_threshold)
 
     keep = np.flatnonzero(scores >= score_threshold)
     keep = keep[np.argsort(-scores[keep], kind="stable")]
@@ -95,7 +111,45 @@ def draw_instances(
         label_colors=[_text_colour(fill) for fill in fills],
         label_background_colors=fills,
     )
-    return Image.fromarray(drawn.permute(1, 2, 0).numpy())
+    picture = Image.fromarray(drawn.permute(1, 2, 0).numpy())
+    if keypoints is not None:
+        draw = ImageDraw.Draw(picture)
+        # As the boxes: the weakest first, so that the best instance's keypoints end up on top.
+        for i, colour in zip(order, fills):
+            _draw_keypoints(draw, keypoints[i], shown[i], skeleton, colour, min(height, width))
+    return picture
+
+
+def _shown_keypoints(keypoints, scores, count: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(N, K, 2) x, y and (N, K) bool: which points to draw (labelled, finite, above threshold)."""
+    keypoints = _numpy(keypoints).astype(np.float64)
+    if keypoints.ndim != 3 or len(keypoints) != count or keypoints.shape[2] not in (2, 3):
+        raise ValueError(f"keypoints must be ({count}, K, 3), got {keypoints.shape}")
+    shown = np.isfinite(keypoints[:, :, :2]).all(axis=2)
+    if keypoints.shape[2] == 3:
+        shown &= keypoints[:, :, 2] > 0
+    if scores is not None:
+        scores = _numpy(scores).astype(np.float64)
+        if scores.shape != keypoints.shape[:2]:
+            raise ValueError(f"keypoint_scores must be {keypoints.shape[:2]}, got {scores.shape}")
+        shown &= scores > threshold
+    return keypoints[:, :, :2], shown
+
+
+def _draw_keypoints(draw: ImageDraw.ImageDraw, points: np.ndarray, shown: np.ndarray, skeleton, colour, side):
+    """One instance's skeleton lines and keypoint dots, sized to the image's short side.
+
+    points (K, 2) x, y in pixel coordinates (pixel (x, y) covers [x, x + 1] x [y, y + 1]);
+    shown (K,) bool; colour an RGB tuple. PIL draws at pixel centres, half a pixel in."""
+    radius, width = max(2, round(side / 160)), max(1, round(side / 320))
+    centres = points - 0.5
+    count = len(points)
+    for a, b in skeleton:
+        if 1 <= a <= count and 1 <= b <= count and shown[a - 1] and shown[b - 1]:
+            draw.line([tuple(centres[a - 1]), tuple(centres[b - 1])], fill=colour, width=width)
+    edge = _text_colour(colour)  # a ring that stands out from the instance's own tint
+    for x, y in centres[shown].tolist():
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour, outline=edge)
 
 
 def display_image(image) -> np.ndarray:

@@ -117,3 +117,58 @@ def test_invalid_arguments():
         ResizeShortestSide((0,), 100)
     with pytest.raises(ValueError):
         RandomHorizontalFlip(1.5)
+
+
+# Keypoints: nose (no partner), left_eye, right_eye; the second instance's right eye is unlabelled.
+KEYPOINT_FLIP = (0, 2, 1)
+
+
+def keypoint_sample():
+    image, target = sample()
+    target["keypoints"] = torch.tensor(
+        [
+            [[25.0, 12.0, 2.0], [15.0, 8.0, 2.0], [35.0, 8.0, 1.0]],
+            [[75.5, 44.0, 2.0], [65.0, 35.0, 1.0], [0.0, 0.0, 0.0]],
+        ]
+    )
+    return image, target
+
+
+def test_resize_scales_keypoints_by_the_boxes_factors_and_keeps_their_flags():
+    image, target = keypoint_sample()
+    resized_image, resized = ResizeShortestSide(45, max_size=1000)(image, target)
+    assert resized_image.shape[1:] == (45, 67)  # 90 * 0.75 = 67.5, floored: x and y scale differently
+    points, box_factors = resized["keypoints"], resized["boxes"] / target["boxes"]
+    torch.testing.assert_close(points[..., 0], target["keypoints"][..., 0] * 67 / 90)
+    torch.testing.assert_close(points[..., 1], target["keypoints"][..., 1] * 45 / 60)
+    torch.testing.assert_close(box_factors, torch.tensor([67 / 90, 45 / 60]).repeat(2, 2))
+    assert torch.equal(points[..., 2], target["keypoints"][..., 2])
+
+
+def test_flip_mirrors_keypoints_as_the_boxes_and_swaps_left_and_right():
+    image, target = keypoint_sample()
+    _, flipped = RandomHorizontalFlip(1.0, KEYPOINT_FLIP)(image, target)
+    before, after = target["keypoints"], flipped["keypoints"]
+    # The boxes' rule, x -> W - x: a point at a box's left edge lands at the mirrored box's right edge.
+    assert flipped["boxes"][0, 2] == 90 - target["boxes"][0, 0]
+    assert after[0, 0].tolist() == [90 - 25.0, 12.0, 2.0]  # the nose stays the nose
+    assert after[0, 1].tolist() == [90 - 35.0, 8.0, 1.0]  # the mirrored right eye is the new left eye
+    assert after[0, 2].tolist() == [90 - 15.0, 8.0, 2.0]
+    assert after[1, 1].tolist() == [0.0, 0.0, 0.0]  # an unlabelled point stays unlabelled, at 0, 0
+    assert after[1, 2].tolist() == [90 - 65.0, 35.0, 1.0]
+    # Flipping twice gives the target back.
+    flip = RandomHorizontalFlip(1.0, KEYPOINT_FLIP)
+    _, twice = flip(*flip(image, target))
+    assert torch.equal(twice["keypoints"], before)
+
+
+def test_flip_of_a_target_with_keypoints_needs_the_flip_map():
+    image, target = keypoint_sample()
+    with pytest.raises(ValueError, match="keypoint_flip"):
+        RandomHorizontalFlip(1.0)(image, target)
+    image, plain = sample()
+    RandomHorizontalFlip(1.0)(image, plain)  # without keypoints it is not needed
+    with pytest.raises(ValueError, match="reorder the keypoints"):
+        RandomHorizontalFlip(0.5, (0, 0, 1))
+    with pytest.raises(ValueError, match="3 entries for 2 keypoints"):
+        RandomHorizontalFlip(1.0, KEYPOINT_FLIP)(image, {"keypoints": torch.zeros(1, 2, 3)})

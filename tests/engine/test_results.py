@@ -161,3 +161,29 @@ def test_write_json_atomic_keeps_old_file_on_failure(tmp_path):
 
     assert json.loads(path.read_text()) == {"old": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_keypoints_become_coco_x_y_1_triples_with_their_scores():
+    found = detections([disk(), square()])
+    found["keypoints"] = torch.tensor(
+        [[[12.3456, 7.0, 1.0], [20.0, 9.999, 1.0]], [[30.0, 20.0, 1.0], [15.5, 24.25, 0.0]]]
+    )
+    found["keypoint_scores"] = torch.tensor([[3.14159, -0.5], [0.25, 7.0]])
+    entries = detections_to_coco(7, found)
+    assert entries[0]["keypoints"] == [12.35, 7.0, 1, 20.0, 10.0, 1]
+    # COCO asks for v = 1 in results, whatever the prediction's third column holds.
+    assert entries[1]["keypoints"] == [30.0, 20.0, 1, 15.5, 24.25, 1]
+    assert entries[0]["keypoint_scores"] == [3.1416, -0.5] and entries[1]["keypoint_scores"] == [0.25, 7.0]
+    assert json.loads(json.dumps(entries)) == entries
+    assert "keypoints" not in detections_to_coco(7, detections([disk()]))[0]
+
+
+def test_keypoints_of_the_wrong_shape_are_refused():
+    found = detections([disk(), square()])
+    found["keypoints"] = torch.zeros(1, 4, 3)
+    with pytest.raises(ValueError, match=r"keypoints must be \(N, K, 3\) with N=2"):
+        detections_to_coco(7, found)
+    found["keypoints"] = torch.zeros(2, 4, 3)
+    found["keypoint_scores"] = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match=r"keypoint_scores must be \(N, K\)"):
+        detections_to_coco(7, found)

@@ -121,9 +121,9 @@ def _ddp_worker(rank: int, world_size: int, port: int, shapes: str, output: str,
     CocoDataset.__getitem__ = recording  # a spawned process: nothing else runs in it
     scored = trainer.evaluate_results
 
-    def keeping(ground_truth, results):
+    def keeping(ground_truth, results, *args, **kwargs):
         Path(shares, "results.json").write_text(json.dumps(results))  # rank 0's, gathered
-        return scored(ground_truth, results)
+        return scored(ground_truth, results, *args, **kwargs)
 
     trainer.evaluate_results = keeping
     config = tiny_config(Path(shapes), Path(output), *DDP_OVERRIDES)

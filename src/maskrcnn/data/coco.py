@@ -5,7 +5,8 @@ and counted, and one `AnnotationWarning` per dataset says how many and why, so t
 labels never stop a training run; a file whose images or categories are broken fails with one
 ValueError naming the file and the field. Crowd regions are left out of the training targets but
 kept in each record's `crowd` (evaluation treats them as ignore regions). Category ids, whatever
-they are, become contiguous labels 1..K in sorted-id order; 0 is the background.
+they are, become contiguous labels 1..K in sorted-id order; 0 is the background. Read with
+`keypoints=True`, a person-keypoints file's keypoints come too (data.coco_keypoints).
 """
 
 import warnings
@@ -30,6 +31,7 @@ from maskrcnn.data.coco_annotations import (
     read_json,
     to_rle,
 )
+from maskrcnn.data.coco_keypoints import KeypointChecker, keypoint_schema
 from maskrcnn.data.images import DEFAULT_MAX_IMAGE_PIXELS, load_image, to_image_tensor
 
 __all__ = ["AnnotationWarning", "BadImageWarning", "CocoDataset", "ImageRecord", "Instance", "collate"]
@@ -46,8 +48,15 @@ class CocoDataset(Dataset):
     normalized as `input_config` says (`to_image_tensor`; pass the model's `config.input`, so
     that training, eval and predict see the same values). target: `boxes` (G, 4) float32 xyxy
     pixels, `labels` (G,) int64 in 1..K, `masks` (G, H, W) uint8 in {0, 1}, `image_id` int,
-    `file_name` str; G may be 0. `transform(image, target, generator)` (see data.transforms)
-    runs last.
+    `file_name` str; G may be 0. With `keypoints=True` also `keypoints` (G, K, 3) float32
+    [x, y, v] in the same pixels as the boxes (v as COCO: 0 not labelled, with x = y = 0; 1
+    labelled but not visible; 2 visible; instances of categories without keypoints have all
+    zeros). `transform(image, target, generator)` (see data.transforms) runs last.
+
+    keypoints: read the file's keypoints; it must have a category with "keypoints" (names), and
+    all such categories the same ones. `keypoint_names` (K,), `keypoint_skeleton` (1-based
+    pairs) and `keypoint_flip` (K,) (the index each keypoint becomes in a mirrored image, for
+    `RandomHorizontalFlip`) describe them; all three are empty without keypoints.
 
     Index with `dataset[i]` or `dataset[(i, seed)]`: with a seed, the transform's random choices
     come from a generator seeded by (i, seed) alone, so an epoch can be replayed exactly in any
@@ -69,6 +78,7 @@ class CocoDataset(Dataset):
         skip_bad_images: bool = False,
         input_config: InputConfig | None = None,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        keypoints: bool = False,
     ):
         self.annotation_file = str(annotation_file)
         self.image_dir = Path(image_dir)
@@ -92,8 +102,25 @@ class CocoDataset(Dataset):
         self.num_classes = len(self.class_names)
         label_of = {category_id: label for label, category_id in enumerate(self.category_ids, start=1)}
 
+        self.keypoint_names: tuple[str, ...] = ()
+        self.keypoint_skeleton: tuple[tuple[int, int], ...] = ()
+        self.keypoint_flip: tuple[int, ...] = ()
+        self.keypoint_category_ids: tuple[int, ...] = ()  # the categories that have keypoints
+        keypoint_checker = None
+        if keypoints:
+            schema = keypoint_schema(categories, self.annotation_file)
+            if schema is None:
+                raise ValueError(
+                    f"{self.annotation_file}: no category has 'keypoints' (the names of its keypoints), "
+                    "which a keypoint model (model.keypoints) learns and is scored on"
+                )
+            self.keypoint_names, self.keypoint_skeleton = schema.names, schema.skeleton
+            self.keypoint_flip = schema.flip
+            self.keypoint_category_ids = tuple(sorted(schema.category_ids))
+            keypoint_checker = KeypointChecker(schema)
+
         sizes = image_entries(images, self.annotation_file)
-        checker = AnnotationChecker(label_of, sizes)
+        checker = AnnotationChecker(label_of, sizes, keypoint_checker)
         kept = checker.sort(annotations)  # image id -> (instances, crowd regions)
         self.records: list[ImageRecord] = [
             ImageRecord(image_id, file_name, height, width, tuple(instances), tuple(crowd))
@@ -116,6 +143,11 @@ class CocoDataset(Dataset):
     def aspect_ratios(self) -> list[float]:
         """width / height of every image, from the annotation file (no decoding), for batching by shape."""
         return [record.width / record.height for record in self.records]
+
+    @property
+    def has_keypoints(self) -> bool:
+        """Read with keypoints: the targets have `keypoints` and the records their instances'."""
+        return bool(self.keypoint_names)
 
     def label_to_category_id(self, label: int) -> int:
         """A contiguous label 1..K -> the category id used in the annotation file."""
@@ -152,7 +184,7 @@ class CocoDataset(Dataset):
 
     def target(self, index: int) -> dict:
         """The annotations of image `index` as tensors (see the class docstring)."""
-        return _target(self.records[index])
+        return _target(self.records[index], len(self.keypoint_names))
 
     def check_size(self, pixels: np.ndarray, record: ImageRecord, path) -> None:
         """A decoded (H, W) or (H, W, C) image must have the size its annotations were drawn on."""
@@ -185,7 +217,8 @@ def _generator(index: int, seed: int | None) -> torch.Generator:
     return torch.Generator().manual_seed(seed_value)
 
 
-def _target(record: ImageRecord) -> dict:
+def _target(record: ImageRecord, num_keypoints: int = 0) -> dict:
+    """num_keypoints: K of the dataset's keypoints; 0 leaves them out of the target."""
     height, width = record.height, record.width
     instances = record.instances
     if instances:
@@ -194,10 +227,14 @@ def _target(record: ImageRecord) -> dict:
         masks = torch.from_numpy(np.ascontiguousarray(decode_rles(rles).transpose(2, 0, 1)))
     else:
         masks = torch.zeros((0, height, width), dtype=torch.uint8)
-    return {
+    target = {
         "boxes": torch.tensor([i.box for i in instances], dtype=torch.float32).reshape(-1, 4),
         "labels": torch.tensor([i.label for i in instances], dtype=torch.int64),
         "masks": masks,
         "image_id": record.image_id,
         "file_name": record.file_name,
     }
+    if num_keypoints:
+        points = [i.keypoints for i in instances]
+        target["keypoints"] = torch.tensor(points, dtype=torch.float32).reshape(-1, num_keypoints, 3)
+    return target

@@ -12,10 +12,12 @@ import json
 import math
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pycocotools.mask as mask_utils
+
+from maskrcnn.data.coco_keypoints import KeypointChecker
 
 _PYCOCOTOOLS_ARRAY_COPY = "__array__ implementation doesn't accept a copy keyword"
 # pycocotools stores run lengths and areas as 32-bit unsigned integers.
@@ -34,11 +36,14 @@ class Instance:
 
     box: (x1, y1, x2, y2) in image pixels. segmentation: a list of polygons (flat [x, y, ...]
     lists of at least 6 numbers) or an RLE dict with "size" and "counts" (string or list).
+    keypoints: (3K,) [x, y, v, ...] in image pixels (x = y = 0 where v = 0) when the dataset is
+    read with its keypoints (data.coco_keypoints), else None; None for crowd regions.
     """
 
     label: int
     box: tuple[float, float, float, float]
     segmentation: list | dict
+    keypoints: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -155,11 +160,18 @@ class AnnotationChecker:
     """Turns raw annotations into Instances and crowd regions, counting what it drops and why.
 
     label_of: category id -> contiguous label. sizes: image id -> (file_name, height, width).
+    keypoints: reads the instances' keypoints too (None: they are left out).
     """
 
-    def __init__(self, label_of: dict[int, int], sizes: dict[int, tuple[str, int, int]]):
+    def __init__(
+        self,
+        label_of: dict[int, int],
+        sizes: dict[int, tuple[str, int, int]],
+        keypoints: KeypointChecker | None = None,
+    ):
         self.label_of = label_of
         self.sizes = sizes
+        self.keypoints = keypoints
         self.counts: Counter[str] = Counter()  # reason -> dropped annotations
         self.unknown_category_ids: Counter[int] = Counter()
         self.crowd = 0
@@ -187,6 +199,9 @@ class AnnotationChecker:
                 continue
             instance = self.check(annotation, *self.sizes[image_id][1:])
             if instance is not None:
+                if self.keypoints is not None and not iscrowd:
+                    points = self.keypoints.read(annotation, annotation["category_id"])
+                    instance = replace(instance, keypoints=points)
                 kept[image_id][iscrowd].append(instance)
                 self.crowd += iscrowd
         return kept
@@ -284,6 +299,8 @@ class AnnotationChecker:
             parts.append(f"dropped {dropped} annotation{'s' if dropped > 1 else ''} ({', '.join(reasons)})")
         if self.removed_polygons:
             parts.append(f"removed {self.removed_polygons} broken polygons from annotations that kept others")
+        if self.keypoints is not None:
+            parts.extend(self.keypoints.summary())
         if parts and self.crowd:
             parts.append(f"{self.crowd} crowd regions left out of the training targets")
         return "; ".join(parts)

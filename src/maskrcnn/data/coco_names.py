@@ -96,3 +96,29 @@ COCO_CATEGORY_NAMES = (
     "hair drier",
     "toothbrush",
 )
+
+# COCO's person keypoints, in the order of its annotations and of torchvision's and
+# detectron2's keypoint heads, and its skeleton (1-based pairs, as in the JSON files).
+COCO_PERSON_KEYPOINTS = (
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+)
+COCO_PERSON_SKELETON = (
+    (16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8), (7, 9),
+    (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
+)  # fmt: skip

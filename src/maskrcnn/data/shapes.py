@@ -8,6 +8,24 @@ back to exactly the same pixels), the others as RLE, so both COCO formats get ex
 
 Everything is drawn from a numpy Generator seeded by (seed, split, image index): the same seed
 gives byte-identical PNGs and JSON, and the validation images do not depend on `num_train`.
+
+With keypoints (`make_shapes(..., keypoints=True)`, `maskrcnn make-shapes --keypoints`) the
+same images and masks come with COCO person-keypoints style annotations: every category has the
+same four keypoints, the shape's extreme points `KEYPOINT_NAMES` (top, right, bottom, left: its
+topmost, rightmost, bottommost and leftmost point; the corners of a square or triangle, where a
+triangle's corner may be two of them at once, and where a square whose side is nearly level has
+its topmost point on one corner or the next as the tilt goes) and the skeleton
+`KEYPOINT_SKELETON` joining them round the shape. Mirroring an image left-right turns the
+leftmost point into the rightmost, so the flip map derived from the names (left <-> right) is
+exact. A keypoint's flag follows COCO:
+- 0 (not labelled, x = y = 0): the point lies outside the image;
+- 1 (labelled, not visible): the pixel under the point is painted by a shape drawn later (on
+  top), or none of the shape's own visible pixels lies within one pixel of it;
+- 2 (visible): otherwise, so a visible point always lies on or within one pixel of its
+  instance's visible mask.
+Coordinates are the shape's geometric points (pixel (x, y) covers [x, x + 1] x [y, y + 1], as
+COCO's), rounded to 0.01 px. Keypoint AP needs OKS sigmas for these four points:
+`SHAPES_OKS_SIGMAS` (`model.keypoint_head.oks_sigmas` or `maskrcnn eval --oks-sigmas`).
 """
 
 import json
@@ -18,8 +36,15 @@ import pycocotools.mask as mask_utils
 from PIL import Image, ImageDraw
 
 from maskrcnn.data.coco_annotations import decode_rles
+from maskrcnn.files import write_text_atomic
 
 CATEGORIES = ({"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 3, "name": "triangle"})
+KEYPOINT_NAMES = ("top", "right", "bottom", "left")
+KEYPOINT_SKELETON = ((1, 2), (2, 3), (3, 4), (4, 1))  # 1-based, as COCO writes it: round the shape
+# No two annotators disagree on these points, so a sigma only says how close is close enough:
+# 0.05 (COCO's eyes have 0.025, hips 0.107) gives a point 0.1 x sqrt(area) off (3 px on a
+# 30 x 30 shape) an OKS of exp(-1/2) = 0.61.
+SHAPES_OKS_SIGMAS = (0.05, 0.05, 0.05, 0.05)
 # A shape hidden by more than 40 % is left out: what remains would not tell its class.
 MIN_VISIBLE_FRACTION = 0.6
 MIN_VISIBLE_PIXELS = 48
@@ -38,11 +63,18 @@ def shapes_dataset_paths(out_dir) -> dict[str, Path]:
 
 
 def make_shapes(
-    out_dir, num_train: int, num_val: int, seed: int = 0, image_size: tuple[int, int] = (192, 256)
+    out_dir,
+    num_train: int,
+    num_val: int,
+    seed: int = 0,
+    image_size: tuple[int, int] = (192, 256),
+    keypoints: bool = False,
 ) -> dict[str, Path]:
     """Write the shapes dataset under out_dir and return `shapes_dataset_paths(out_dir)`.
 
     image_size: (height, width) of every image. Image ids and annotation ids start at 1 per split.
+    keypoints: annotate each shape's four extreme points too (see the module's docstring); the
+    images and masks are the same as without.
     """
     if num_train < 0 or num_val < 0:
         raise ValueError(f"image counts must be >= 0, got train={num_train}, val={num_val}")
@@ -57,27 +89,53 @@ def make_shapes(
         images, annotations = [], []
         for index in range(count):
             rng = np.random.default_rng([seed % 2**64, _SPLITS[split], index])
-            pixels, instances = draw_shapes_image(rng, height, width)
+            pixels, shapes = _draw(rng, height, width)
             image_id, file_name = index + 1, f"{index:06d}.png"
             # Noisy pixels barely compress, so the fastest zlib level costs little space.
             Image.fromarray(pixels).save(image_dir / file_name, compress_level=1)
             images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
-            for category_id, mask in instances:
-                annotations.append(_annotation(len(annotations) + 1, image_id, category_id, mask))
+            points = _shape_keypoints(shapes, height, width) if keypoints else [None] * len(shapes)
+            for shape, flat in zip((s for s in shapes if s.visible is not None), points):
+                entry = _annotation(len(annotations) + 1, image_id, shape.category_id, shape.visible)
+                if flat is not None:
+                    entry["keypoints"] = flat
+                    entry["num_keypoints"] = sum(1 for v in flat[2::3] if v > 0)
+                annotations.append(entry)
+        categories = [dict(c, supercategory="shape") for c in CATEGORIES]
+        if keypoints:
+            names, skeleton = list(KEYPOINT_NAMES), [list(pair) for pair in KEYPOINT_SKELETON]
+            categories = [dict(c, keypoints=names, skeleton=skeleton) for c in categories]
+        info = {"description": "maskrcnn synthetic shapes", "seed": seed, "split": split}
         coco = {
-            "info": {"description": "maskrcnn synthetic shapes", "seed": seed, "split": split},
+            "info": {**info, "keypoints": True} if keypoints else info,
             "images": images,
             "annotations": annotations,
-            "categories": [dict(c, supercategory="shape") for c in CATEGORIES],
+            "categories": categories,
         }
-        paths[f"{split}_annotations"].write_text(json.dumps(coco, separators=(",", ":")))
+        write_text_atomic(json.dumps(coco, separators=(",", ":")), paths[f"{split}_annotations"])
     return paths
+
+
+class _Shape:
+    """One drawn shape: its category, whole mask (H, W) bool, colour (3,), extreme points (4, 2)
+    (x, y) in KEYPOINT_NAMES order, and visible mask (None when it was left out)."""
+
+    def __init__(self, category_id: int, mask: np.ndarray, colour: np.ndarray, extremes: np.ndarray):
+        self.category_id, self.mask, self.colour, self.extremes = category_id, mask, colour, extremes
+        self.visible: np.ndarray | None = None
 
 
 def draw_shapes_image(rng: np.random.Generator, height: int, width: int):
     """One image -> ((H, W, 3) uint8 pixels, [(category_id, (H, W) bool visible mask), ...])."""
+    pixels, shapes = _draw(rng, height, width)
+    return pixels, [(shape.category_id, shape.visible) for shape in shapes if shape.visible is not None]
+
+
+def _draw(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, list[_Shape]]:
+    """One image -> ((H, W, 3) uint8 pixels, every shape drawn for it, bottom to top, those left
+    out with visible None)."""
     background = _background(rng, height, width)
-    shapes = []  # (category_id, full mask, colour), bottom to top
+    shapes: list[_Shape] = []  # bottom to top
     centre = None
     for _ in range(int(rng.integers(1, 7))):
         category_id = int(rng.integers(1, 4))
@@ -91,19 +149,40 @@ def draw_shapes_image(rng: np.random.Generator, height: int, width: int):
             centre = np.clip(centre + rng.normal(0, radius, 2), low, high)
         else:
             centre = rng.uniform(low, high)
-        mask = _shape_mask(category_id, centre, radius, rng.uniform(0, 2 * np.pi), rng, height, width)
+        angle = rng.uniform(0, 2 * np.pi)
+        mask, extremes = _shape_mask(category_id, centre, radius, angle, rng, height, width)
         under = background[mask] if mask.any() else background.reshape(-1, 3)
-        shapes.append((category_id, mask, _colour(rng, under.mean(axis=0))))
+        shapes.append(_Shape(category_id, mask, _colour(rng, under.mean(axis=0)), extremes))
 
-    visible = _visible_masks([mask for _, mask, _ in shapes])
     pixels = background
-    for (_, mask, colour), shown in zip(shapes, visible):
+    for shape, shown in zip(shapes, _visible_masks([shape.mask for shape in shapes])):
+        shape.visible = shown
         if shown is not None:
-            pixels[mask] = colour
+            pixels[shape.mask] = shape.colour
     noise = rng.standard_normal(pixels.shape, dtype=np.float32) * np.float32(rng.uniform(2.0, 10.0))
     pixels = np.clip(pixels + noise, 0, 255).round().astype(np.uint8)
-    instances = [(category_id, v) for (category_id, _, _), v in zip(shapes, visible) if v is not None]
-    return pixels, instances
+    return pixels, shapes
+
+
+def _shape_keypoints(shapes: list[_Shape], height: int, width: int) -> list[list[float]]:
+    """The COCO keypoints [x, y, v] * 4 of each shown shape (those with a visible mask), in
+    order, flagged as the module's docstring says."""
+    result = []
+    above = np.zeros((height, width), dtype=bool)  # painted by the shapes drawn later
+    for shape in reversed(shapes):
+        if shape.visible is None:
+            continue
+        flat: list[float] = []
+        for x, y in np.round(shape.extremes, 2).tolist():
+            if not (0 <= x <= width and 0 <= y <= height):
+                flat.extend((0.0, 0.0, 0))
+                continue
+            column, row = min(int(x), width - 1), min(int(y), height - 1)
+            near = shape.visible[max(row - 1, 0) : row + 2, max(column - 1, 0) : column + 2].any()
+            flat.extend((x, y, 2 if near and not above[row, column] else 1))
+        result.append(flat)
+        above |= shape.mask
+    return result[::-1]
 
 
 def _visible_masks(full_masks: list[np.ndarray]) -> list[np.ndarray | None]:
@@ -150,13 +229,15 @@ def _colour(rng: np.random.Generator, avoid: np.ndarray) -> np.ndarray:
     return colour
 
 
-def _shape_mask(category_id, centre, radius, angle, rng, height: int, width: int) -> np.ndarray:
-    """(H, W) bool mask of one whole shape (clipped by the image border)."""
+def _shape_mask(category_id, centre, radius, angle, rng, height: int, width: int):
+    """(H, W) bool mask of one whole shape (clipped by the image border), and its extreme points
+    (4, 2) (x, y): topmost, rightmost, bottommost, leftmost."""
     canvas = Image.new("1", (width, height))
     draw = ImageDraw.Draw(canvas)
     cx, cy = centre
     if category_id == 1:
         draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=1)
+        extremes = np.array([[cx, cy - radius], [cx + radius, cy], [cx, cy + radius], [cx - radius, cy]])
     else:
         # Squares and triangles are rotated; a triangle's corners are jittered so not all are equilateral.
         corners = 4 if category_id == 2 else 3
@@ -164,10 +245,13 @@ def _shape_mask(category_id, centre, radius, angle, rng, height: int, width: int
         if corners == 3:
             angles = angles + rng.uniform(-0.15, 0.15, 3)
         scale = 1.25 if corners == 4 else 1.35
-        draw.polygon(
-            [(cx + scale * radius * np.cos(a), cy + scale * radius * np.sin(a)) for a in angles], fill=1
+        vertices = np.array(
+            [(cx + scale * radius * np.cos(a), cy + scale * radius * np.sin(a)) for a in angles]
         )
-    return np.array(canvas, dtype=bool)
+        draw.polygon([tuple(v) for v in vertices.tolist()], fill=1)
+        xs, ys = vertices[:, 0], vertices[:, 1]
+        extremes = vertices[[np.argmin(ys), np.argmax(xs), np.argmax(ys), np.argmin(xs)]]
+    return np.array(canvas, dtype=bool), extremes
 
 
 def _annotation(annotation_id: int, image_id: int, category_id: int, mask: np.ndarray) -> dict:

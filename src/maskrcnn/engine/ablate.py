@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-from maskrcnn.config import load_config
 from maskrcnn.data.shapes import make_shapes, shapes_dataset_paths
 from maskrcnn.engine.ablate_command import STATE_FILE, Plan
 from maskrcnn.engine.ablation_report import build_reports, csv_table, markdown_table
@@ -69,7 +68,7 @@ def run_ablation(plan: Plan) -> int:
             )
             started = time.perf_counter()
             try:
-                config = load_config(plan.config, plan.run_overrides(row, seed))
+                config = plan.load_run_config(row, seed)
                 # A folder with a partial run and no checkpoint to continue from starts again.
                 train(config, resume=resume, overwrite=not resume)
                 figures = _run_figures(run_dir, time.perf_counter() - started)

@@ -6,6 +6,7 @@ first rows have trained. An output folder that holds this table's runs is contin
 its recorded settings are the command's; other settings are refused unless --overwrite.
 """
 
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass, field
@@ -59,11 +60,9 @@ class Plan:
         """Everything one run of `row` with `seed` trains with, in load_config's order (row
         None: the overrides every row shares)."""
         paths = shapes_dataset_paths(self.data)
-        length = (
-            [f"solver.budget_minutes={self.budget_minutes}"]
-            if self.budget_minutes is not None
-            else [f"solver.max_iter={self.max_iter}"]
-        )
+        # A length in iterations scales the config's schedule (`load_run_config`), which a
+        # solver.max_iter override would not.
+        length = [f"solver.budget_minutes={self.budget_minutes}"] if self.budget_minutes is not None else []
         fixed = [
             f"data.train_json={json.dumps(str(paths['train_annotations']))}",
             f"data.train_images={json.dumps(str(paths['train_images']))}",
@@ -75,6 +74,13 @@ class Plan:
             *length,
         ]
         return row_overrides(row, [*self.overrides, *fixed]) if row else [*self.overrides, *fixed]
+
+    def load_run_config(self, row: Row, seed: int):
+        """The TrainConfig of one run: the config, the overrides and the run's length."""
+        config = load_config(self.config, self.run_overrides(row, seed))
+        if self.max_iter is not None:
+            config = dataclasses.replace(config, solver=config.solver.scaled_to(self.max_iter))
+        return config
 
     def run_dir(self, row: Row, seed: int) -> Path:
         return self.out / row.name / f"seed{seed}"

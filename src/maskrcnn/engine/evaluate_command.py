@@ -23,8 +23,12 @@ def evaluate_command(
     overrides: list[str] = (),
     device: str = "auto",
     precision: str = "fp32",
+    oks_sigmas: tuple[float, ...] | None = None,
 ) -> int:
     """Returns the exit code: 0 evaluated, 2 bad input (printed as one `error:` line).
+
+    oks_sigmas: one per keypoint for keypoint AP (`--oks-sigmas`); None: the model's
+    `model.keypoint_head.oks_sigmas` (with --results the config's), else COCO's person sigmas.
 
     The config, the paths and the options are checked before anything is read or built.
     Under torchrun (`torchrun --nproc_per_node N -m maskrcnn eval ...`) every process runs
@@ -40,4 +44,4 @@ def evaluate_command(
         return 2
     from maskrcnn.engine.evaluate_run import run_evaluation
 
-    return run_evaluation(config, paths, weights, results_file, vis, device, precision)
+    return run_evaluation(config, paths, weights, results_file, vis, device, precision, oks_sigmas)

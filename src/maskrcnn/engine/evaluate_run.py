@@ -2,7 +2,9 @@
 file) on a COCO-format split, and the files it writes.
 
 AP is scored against the split's annotations as a `CocoDataset` cleans them (broken ones
-dropped and counted in its warning, crowd regions kept as ignore regions). Under torchrun
+dropped and counted in its warning, crowd regions kept as ignore regions). A keypoint model's
+detections (or a results file's with `keypoints`) get keypoint AP too, with the OKS sigmas of
+`--oks-sigmas`, the model's `model.keypoint_head.oks_sigmas` or COCO's person sigmas. Under torchrun
 each process predicts its share of the images and rank 0 writes the merged results file,
 the metrics and the plots.
 """
@@ -27,6 +29,7 @@ from maskrcnn.engine.evaluation import (
     predict_split,
     write_metrics,
 )
+from maskrcnn.engine.keypoints import format_sigmas, resolve_oks_sigmas
 from maskrcnn.engine.manifest import OutputManifest
 from maskrcnn.engine.results import write_json_atomic
 from maskrcnn.files import atomic_output
@@ -49,6 +52,7 @@ def run_evaluation(
     vis: int,
     device: str,
     precision: str,
+    oks_sigmas: tuple[float, ...] | None = None,
 ) -> int:
     """`maskrcnn eval` once its inputs are checked (`evaluate_command`); the exit code."""
     try:
@@ -60,14 +64,16 @@ def run_evaluation(
         if results_file:
             if not context.is_main:
                 return 0  # nothing to share: rank 0 scores the file
-            dataset = _split(config, paths)
-            model, results = None, _read_results(results_file, dataset)
+            results = _load_results(results_file)
+            dataset = _split(config, paths, keypoints=any("keypoints" in r for r in results))
+            _check_results(results_file, results, dataset)
+            model, sigmas = None, _results_sigmas(config, dataset, oks_sigmas)
         else:
-            model, dataset = _model_and_split(context, config, weights, paths)
+            model, dataset, sigmas = _model_and_split(context, config, weights, paths, oks_sigmas)
             results = predict_split(model, dataset, context, precision=precision)
         if not context.is_main:
             return 0
-        metrics, evaluations = evaluate_results(dataset, results)
+        metrics, evaluations = evaluate_results(dataset, results, oks_sigmas=sigmas)
     except (ConfigError, CheckpointError, ValueError, OSError) as error:
         if context.is_main:  # every process has the same problem, or has heard of it: one line
             print(f"error: {one_line(error)}", file=sys.stderr)
@@ -84,28 +90,58 @@ def run_evaluation(
     return 0
 
 
-def _split(config, paths: EvaluationPaths, input_config=None) -> CocoDataset:
-    """The split to score, its annotations cleaned as training cleans them."""
+def _split(config, paths: EvaluationPaths, input_config=None, keypoints: bool = False) -> CocoDataset:
+    """The split to score, its annotations cleaned as training cleans them (with its keypoints)."""
     return CocoDataset(
         paths.annotations,
         paths.images,
         skip_bad_images=config.data.skip_bad_images,
         input_config=input_config,  # normalized as the model was trained
         max_image_pixels=config.data.max_image_pixels,
+        keypoints=keypoints,
     )
 
 
-def _model_and_split(context, config, weights, paths: EvaluationPaths):
-    """The model and the split, on every process; if any process cannot read them, all raise
-    (and none waits for the others in `predict_split`)."""
-    model = dataset = failure = None
+def _model_and_split(context, config, weights, paths: EvaluationPaths, oks_sigmas):
+    """The model, the split and the OKS sigmas (None without keypoints), on every process; if any
+    process cannot have them, all raise (and none waits for the others in `predict_split`)."""
+    model = dataset = sigmas = failure = None
     try:
         model = load_model(weights, device=context.device)
-        dataset = _split(config, paths, model.config.input)
+        dataset = _split(config, paths, model.config.input, keypoints=model.config.keypoints)
+        sigmas = _model_sigmas(model, dataset, weights, oks_sigmas)
     except (ConfigError, CheckpointError, ValueError, OSError) as error:
         failure = error
     distributed.raise_if_any_failed(failure, context)
-    return model, dataset
+    return model, dataset, sigmas
+
+
+def _model_sigmas(model, dataset: CocoDataset, weights: str, oks_sigmas) -> tuple[float, ...] | None:
+    """The sigmas to score the model's keypoints with, after checking that they are the split's."""
+    if not model.config.keypoints:
+        if oks_sigmas:
+            raise ValueError(f"--oks-sigmas {format_sigmas(oks_sigmas)}: {weights} predicts no keypoints")
+        return None
+    head = model.config.keypoint_head
+    names = tuple(dataset.keypoint_names)
+    if len(names) != head.num_keypoints or (head.names and tuple(head.names) != names):
+        predicted = ", ".join(head.names) if head.names else "unnamed"
+        raise ValueError(
+            f"{dataset.annotation_file}: {len(names)} keypoints ({', '.join(names)}), but {weights} "
+            f"predicts {head.num_keypoints} ({predicted}): keypoint AP needs the keypoints the model learnt"
+        )
+    return resolve_oks_sigmas(
+        head.num_keypoints, oks_sigmas, head.oks_sigmas, f"model.keypoint_head.oks_sigmas of {weights}"
+    )
+
+
+def _results_sigmas(config, dataset: CocoDataset, oks_sigmas) -> tuple[float, ...] | None:
+    """The sigmas to score a results file's keypoints with (None when it has none)."""
+    if not dataset.has_keypoints:
+        if oks_sigmas:
+            raise ValueError(f"--oks-sigmas {format_sigmas(oks_sigmas)}: the results have no keypoints")
+        return None
+    return resolve_oks_sigmas(len(dataset.keypoint_names), oks_sigmas, config.model.keypoint_head.oks_sigmas)
 
 
 def _write_outputs(out: Path, model, dataset, results, metrics, evaluations, vis, precision, results_file):
@@ -138,24 +174,30 @@ def _written_by_eval(name: str) -> bool:
     return folder == VIS_FOLDER and "/" not in picture and picture.endswith(".png")
 
 
-def _read_results(path: str, dataset: CocoDataset) -> list[dict]:
-    """A COCO results file, checked entry by entry against the images of `dataset`."""
+def _load_results(path: str) -> list[dict]:
+    """A COCO results file's entries, unchecked but for being a list of objects."""
     try:
         results = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise ValueError(f"{path}: cannot read results ({type(error).__name__}: {error})") from None
     if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
         raise ValueError(f"{path}: a COCO results file is a list of objects")
-    sizes = {record.image_id: (record.height, record.width) for record in dataset.records}
-    for index, entry in enumerate(results):
-        problem = _result_problem(entry, sizes)
-        if problem:
-            raise ValueError(f"{path}: entry {index} {problem}")
     return results
 
 
-def _result_problem(entry: dict, sizes: dict[int, tuple[int, int]]) -> str | None:
-    """What pycocotools would trip over in one results entry ("has no 'score'"), or None."""
+def _check_results(path: str, results: list[dict], dataset: CocoDataset) -> None:
+    """Raises ValueError naming the file and the first entry pycocotools would trip over."""
+    sizes = {record.image_id: (record.height, record.width) for record in dataset.records}
+    for index, entry in enumerate(results):
+        problem = _result_problem(entry, sizes, len(dataset.keypoint_names))
+        if problem:
+            raise ValueError(f"{path}: entry {index} {problem}")
+
+
+def _result_problem(entry: dict, sizes: dict[int, tuple[int, int]], num_keypoints: int = 0) -> str | None:
+    """What pycocotools would trip over in one results entry ("has no 'score'"), or None.
+
+    num_keypoints: K of the ground truth's keypoints; an entry's `keypoints` must be 3K numbers."""
     for field in ("image_id", "category_id", "score", "bbox"):
         if field not in entry:
             return f"has no {field!r}"
@@ -174,6 +216,13 @@ def _result_problem(entry: dict, sizes: dict[int, tuple[int, int]]) -> str | Non
         problem = rle_problem(entry["segmentation"], *sizes[image_id])
         if problem:
             return f"has an unusable segmentation ({problem})"
+    if "keypoints" in entry:
+        points = entry["keypoints"]
+        if not isinstance(points, list) or len(points) != 3 * num_keypoints:
+            wanted = f"[x1, y1, v1, ...] of the split's {num_keypoints} keypoints"
+            return f"has keypoints {_short(points)}, not {wanted}"
+        if not all(_is_finite(v) for v in points):
+            return f"has keypoints {_short(points)} that are not all finite numbers"
     return None
 
 
@@ -208,6 +257,7 @@ def write_side_by_side(
             continue
         image, target = sample
         pixels = display_image(image)
+        skeleton = model.config.keypoint_head.skeleton or dataset.keypoint_skeleton
         truth = draw_instances(
             pixels,
             target["boxes"],
@@ -215,6 +265,8 @@ def write_side_by_side(
             np.ones(len(target["labels"])),
             target["masks"] > 0,
             model.class_names,
+            keypoints=target.get("keypoints"),
+            skeleton=skeleton,
         )
         detections = model.predict([image], precision, normalized=True)[0]
         predicted = draw_instances(
@@ -222,9 +274,12 @@ def write_side_by_side(
             detections["boxes"],
             detections["labels"],
             detections["scores"],
-            detections["masks"],
+            detections.get("masks"),
             model.class_names,
             score_threshold=0.5,
+            keypoints=detections.get("keypoints"),
+            keypoint_scores=detections.get("keypoint_scores"),
+            skeleton=skeleton,
         )
         canvas = Image.new("RGB", (truth.width * 2 + 8, truth.height), (255, 255, 255))
         canvas.paste(truth, (0, 0))

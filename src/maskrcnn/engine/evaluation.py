@@ -2,7 +2,8 @@
 
 AP is scored against the split's cleaned annotations (`coco_ground_truth`), the ones a
 `CocoDataset` keeps, never against the raw file: a validation file with a broken polygon
-scores as its repaired self instead of stopping pycocotools.
+scores as its repaired self instead of stopping pycocotools. Keypoint AP (OKS) is scored too
+when asked for with the keypoints' sigmas (`evaluate_results(..., oks_sigmas=...)`).
 """
 
 import contextlib
@@ -27,6 +28,9 @@ from maskrcnn.modeling.mask_rcnn import MaskRCNN
 
 SUMMARY_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 IOU_TYPES = ("bbox", "segm")
+KEYPOINTS = "keypoints"
+# COCOeval's keypoint summary has no small objects: COCO labels no keypoints on them.
+KEYPOINT_SUMMARY_NAMES = ("AP", "AP50", "AP75", "APm", "APl")
 
 
 def label_to_category(model: MaskRCNN) -> dict[int, int] | None:
@@ -99,8 +103,12 @@ def coco_ground_truth(dataset: CocoDataset) -> COCO:
     (iscrowd 1: COCOeval ignores detections on them); category ids as in the dataset's file,
     bbox [x, y, w, h] of the clipped box, segmentation a compressed RLE, and area the mask's
     pixel count, as pycocotools computes it from the RLE (COCOeval's small/medium/large
-    ranges read it, for boxes too).
+    ranges read it, for boxes too; OKS scales distances by it). A dataset read with keypoints
+    also gives each annotation `keypoints` [x, y, v] * K and `num_keypoints` (the points with
+    v > 0; COCOeval ignores objects without any, and crowd regions have none), and its keypoint
+    categories their `keypoints` names and `skeleton`.
     """
+    unlabelled = [0.0] * (3 * len(dataset.keypoint_names))
     images, annotations = [], []
     for record in dataset.records:
         size = {"height": record.height, "width": record.width}
@@ -109,20 +117,27 @@ def coco_ground_truth(dataset: CocoDataset) -> COCO:
             for instance in instances:
                 rle = to_rle(instance.segmentation, record.height, record.width)
                 x1, y1, x2, y2 = instance.box
-                annotations.append(
-                    {
-                        # ids start at 1: COCOeval takes a match to id 0 for no match.
-                        "id": len(annotations) + 1,
-                        "image_id": record.image_id,
-                        "category_id": dataset.label_to_category_id(instance.label),
-                        "segmentation": rle,
-                        "area": float(mask_utils.area(rle)),
-                        "bbox": [x1, y1, x2 - x1, y2 - y1],
-                        "iscrowd": iscrowd,
-                    }
-                )
+                annotation = {
+                    # ids start at 1: COCOeval takes a match to id 0 for no match.
+                    "id": len(annotations) + 1,
+                    "image_id": record.image_id,
+                    "category_id": dataset.label_to_category_id(instance.label),
+                    "segmentation": rle,
+                    "area": float(mask_utils.area(rle)),
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "iscrowd": iscrowd,
+                }
+                if dataset.has_keypoints:
+                    points = list(instance.keypoints) if instance.keypoints is not None else unlabelled
+                    annotation["keypoints"] = points
+                    annotation["num_keypoints"] = sum(1 for v in points[2::3] if v > 0)
+                annotations.append(annotation)
     names = dataset.class_names[1:]
     categories = [{"id": i, "name": name} for i, name in zip(dataset.category_ids, names)]
+    for category in categories:
+        if category["id"] in dataset.keypoint_category_ids:
+            category["keypoints"] = list(dataset.keypoint_names)
+            category["skeleton"] = [list(pair) for pair in dataset.keypoint_skeleton]
     coco = COCO()
     coco.dataset = {"images": images, "annotations": annotations, "categories": categories}
     with contextlib.redirect_stdout(io.StringIO()):
@@ -131,19 +146,26 @@ def coco_ground_truth(dataset: CocoDataset) -> COCO:
 
 
 def evaluate_results(
-    ground_truth: CocoDataset | COCO | str | Path, results: list[dict]
+    ground_truth: CocoDataset | COCO | str | Path,
+    results: list[dict],
+    oks_sigmas: Sequence[float] | None = None,
 ) -> tuple[dict, dict[str, COCOeval]]:
-    """Run COCOeval for boxes and masks.
+    """Run COCOeval for boxes and masks, and for keypoints when `oks_sigmas` are given.
 
     ground_truth: a dataset (scored against its cleaned annotations, `coco_ground_truth`), an
-    annotation file (read as a `CocoDataset` first) or a COCO index.
+    annotation file (read as a `CocoDataset` first, with its keypoints when `oks_sigmas` are
+    given) or a COCO index.
+    oks_sigmas: (K,) one per keypoint (engine.keypoints.resolve_oks_sigmas): keypoint AP of the
+    results' `keypoints` on the ground truth's keypoint categories. None: no keypoint AP.
     Returns metrics {"bbox": {"AP": ..., ...}, "segm": {...}, "per_class": {"bbox": {name: AP},
     "segm": {...}}} with AP in [0, 1] exactly as pycocotools computes it (-1, "no such
-    objects", is reported as NaN), and the COCOeval objects for plots. Raises ValueError if
-    results name images that the ground truth does not have.
+    objects", is reported as NaN), with oks_sigmas also "keypoints" (KEYPOINT_SUMMARY_NAMES)
+    and its per-class AP, and the COCOeval objects for plots. Raises ValueError if results name
+    images that the ground truth does not have, or (with oks_sigmas) if the ground truth has no
+    keypoints, other than len(oks_sigmas), or a result's keypoints are not 3K numbers.
     """
     if isinstance(ground_truth, (str, Path)):
-        ground_truth = CocoDataset(ground_truth, "")
+        ground_truth = CocoDataset(ground_truth, "", keypoints=oks_sigmas is not None)
     coco = ground_truth if isinstance(ground_truth, COCO) else coco_ground_truth(ground_truth)
     unknown = {r["image_id"] for r in results} - set(coco.getImgIds())
     if unknown:
@@ -167,7 +189,60 @@ def evaluate_results(
         metrics[iou_type] = {name: _ap(v) for name, v in zip(SUMMARY_NAMES, evaluation.stats[:6])}
         metrics["per_class"][iou_type] = per_class_ap(evaluation, names)
         evaluations[iou_type] = evaluation
+    if oks_sigmas is not None:
+        evaluation = _keypoint_evaluation(coco, results, oks_sigmas, metrics, names)
+        if evaluation is not None:
+            evaluations[KEYPOINTS] = evaluation
     return metrics, evaluations
+
+
+def _keypoint_evaluation(
+    coco: COCO, results: list[dict], oks_sigmas: Sequence[float], metrics: dict, names: dict[int, str]
+) -> COCOeval | None:
+    """COCOeval "keypoints" on the categories that have keypoints; fills metrics["keypoints"] and
+    its per-class AP, returns the evaluation (None when there was nothing to score)."""
+    categories = [c for c in coco.loadCats(coco.getCatIds()) if c.get("keypoints")]
+    if not categories:
+        raise ValueError("keypoint AP: the ground truth has no category with keypoints to score against")
+    count = len(categories[0]["keypoints"])
+    if len(oks_sigmas) != count:
+        raise ValueError(
+            f"keypoint AP: {len(oks_sigmas)} OKS sigmas for the ground truth's {count} keypoints"
+        )
+    ids = [c["id"] for c in categories]
+    # The COCO keypoint results format: without a bbox, pycocotools takes a detection's area
+    # (for the medium/large ranges) from its keypoints' extent, as COCO's own server does.
+    entries = [
+        {key: r[key] for key in ("image_id", "category_id", "keypoints", "score")}
+        for r in results
+        if "keypoints" in r and r["category_id"] in ids
+    ]
+    for entry in entries:
+        points = entry["keypoints"]
+        if not isinstance(points, list) or len(points) != 3 * count:
+            raise ValueError(
+                f"keypoint AP: a result of image {entry['image_id']} has {_length(points)} keypoint values, "
+                f"not 3 x {count}"
+            )
+    if not entries:
+        metrics[KEYPOINTS] = {name: 0.0 for name in KEYPOINT_SUMMARY_NAMES}
+        metrics["per_class"][KEYPOINTS] = {names[i]: 0.0 for i in ids}
+        return None
+    with contextlib.redirect_stdout(io.StringIO()):
+        detections = coco.loadRes(entries)
+        evaluation = COCOeval(coco, detections, KEYPOINTS)
+        evaluation.params.kpt_oks_sigmas = np.asarray(oks_sigmas, dtype=np.float64)
+        evaluation.params.catIds = ids
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    metrics[KEYPOINTS] = {name: _ap(v) for name, v in zip(KEYPOINT_SUMMARY_NAMES, evaluation.stats[:5])}
+    metrics["per_class"][KEYPOINTS] = per_class_ap(evaluation, names)
+    return evaluation
+
+
+def _length(value) -> str:
+    return str(len(value)) if isinstance(value, list) else "no list of"
 
 
 def per_class_ap(evaluation: COCOeval, names: dict[int, str]) -> dict[str, float]:
@@ -186,19 +261,28 @@ def _ap(value: float) -> float:
 
 
 def format_metrics(metrics: dict) -> str:
-    """The summary table (boxes and masks) and the per-class AP table, in percent."""
-    lines = [f"| {'':<6} | " + " | ".join(f"{n:>5}" for n in SUMMARY_NAMES) + " |"]
-    lines.append("|" + "-" * 8 + "|" + "|".join("-" * 7 for _ in SUMMARY_NAMES) + "|")
-    for iou_type, title in (("bbox", "box"), ("segm", "mask")):
+    """The summary table (boxes, masks, and keypoints when scored) and the per-class AP table,
+    in percent. Keypoint AP has no small objects: its APs is n/a."""
+    keypoints = KEYPOINTS in metrics
+    title_width = 8 if keypoints else 6
+    lines = [f"| {'':<{title_width}} | " + " | ".join(f"{n:>5}" for n in SUMMARY_NAMES) + " |"]
+    lines.append("|" + "-" * (title_width + 2) + "|" + "|".join("-" * 7 for _ in SUMMARY_NAMES) + "|")
+    rows = (("bbox", "box"), ("segm", "mask")) + (((KEYPOINTS, "keypoint"),) if keypoints else ())
+    for iou_type, title in rows:
         values = metrics[iou_type]
-        lines.append(f"| {title:<6} | " + " | ".join(_percent(values[n]) for n in SUMMARY_NAMES) + " |")
+        cells = " | ".join(_percent(values.get(n, float("nan"))) for n in SUMMARY_NAMES)
+        lines.append(f"| {title:<{title_width}} | {cells} |")
     lines.append("")
     width = max([len(n) for n in metrics["per_class"]["bbox"]] + [5])
-    lines.append(f"| {'class':<{width}} | box AP | mask AP |")
-    lines.append("|" + "-" * (width + 2) + "|--------|---------|")
+    extra, rule = (" keypoint AP |", "-------------|") if keypoints else ("", "")
+    lines.append(f"| {'class':<{width}} | box AP | mask AP |{extra}")
+    lines.append("|" + "-" * (width + 2) + "|--------|---------|" + rule)
     for name, box_ap in metrics["per_class"]["bbox"].items():
         mask_ap = metrics["per_class"]["segm"].get(name, float("nan"))
-        lines.append(f"| {name:<{width}} | {_percent(box_ap):>6} | {_percent(mask_ap):>7} |")
+        line = f"| {name:<{width}} | {_percent(box_ap):>6} | {_percent(mask_ap):>7} |"
+        if keypoints:
+            line += f" {_percent(metrics['per_class'][KEYPOINTS].get(name, float('nan'))):>11} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -208,7 +292,7 @@ def _percent(value: float) -> str:
 
 def plot_precision_recall(evaluations: dict[str, COCOeval], names: dict[int, str], path: Path) -> None:
     """Precision-recall curves: per IoU type, one curve at IoU 0.5 and one at 0.75 (all
-    classes), and one per class at IoU 0.5."""
+    classes), and one per class at IoU 0.5 (for keypoints: at OKS 0.5 and 0.75)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -218,12 +302,13 @@ def plot_precision_recall(evaluations: dict[str, COCOeval], names: dict[int, str
         return
     figure, axes = plt.subplots(1, len(evaluations), figsize=(6 * len(evaluations), 5), squeeze=False)
     for axis, (iou_type, evaluation) in zip(axes[0], evaluations.items()):
+        match = "OKS" if iou_type == KEYPOINTS else "IoU"
         recall = evaluation.params.recThrs
         precision = evaluation.eval["precision"]
         for threshold in (0.5, 0.75):
             t = int(np.argmin(np.abs(evaluation.params.iouThrs - threshold)))
             curve = _mean_over_classes(precision[t, :, :, 0, -1])
-            axis.plot(recall, curve, linewidth=2.5, label=f"all classes, IoU {threshold}")
+            axis.plot(recall, curve, linewidth=2.5, label=f"all classes, {match} {threshold}")
         t50 = int(np.argmin(np.abs(evaluation.params.iouThrs - 0.5)))
         for k, category in enumerate(evaluation.params.catIds):
             curve = precision[t50, :, k, 0, -1]
@@ -233,9 +318,9 @@ def plot_precision_recall(evaluations: dict[str, COCOeval], names: dict[int, str
                     np.where(curve > -1, curve, np.nan),
                     linewidth=1,
                     alpha=0.8,
-                    label=f"{names[category]}, IoU 0.5",
+                    label=f"{names[category]}, {match} 0.5",
                 )
-        axis.set_title({"bbox": "boxes", "segm": "masks"}[iou_type])
+        axis.set_title({"bbox": "boxes", "segm": "masks", KEYPOINTS: "keypoints"}[iou_type])
         axis.set_xlabel("recall")
         axis.set_ylabel("precision")
         axis.set_xlim(0, 1)

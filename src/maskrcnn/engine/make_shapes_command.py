@@ -8,16 +8,17 @@ this command wrote are ever removed): an image folder then holds what its annota
 import json
 from pathlib import Path
 
-from maskrcnn.data.shapes import make_shapes, shapes_dataset_paths
+from maskrcnn.data.shapes import KEYPOINT_NAMES, SHAPES_OKS_SIGMAS, make_shapes, shapes_dataset_paths
 
 SPLITS = {"train": "training", "val": "validation"}
 
 
-def make_shapes_command(out: str, train: int, val: int, seed: int = 0) -> int:
-    """Write the dataset under `out`, print one line per file and folder written; returns 0."""
+def make_shapes_command(out: str, train: int, val: int, seed: int = 0, keypoints: bool = False) -> int:
+    """Write the dataset under `out` (with each shape's keypoints if asked), print one line per
+    file and folder written; returns 0."""
     paths = shapes_dataset_paths(out)
     earlier = {split: _listed_images(paths[f"{split}_annotations"]) for split in SPLITS}
-    make_shapes(out, train, val, seed)
+    make_shapes(out, train, val, seed, keypoints=keypoints)
     lines = []
     for split, name in SPLITS.items():
         annotations, folder = paths[f"{split}_annotations"], paths[f"{split}_images"]
@@ -26,12 +27,23 @@ def make_shapes_command(out: str, train: int, val: int, seed: int = 0) -> int:
         for stale in sorted(earlier[split] - listed):
             (folder / stale).unlink(missing_ok=True)
         images, instances = _count(len(data["images"]), "image"), _count(len(data["annotations"]), "instance")
+        if keypoints:
+            visible = sum(v == 2 for a in data["annotations"] for v in a["keypoints"][2::3])
+            instances += f" ({_count(visible, 'visible keypoint')})"
         lines.append((str(annotations), f"{name} annotations: {images}, {instances}"))
         lines.append((f"{folder}/", f"{images} ({name}, PNG)"))
-    print(f"wrote the shapes dataset (seed {seed}) in {out}:")
+    what = " with keypoints" if keypoints else ""
+    print(f"wrote the shapes dataset{what} (seed {seed}) in {out}:")
     width = max(len(path) for path, _ in lines)
     for path, what in lines:
         print(f"  {path:<{width}}  {what}")
+    if keypoints:
+        sigmas = ",".join(f"{s:g}" for s in SHAPES_OKS_SIGMAS)
+        print(
+            f"keypoints {', '.join(KEYPOINT_NAMES)} of every shape; keypoint AP with their OKS sigmas: "
+            f"model.keypoint_head.num_keypoints={len(KEYPOINT_NAMES)} "
+            f"model.keypoint_head.oks_sigmas=[{sigmas}] (or eval --oks-sigmas {sigmas})"
+        )
     return 0
 
 

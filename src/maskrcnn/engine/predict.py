@@ -1,8 +1,9 @@
 """The `predict` command: run a model over image files, write overlays and COCO results JSON.
 
 Outputs in the output directory:
-  <stem>.png         each image with its detections drawn
-  predictions.json   COCO results entries (plus "file_name") for all images
+  <stem>.png         each image with its detections drawn (a keypoint model's keypoints too)
+  predictions.json   COCO results entries (plus "file_name"; a keypoint model's entries also
+                     "keypoints" and "keypoint_scores") for all images
   images.json        [{"id", "file_name", "height", "width"}] of the images that were read
   predict_files.json the files this run wrote (engine/manifest.py): a later run into the same
                      folder removes those it does not write again, so the folder never holds an
@@ -205,7 +206,7 @@ def predict_to_directory(
             image = to_image_tensor(pixels, model.config.input, str(path))  # (C, H, W) in [0, 1]
             (detections,) = model.predict(image, precision, normalized=True, score_threshold=score_threshold)
             kept = {key: value.cpu() for key, value in detections.items()}
-            _save_overlay(image, kept, model.class_names, overlay)
+            _save_overlay(image, kept, model.class_names, overlay, model.config.keypoint_head.skeleton)
             run.overlays.append(overlay)
         except (ValueError, OSError, torch.cuda.OutOfMemoryError) as error:
             run.errors.append((path, _problem(error, path)))
@@ -275,7 +276,7 @@ def overlay_paths(images: list[Path], out_dir: Path) -> list[Path]:
     return paths
 
 
-def _save_overlay(image, detections: dict, class_names, path: Path) -> None:
+def _save_overlay(image, detections: dict, class_names, path: Path, skeleton=()) -> None:
     overlay = draw_instances(
         display_image(image),
         detections["boxes"],
@@ -283,6 +284,9 @@ def _save_overlay(image, detections: dict, class_names, path: Path) -> None:
         detections["scores"],
         detections.get("masks"),
         class_names,
+        keypoints=detections.get("keypoints"),
+        keypoint_scores=detections.get("keypoint_scores"),
+        skeleton=skeleton,
     )
     with atomic_output(path) as temporary:  # never a half-written picture
         overlay.save(temporary, format="PNG")

@@ -1,8 +1,9 @@
 """Detections as COCO results entries (RLE or polygon masks) and atomic JSON files.
 
 A COCO results file is a list of entries {image_id, category_id, bbox [x, y, w, h], score,
-segmentation}; pycocotools' `COCO.loadRes` and `COCOeval` read it. They accept only RLE
-segmentations, so polygons are for other consumers (annotation tools, datasets).
+segmentation, and for a keypoint model keypoints [x1, y1, v1, ...]}; pycocotools' `COCO.loadRes`
+and `COCOeval` read it. They accept only RLE segmentations, so polygons are for other consumers
+(annotation tools, datasets).
 """
 
 import os
@@ -34,7 +35,10 @@ def detections_to_coco(
         models, whose 91 outputs follow COCO's id layout.
     polygons: segmentation as a list of flat [x1, y1, x2, y2, ...] polygons (outer
         boundaries, holes filled) instead of RLE. Entries whose mask is empty get [].
-    Without masks in `detections` the entries have no segmentation.
+    Without masks in `detections` the entries have no segmentation. With keypoints (N, K, 3)
+    [x, y, 1] (and keypoint_scores (N, K)) in `detections`, each entry gets `keypoints`
+    [x1, y1, 1, ..., xK, yK, 1] (COCO's results format: pycocotools does not read the flags and
+    COCO asks for 1) and `keypoint_scores` [s1, ..., sK], each point's heatmap value.
     """
     boxes = _numpy(detections["boxes"]).astype(np.float64).reshape(-1, 4)
     scores = _numpy(detections["scores"]).astype(np.float64).reshape(-1)
@@ -51,6 +55,7 @@ def detections_to_coco(
         if masks.ndim != 3 or len(masks) != len(boxes):
             raise ValueError(f"detections: masks must be (N, H, W) with N={len(boxes)}, got {masks.shape}")
         segmentations = [mask_to_polygons(m) for m in masks] if polygons else encode_masks(masks)
+    keypoints, keypoint_scores = _keypoints(detections, len(boxes))
 
     entries = []
     for i, (box, score, label) in enumerate(zip(boxes, scores, labels)):
@@ -63,8 +68,30 @@ def detections_to_coco(
         }
         if segmentations is not None:
             entry["segmentation"] = segmentations[i]
+        if keypoints is not None:
+            entry["keypoints"] = [v for x, y in keypoints[i].tolist() for v in (round(x, 2), round(y, 2), 1)]
+            if keypoint_scores is not None:
+                entry["keypoint_scores"] = [round(v, 4) for v in keypoint_scores[i].tolist()]
         entries.append(entry)
     return entries
+
+
+def _keypoints(detections: Mapping, count: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(N, K, 2) x, y and (N, K) scores of the detections' keypoints (None for what is absent)."""
+    keypoints = detections.get("keypoints")
+    if keypoints is None:
+        return None, None
+    keypoints = _numpy(keypoints).astype(np.float64)
+    if keypoints.ndim != 3 or len(keypoints) != count or keypoints.shape[2] not in (2, 3):
+        raise ValueError(f"detections: keypoints must be (N, K, 3) with N={count}, got {keypoints.shape}")
+    scores = detections.get("keypoint_scores")
+    if scores is not None:
+        scores = _numpy(scores).astype(np.float64)
+        if scores.shape != keypoints.shape[:2]:
+            raise ValueError(
+                f"detections: keypoint_scores must be (N, K) = {keypoints.shape[:2]}, got {scores.shape}"
+            )
+    return keypoints[:, :, :2], scores
 
 
 def encode_masks(masks: np.ndarray) -> list[dict]:

@@ -1,5 +1,6 @@
 """`maskrcnn train`."""
 
+import dataclasses
 import json
 import sys
 
@@ -33,7 +34,6 @@ def train_command(
         "data.val_json": val_json,
         "data.val_images": val_images,
         "output_dir": out,
-        "solver.max_iter": max_iter,
         "solver.budget_minutes": budget_minutes,
         "data.skip_bad_images": True if skip_bad_images else None,
     }
@@ -49,6 +49,8 @@ def train_command(
     try:
         _check_one_run_length(user_overrides, max_iter, budget_minutes)
         config = load_config(config_path, overrides)
+        if max_iter is not None:  # the config's schedule, fitted to this length
+            config = dataclasses.replace(config, solver=config.solver.scaled_to(max_iter))
         if not config.data.train_json or not config.data.train_images:
             raise ConfigError("no training data: give --train-json and --train-images")
         check_training_paths(config, config_path, user_overrides, path_flags)

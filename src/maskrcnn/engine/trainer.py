@@ -22,12 +22,15 @@ from maskrcnn.data.samplers import TrainingBatchSampler
 from maskrcnn.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestSide
 from maskrcnn.engine import distributed
 from maskrcnn.engine.evaluation import (
+    IOU_TYPES,
+    KEYPOINTS,
     evaluate_results,
     format_metrics,
     plot_precision_recall,
     predict_split,
     write_metrics,
 )
+from maskrcnn.engine.keypoints import keypoint_head_for_dataset, resolve_oks_sigmas
 from maskrcnn.engine.metrics import MetricsLog, plot_losses
 from maskrcnn.engine.progress import TrainingProgress
 from maskrcnn.engine.schedule import BudgetFitter, Schedule
@@ -63,20 +66,24 @@ class _LossesOnly(torch.nn.Module):
 
 def build_training_data(config: TrainConfig, context: distributed.Context, start_iter: int):
     data = config.data
-    transform = Compose(
-        [
-            ResizeShortestSide(tuple(data.min_sizes_train), data.max_size_train),
-            RandomHorizontalFlip(data.flip_probability),
-        ]
-    )
     dataset = CocoDataset(
         data.train_json,
         data.train_images,
-        transform=transform,
         drop_images_without_annotations=data.drop_images_without_annotations,
         skip_bad_images=data.skip_bad_images,
         input_config=config.model.input,
         max_image_pixels=data.max_image_pixels,
+        keypoints=config.model.keypoints,
+    )
+    # The flip swaps left and right keypoints by their names, which only the file knows.
+    keypoint_flip = dataset.keypoint_flip if dataset.has_keypoints else None
+    dataset.transform = Compose(
+        [
+            ResizeShortestSide(
+                tuple(data.min_sizes_train), data.max_size_train, config.model.input.resize_rounding
+            ),
+            RandomHorizontalFlip(data.flip_probability, keypoint_flip),
+        ]
     )
     if data.cache_images:  # before the workers start: they share the decoded images
         message = fill_image_cache(dataset, memory_limit_bytes(data.cache_images_max_mb))
@@ -231,6 +238,16 @@ def _train(
         class_names=tuple(dataset.class_names),
         category_ids=tuple(dataset.category_ids),
     )
+    if config.model.keypoints:  # the keypoints, like the classes, follow the training set
+        head = keypoint_head_for_dataset(config.model.keypoint_head, dataset, validation)
+        if head.num_keypoints != config.model.keypoint_head.num_keypoints and context.is_main:
+            tqdm.write(
+                f"model.keypoint_head.num_keypoints: {head.num_keypoints} from {config.data.train_json} "
+                f"({', '.join(head.names)}), not {config.model.keypoint_head.num_keypoints}"
+            )
+        if validation is not None:  # a run must not fail at its end for want of sigmas
+            resolve_oks_sigmas(head.num_keypoints, configured=head.oks_sigmas)
+        model_config = replace(model_config, keypoint_head=head)
     config = replace(config, model=model_config)
     model = build_model(model_config)
     if config.init_weights and checkpoint is None:
@@ -427,6 +444,7 @@ def validation_data(config: TrainConfig) -> CocoDataset | None:
         skip_bad_images=data.skip_bad_images,
         input_config=config.model.input,
         max_image_pixels=data.max_image_pixels,
+        keypoints=config.model.keypoints,
     )
 
 
@@ -446,12 +464,16 @@ def _evaluate(
     results = predict_split(model.eval(), validation, context, progress=False)
     if not context.is_main:
         return
-    metrics, evaluations = evaluate_results(validation, results)
-    log.write(
-        {"iteration": iteration, **{f"{t}_{k}": v for t in ("bbox", "segm") for k, v in metrics[t].items()}}
-    )
+    sigmas = None
+    if config.model.keypoints:  # checked before the first step: this does not fail
+        head = config.model.keypoint_head
+        sigmas = resolve_oks_sigmas(head.num_keypoints, configured=head.oks_sigmas)
+    metrics, evaluations = evaluate_results(validation, results, oks_sigmas=sigmas)
+    scored = [t for t in (*IOU_TYPES, KEYPOINTS) if t in metrics]
+    log.write({"iteration": iteration, **{f"{t}_{k}": v for t in scored for k, v in metrics[t].items()}})
     box_ap, mask_ap = 100 * metrics["bbox"]["AP"], 100 * metrics["segm"]["AP"]
-    tqdm.write(f"iteration {iteration}: box AP {box_ap:.1f}, mask AP {mask_ap:.1f}")
+    keypoint_ap = f", keypoint AP {100 * metrics[KEYPOINTS]['AP']:.1f}" if KEYPOINTS in metrics else ""
+    tqdm.write(f"iteration {iteration}: box AP {box_ap:.1f}, mask AP {mask_ap:.1f}{keypoint_ap}")
     if final:
         tqdm.write(format_metrics(metrics))
         write_metrics(metrics, Path(config.output_dir) / "metrics.json")

@@ -23,7 +23,11 @@ OUTPUT_AXES = {
     "scores": {0: "detections"},
     "labels": {0: "detections"},
     "masks": {0: "detections", 1: "height", 2: "width"},
+    "keypoints": {0: "detections"},
+    "keypoint_scores": {0: "detections"},
 }
+# The outputs each head adds to boxes, scores and labels.
+HEAD_OUTPUTS = {"mask": ("masks",), "keypoint": ("keypoints", "keypoint_scores")}
 OUTPUT_NAMES = tuple(OUTPUT_AXES)
 OPSET = 17
 GRAPH_INTENSITIES = ("range", *PER_IMAGE)
@@ -66,7 +70,8 @@ def export_onnx(
 ) -> Path:
     """Write `model` as an ONNX graph: image (C, H, W) float32, any H and W ->
     boxes (D, 4) float32 xyxy, scores (D,), labels (D,) int64 and, with the mask head,
-    masks (D, H, W) bool.
+    masks (D, H, W) bool, with the keypoint head keypoints (D, K, 3) [x, y, 1] and
+    keypoint_scores (D, K).
 
     The graph is a trace of the model's own forward (`OneImage`), of every model
     `build_model` makes. C is model.input.channels. The input is in [0, 1] when the graph's intensity (see
@@ -82,8 +87,8 @@ def export_onnx(
     example = torch.rand(channels, *example_size, generator=torch.Generator().manual_seed(0))
     names = graph.output_names
     dynamic_axes = {INPUT_NAME: {1: "height", 2: "width"}, **{name: OUTPUT_AXES[name] for name in names}}
-    # Traced, the RoI ops are torchvision's (ops/roi_align.py, ops/roi_pool.py: they have ONNX
-    # mappings); the other fast paths trace as they run (folded norms become constants).
+    # Traced, RoIAlign is torchvision's (ops/roi_align.py: it has an ONNX mapping), as RoIPool
+    # always is; the other fast paths trace as they run (folded norms become constants).
     with atomic_output(path) as temporary:
         with torch.no_grad(), warnings.catch_warnings():
             # The tracer warns about every shape it reads; the graph computes them all as tensors.
@@ -117,8 +122,9 @@ class OneImage(torch.nn.Module):
         super().__init__()
         self.model = model
         self.score_threshold = float(score_threshold)
-        known = [name for name in OUTPUT_NAMES if name != "masks" or "mask" in model.roi_heads.heads]
-        self.output_names = tuple(known)
+        heads = model.roi_heads.heads
+        extra = [name for head, names in HEAD_OUTPUTS.items() if head in heads for name in names]
+        self.output_names = ("boxes", "scores", "labels", *extra)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         config = self.model.config.input
@@ -138,6 +144,7 @@ class ExportCheck:
     max_score_difference: float
     same_labels: bool
     mask_agreement: float  # fraction of mask pixels equal
+    max_keypoint_difference: float = 0.0  # pixels (0 for a model without keypoints)
 
     @property
     def ok(self) -> bool:
@@ -146,6 +153,7 @@ class ExportCheck:
             and self.max_box_difference <= 1e-3
             and self.same_labels
             and self.mask_agreement >= 0.999
+            and self.max_keypoint_difference <= 1e-2
         )
 
 
@@ -191,7 +199,12 @@ def compare_with_eager(
         max_score_difference=(exported["scores"] - eager["scores"]).abs().max().item(),
         same_labels=torch.equal(exported["labels"], eager["labels"]),
         mask_agreement=_agreement(exported.get("masks"), eager.get("masks")),
+        max_keypoint_difference=_largest_difference(exported.get("keypoints"), eager.get("keypoints")),
     )
+
+
+def _largest_difference(exported: torch.Tensor | None, eager: torch.Tensor | None) -> float:
+    return 0.0 if eager is None else (exported - eager).abs().max().item()
 
 
 def _agreement(exported: torch.Tensor | None, eager: torch.Tensor | None) -> float:

@@ -3,9 +3,14 @@
 import warnings
 from collections.abc import Callable
 
-import torch
-
 from maskrcnn.checkpoint import is_checkpoint
+from maskrcnn.config import ModelConfig
+from maskrcnn.interop.detectron2 import (
+    conventions_differing,
+    detectron2_weights_of,
+    from_detectron2_layout,
+    is_detectron2_state_dict,
+)
 from maskrcnn.interop.load import read_weights_file
 from maskrcnn.interop.state_dicts import CheckpointError, rename_keys
 from maskrcnn.interop.torchvision import KEY_RULES, is_torchvision_state_dict, torchvision_key_names
@@ -73,10 +78,15 @@ def relocate_res5(weights: dict, own: dict, file_name: Callable[[str], str]) -> 
     return moved, moved_name
 
 
-def _weights_and_file_names(payload, path: str) -> tuple[dict, Callable[[str], str]]:
-    """`payload`'s weights under this project's keys, and our key -> its name in the file."""
+def _weights_and_file_names(payload, path: str, config: ModelConfig) -> tuple[dict, Callable[[str], str]]:
+    """`payload`'s weights under this project's keys (and conventions, for a model of `config`),
+    and our key -> its name in the file."""
     if is_checkpoint(payload):
         return upgrade_state_dict(payload["model"]), lambda key: key
+    detectron2 = detectron2_weights_of(payload, path)
+    if detectron2 is not None:
+        _warn_of_conventions(detectron2, config, path)
+        return from_detectron2_layout(detectron2, config.anchors)
     if is_torchvision_state_dict(payload):
         weights = {k: v for k, v in payload.items() if "num_batches_tracked" not in k}
         return rename_keys(weights, KEY_RULES), torchvision_key_names(weights)
@@ -84,21 +94,39 @@ def _weights_and_file_names(payload, path: str) -> tuple[dict, Callable[[str], s
         names = torchvision_key_names({f"backbone.body.{k}": v for k, v in payload.items()})
         return torchvision_resnet_to_trunk(payload), lambda key: names(key).removeprefix("backbone.body.")
     raise CheckpointError(
-        f"{path}: not an ImageNet ResNet, a torchvision Mask R-CNN or a maskrcnn checkpoint"
+        f"{path}: not an ImageNet ResNet, a torchvision Mask R-CNN, a detectron2 model or a maskrcnn "
+        "checkpoint"
     )
+
+
+def _warn_of_conventions(weights: dict, config: ModelConfig, path: str) -> None:
+    """Warn when the model takes its input or strides its blocks otherwise than the detectron2
+    model `weights` come from: the copied trunk would compute other features than it learnt."""
+    if not is_detectron2_state_dict(weights):
+        return  # a trunk alone (converted from torchvision): nothing says how it was trained
+    differing = conventions_differing(config, weights)
+    if differing:
+        warnings.warn(
+            f"{path}: these detectron2 weights were trained with {', '.join(differing)}, which this model "
+            "does not have; set them for the model to compute what the weights learnt",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def load_initial_weights(model: MaskRCNN, path: str) -> list[str]:
     """Copy what fits from `path` into `model`; returns the keys left at their initial values.
 
     Accepts a torchvision ImageNet classification checkpoint (trunk only), torchvision's
-    Mask R-CNN state dict, or this project's checkpoint. Layers whose shapes differ (the
-    class-specific predictors when fine-tuning to another number of classes) keep their
-    fresh initialisation, with a warning that names them as the file does. An RGB stem is
-    adapted to a model of 1 or more than 3 input channels (`adapt_stem`); a trunk's res5 goes
-    to the C4 model's box head (`relocate_res5`).
+    Mask R-CNN state dict, a detectron2 model (.pkl or .pth; converted to this project's
+    conventions, with a warning when the model's input or stride settings differ from those
+    the weights were trained with) or trunk, or this project's checkpoint. Layers whose
+    shapes differ (the class-specific predictors when fine-tuning to another number of
+    classes) keep their fresh initialisation, with a warning that names them as the file
+    does. An RGB stem is adapted to a model of 1 or more than 3 input channels
+    (`adapt_stem`); a trunk's res5 goes to the C4 model's box head (`relocate_res5`).
     """
-    weights, file_name = _weights_and_file_names(read_weights_file(path), path)
+    weights, file_name = _weights_and_file_names(read_weights_file(path), path, model.config)
     own = model.state_dict()
     weights, file_name = relocate_res5(adapt_stem(weights, own, path), own, file_name)
     usable = {k: v for k, v in weights.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
@@ -116,7 +144,7 @@ def load_initial_weights(model: MaskRCNN, path: str) -> list[str]:
             f"{path}: shapes differ, kept freshly initialised: {', '.join(map(file_name, skipped))}",
             stacklevel=2,
         )
-    with torch.no_grad():
-        for key, value in usable.items():
-            own[key].copy_(value)
+    # load_state_dict, not copies into `own`: a module may keep a weight in another layout than
+    # its state dict's (FCBoxHead's fc6), where `own` holds a converted copy.
+    model.load_state_dict(usable, strict=False)
     return sorted(set(own) - set(usable))

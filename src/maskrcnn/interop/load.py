@@ -1,4 +1,5 @@
-"""Load a model from a weights file of any supported kind, told apart by its contents.
+"""Load a model from a weights file of any supported kind, told apart by its contents: this
+project's checkpoints, torchvision's state dicts, detectron2's model-zoo files (.pkl, .pth).
 
 Whatever the file holds, a file that is not usable fails with one CheckpointError whose
 message is one line, "<file>: <problem>": the commands print it as it is.
@@ -9,17 +10,28 @@ from pathlib import Path
 import torch
 
 from maskrcnn.checkpoint import is_checkpoint, model_config_of
+from maskrcnn.config import ModelConfig
 from maskrcnn.device import resolve_device
+from maskrcnn.interop.detectron2 import detectron2_weights_of, from_detectron2, read_pickle_file
 from maskrcnn.interop.state_dicts import CheckpointError, load_strict
 from maskrcnn.interop.torchvision import from_torchvision, is_torchvision_state_dict
 from maskrcnn.modeling.mask_rcnn import MaskRCNN, build_model, upgrade_state_dict
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
 _PICKLE_MAGIC = b"\x80"  # the older format starts with a pickle of protocol 2 or later
+# ... whose first object is torch's magic number, an 80-bit integer (pickle's LONG1 opcode, 10
+# bytes): a pickle without it is a plain one (detectron2's .pkl).
+_TORCH_LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+_HEAD = 32  # bytes read to tell the formats apart
 
 
 def read_weights_file(path) -> object:
-    """torch.load a file on the CPU, turning every failure into a CheckpointError naming it."""
+    """A weights file's contents on the CPU, every failure a CheckpointError naming the file.
+
+    torch files (zip or the older pickle format) are read by torch.load(weights_only=True);
+    other pickles (detectron2's .pkl) by an unpickler that builds only plain data and numpy
+    arrays (`interop.detectron2.read_pickle_file`).
+    """
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, not a weights file")
@@ -27,27 +39,43 @@ def read_weights_file(path) -> object:
         raise CheckpointError(f"{path}: weights file not found")
     try:
         with open(path, "rb") as file:
-            head = file.read(len(_ZIP_MAGIC))
+            head = file.read(_HEAD)
     except OSError as error:
         raise CheckpointError(f"{path}: cannot read the file ({error.strerror or error})") from None
     if not head:
         raise CheckpointError(f"{path}: the file is empty, not a weights file")
+    if head.startswith(_PICKLE_MAGIC) and _TORCH_LEGACY_MAGIC not in head:
+        return read_pickle_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a corrupt or foreign file fails in many ways inside pickle/zip
         raise CheckpointError(f"{path}: {_unreadable(error, head)}") from None
 
 
-def load_model(path, device: str | torch.device | None = None) -> MaskRCNN:
-    """A model in eval mode from this project's checkpoint or torchvision's state-dict file.
+def load_model(path, device: str | torch.device | None = None, config: ModelConfig | None = None) -> MaskRCNN:
+    """A model in eval mode from this project's checkpoint, torchvision's state-dict file or a
+    detectron2 model-zoo file (.pkl or .pth).
 
     device: "auto" or None (CUDA when present, else the CPU), "cpu", "cuda", "cuda:N".
+    config: for detectron2 files only, the model to build (e.g. with another
+    `backbone.stride_in_1x1`); by default the model is read from the file's names and shapes,
+    with detectron2's conventions (`interop.detectron2.detectron2_config`). The other kinds of
+    file say their model themselves.
 
     torchvision files may hold the state dict itself or wrap it under "model" or "state_dict".
     """
     payload = read_weights_file(path)
     source = str(path)
-    if is_checkpoint(payload):
+    detectron2 = None if is_checkpoint(payload) else detectron2_weights_of(payload, source)
+    if config is not None and detectron2 is None:
+        kind = "maskrcnn checkpoint" if is_checkpoint(payload) else "file"
+        raise CheckpointError(
+            f"{source}: a model config is given for detectron2 files only, and this {kind} is not one "
+            "(its model is built from the file)"
+        )
+    if detectron2 is not None:
+        model = _built(lambda: from_detectron2(detectron2, config, source), source)
+    elif is_checkpoint(payload):
         model = _from_checkpoint(payload, source)
     else:
         state_dict = payload

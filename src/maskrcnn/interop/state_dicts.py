@@ -36,14 +36,32 @@ def load_strict(
     model has in the file (or would have, for a key the file lacks); the message uses the
     file's names, which are the ones its owner can look for. Default: the model's names.
     """
-    named = file_name or (lambda key: key)
     expected = model.state_dict()
-    missing = sorted(named(key) for key in set(expected) - set(state_dict))
-    unexpected = sorted(named(key) for key in set(state_dict) - set(expected))
+    check_fit(
+        {key: tuple(value.shape) for key, value in expected.items()},
+        {key: tuple(torch.as_tensor(value).shape) for key, value in state_dict.items()},
+        source,
+        file_name,
+    )
+    model.load_state_dict({k: torch.as_tensor(v) for k, v in state_dict.items()})
+
+
+def check_fit(
+    expected: dict[str, tuple[int, ...]],
+    given: dict[str, tuple[int, ...]],
+    source: str,
+    file_name: Callable[[str], str] | None = None,
+) -> None:
+    """Raise one CheckpointError listing every key of `expected` that `given` lacks, every key
+    `given` has in excess and every shape that differs (key -> shape, both), named by
+    `file_name` (see `load_strict`); nothing when they agree."""
+    named = file_name or (lambda key: key)
+    missing = sorted(named(key) for key in set(expected) - set(given))
+    unexpected = sorted(named(key) for key in set(given) - set(expected))
     mismatched = [
-        f"{named(key)}: file has {tuple(state_dict[key].shape)}, model expects {tuple(expected[key].shape)}"
-        for key in sorted(set(expected) & set(state_dict), key=named)
-        if tuple(torch.as_tensor(state_dict[key]).shape) != tuple(expected[key].shape)
+        f"{named(key)}: file has {given[key]}, model expects {expected[key]}"
+        for key in sorted(set(expected) & set(given), key=named)
+        if given[key] != expected[key]
     ]
     problems = []
     if missing:
@@ -54,4 +72,3 @@ def load_strict(
         problems.append(f"shape mismatches ({len(mismatched)}): " + "; ".join(mismatched))
     if problems:
         raise CheckpointError(f"{source}: weights do not fit the model: " + " | ".join(problems))
-    model.load_state_dict({k: torch.as_tensor(v) for k, v in state_dict.items()})

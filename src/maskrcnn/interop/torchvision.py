@@ -1,12 +1,13 @@
-"""torchvision's Mask R-CNN checkpoints (`maskrcnn_resnet50_fpn`, current and legacy key names)."""
+"""torchvision's Mask R-CNN and Keypoint R-CNN checkpoints (`maskrcnn_resnet50_fpn`,
+`keypointrcnn_resnet50_fpn`; current and legacy key names)."""
 
 import re
 from collections.abc import Callable
 
 from torch import Tensor
 
-from maskrcnn.config import AnchorConfig, BackboneConfig, ModelConfig
-from maskrcnn.data.coco_names import COCO_CATEGORY_NAMES
+from maskrcnn.config import AnchorConfig, BackboneConfig, KeypointHeadConfig, ModelConfig
+from maskrcnn.data.coco_names import COCO_CATEGORY_NAMES, COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
 from maskrcnn.interop.state_dicts import CheckpointError, load_strict, rename_key, rename_keys
 from maskrcnn.modeling.mask_rcnn import MaskRCNN, build_model
 
@@ -42,6 +43,13 @@ KEY_RULES = [
     (r"^roi_heads\.mask_predictor\.conv5_mask\.", "roi_heads.mask_head.deconv."),
     (r"^roi_heads\.mask_predictor\.mask_fcn_logits\.", "roi_heads.mask_head.predictor."),
     (r"^roi_heads\.box_predictor\.", "roi_heads.box_head."),
+    # Keypoint R-CNN: a Sequential of conv, ReLU pairs (convs at even indices), conv_fcn1..8 before.
+    (r"^roi_heads\.keypoint_head\.(\d+)\.", lambda m: f"roi_heads.keypoint_head.convs.{int(m[1]) // 2}."),
+    (
+        r"^roi_heads\.keypoint_head\.conv_fcn(\d)\.",
+        lambda m: f"roi_heads.keypoint_head.convs.{int(m[1]) - 1}.",
+    ),
+    (r"^roi_heads\.keypoint_predictor\.kps_score_lowres\.", "roi_heads.keypoint_head.predictor."),
 ]
 
 
@@ -75,6 +83,8 @@ TORCHVISION_NAMES = [
     (r"^roi_heads\.mask_head\.deconv\.", "roi_heads.mask_predictor.conv5_mask."),
     (r"^roi_heads\.mask_head\.predictor\.", "roi_heads.mask_predictor.mask_fcn_logits."),
     (r"^roi_heads\.box_head\.(cls_score|bbox_pred)\.", r"roi_heads.box_predictor.\1."),
+    (r"^roi_heads\.keypoint_head\.convs\.(\d)\.", lambda m: f"roi_heads.keypoint_head.{2 * int(m[1])}."),
+    (r"^roi_heads\.keypoint_head\.predictor\.", "roi_heads.keypoint_predictor.kps_score_lowres."),
 ]
 LEGACY_NAMES = [
     (r"^backbone\.lateral\.(\d)\.", r"backbone.fpn.inner_blocks.\1."),
@@ -109,30 +119,46 @@ def is_torchvision_state_dict(state_dict: dict) -> bool:
     return isinstance(state_dict, dict) and "backbone.body.conv1.weight" in state_dict
 
 
-def torchvision_config(num_classes: int = 91, class_names: tuple[str, ...] = ()) -> ModelConfig:
-    """The configuration of torchvision's `maskrcnn_resnet50_fpn` (v1 architecture).
+def torchvision_config(
+    num_classes: int = 91, class_names: tuple[str, ...] = (), masks: bool = True, num_keypoints: int = 0
+) -> ModelConfig:
+    """The configuration of torchvision's `maskrcnn_resnet50_fpn` (v1 architecture), or with
+    num_keypoints > 0 (and usually masks=False) of its `keypointrcnn_resnet50_fpn`.
 
     Its COCO checkpoints were trained with FrozenBatchNorm eps 0 and with anchor strides
     derived from the padded image size (so P6's stride is not always 64).
     """
     if not class_names and num_classes == len(COCO_CATEGORY_NAMES):
         class_names = COCO_CATEGORY_NAMES
+    if not class_names and num_keypoints and num_classes == 2:
+        class_names = ("__background__", "person")
+    person = num_keypoints == len(COCO_PERSON_KEYPOINTS)
     return ModelConfig(
         num_classes=num_classes,
         class_names=tuple(class_names),
         backbone=BackboneConfig(depth=50, norm="frozen_bn", norm_eps=0.0, freeze_at=2),
         anchors=AnchorConfig(strides_from="image", round_to_integer=True),
+        masks=masks,
+        keypoints=num_keypoints > 0,
+        keypoint_head=KeypointHeadConfig(
+            num_keypoints=num_keypoints or KeypointHeadConfig.num_keypoints,
+            names=COCO_PERSON_KEYPOINTS if person else (),
+            skeleton=COCO_PERSON_SKELETON if person else (),
+        ),
     )
 
 
 def from_torchvision(
     state_dict: dict[str, Tensor], class_names: tuple[str, ...] = (), source: str = "torchvision state dict"
 ) -> MaskRCNN:
-    """Build a model in eval mode from a torchvision `maskrcnn_resnet50_fpn` state dict.
+    """Build a model in eval mode from a torchvision `maskrcnn_resnet50_fpn` or
+    `keypointrcnn_resnet50_fpn` state dict.
 
-    The number of classes is read from the weights (91 for COCO checkpoints, whose class
-    names are then the COCO names). Raises CheckpointError listing missing keys,
-    unexpected keys and shape mismatches under the file's own key names.
+    The number of classes, whether there is a mask head and the number of keypoints are read
+    from the weights (91 classes for COCO Mask R-CNN checkpoints, whose class names are then
+    the COCO names; 17 keypoints get COCO's person keypoint names and skeleton). Raises
+    CheckpointError listing missing keys, unexpected keys and shape mismatches under the file's
+    own key names.
     """
     if not is_torchvision_state_dict(state_dict):
         raise CheckpointError(
@@ -141,9 +167,25 @@ def from_torchvision(
     if "roi_heads.box_predictor.cls_score.weight" not in state_dict:
         raise CheckpointError(f"{source}: missing keys: roi_heads.box_predictor.cls_score.weight")
     num_classes = int(state_dict["roi_heads.box_predictor.cls_score.weight"].shape[0])
-    model = build_model(torchvision_config(num_classes, class_names))
+    masks = any(key.startswith("roi_heads.mask_") for key in state_dict)
+    keypoints = state_dict.get("roi_heads.keypoint_predictor.kps_score_lowres.weight")
+    num_keypoints = int(keypoints.shape[1]) if keypoints is not None and keypoints.dim() == 4 else 0
+    model = build_model(torchvision_config(num_classes, class_names, masks, num_keypoints))
     # Models built without pre-trained weights use trainable BatchNorm, whose step counters
     # mean nothing once the statistics are frozen.
     weights = {k: v for k, v in state_dict.items() if not k.endswith(".num_batches_tracked")}
     load_strict(model, rename_keys(weights, KEY_RULES), source, file_name=torchvision_key_names(weights))
     return model.eval()
+
+
+def from_torchvision_keypoint(
+    state_dict: dict[str, Tensor], class_names: tuple[str, ...] = (), source: str = "torchvision state dict"
+) -> MaskRCNN:
+    """`from_torchvision` for a `keypointrcnn_resnet50_fpn` state dict, refusing one without a
+    keypoint head."""
+    if "roi_heads.keypoint_predictor.kps_score_lowres.weight" not in state_dict:
+        raise CheckpointError(
+            f"{source}: not a torchvision Keypoint R-CNN state dict "
+            "(no roi_heads.keypoint_predictor.kps_score_lowres.weight)"
+        )
+    return from_torchvision(state_dict, class_names, source)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maskrcnn.choices import MASK_LOSSES
+from maskrcnn.choices import MASK_LOSSES, MASK_PASTES
 from maskrcnn.fast_path_switch import fast_paths_enabled
 from maskrcnn.modeling.paste import paste_masks
 from maskrcnn.modeling.roi_head import RoIHead
@@ -30,6 +30,8 @@ class MaskHead(RoIHead):
     mask for all classes, by a per-pixel sigmoid.
     roi_transform: a module run on the pooled features first, held by reference (C4: the box
     head's res5, whose weights the box head owns; a submodule here would store them twice).
+    paste: how `to_image` resizes the masks into their boxes (model.roi_heads.mask_paste,
+    `paste.paste_masks`' mode).
     """
 
     def __init__(
@@ -39,12 +41,16 @@ class MaskHead(RoIHead):
         threshold: float = 0.5,
         loss: str = "sigmoid",
         roi_transform: nn.Module | None = None,
+        paste: str = "torchvision",
     ):
         super().__init__(pooler, in_features)
         if loss not in MASK_LOSSES:
             raise ValueError(f"mask loss must be one of {', '.join(MASK_LOSSES)}, got {loss!r}")
+        if paste not in MASK_PASTES:
+            raise ValueError(f"mask paste must be one of {', '.join(MASK_PASTES)}, got {paste!r}")
         self.threshold = threshold
         self.loss_kind = loss
+        self.paste = paste
         # In a tuple: not registered, so neither state_dict nor parameters() list it twice.
         self._roi_transform = (roi_transform,) if roi_transform is not None else ()
 
@@ -94,7 +100,7 @@ class MaskHead(RoIHead):
         self, outputs: dict[str, Tensor], boxes: Tensor, image_size: tuple[int, int], scale: Tensor
     ) -> dict[str, Tensor]:
         """{"masks": (D, H, W) bool}: each mask pasted into its box and binarized."""
-        return {"masks": paste_masks(outputs["mask_probs"], boxes, image_size, self.threshold)}
+        return {"masks": paste_masks(outputs["mask_probs"], boxes, image_size, self.threshold, self.paste)}
 
 
 class FCNMaskHead(MaskHead):
@@ -116,8 +122,9 @@ class FCNMaskHead(MaskHead):
         threshold: float = 0.5,
         loss: str = "sigmoid",
         roi_transform: nn.Module | None = None,
+        paste: str = "torchvision",
     ):
-        super().__init__(pooler, in_features, threshold, loss, roi_transform)
+        super().__init__(pooler, in_features, threshold, loss, roi_transform, paste)
         convs = []
         for index in range(num_convs):
             convs.append(Conv2d(in_channels if index == 0 else conv_dim, conv_dim, 3, padding=1))

@@ -13,6 +13,7 @@ from maskrcnn.modeling.anchors import AnchorGenerator
 from maskrcnn.modeling.backbone import ResNet, SingleMapBackbone, res5_stage
 from maskrcnn.modeling.box_head import FCBoxHead
 from maskrcnn.modeling.fpn import FPN, RPN_ONLY_FEATURES
+from maskrcnn.modeling.keypoint_head import KeypointHead
 from maskrcnn.modeling.mask_head import FCNMaskHead
 from maskrcnn.modeling.mlp_mask_head import MLPMaskHead
 from maskrcnn.modeling.preprocess import Preprocessor
@@ -253,7 +254,12 @@ def build_model(config: ModelConfig, extra_heads: dict[str, RoIHead] | None = No
         mask_side = (heads.mask_resolution + 1) // 2 if res5 is not None else heads.mask_resolution
     other_heads: dict[str, RoIHead] = {}
     if config.masks:
-        mask = {"threshold": heads.mask_threshold, "loss": heads.mask_loss, "roi_transform": res5}
+        mask = {
+            "threshold": heads.mask_threshold,
+            "loss": heads.mask_loss,
+            "roi_transform": res5,
+            "paste": heads.mask_paste,
+        }
         if heads.mask_head == "mlp":  # Table 2e's baseline
             other_heads["mask"] = MLPMaskHead(
                 pooler(heads.mask_resolution),
@@ -274,6 +280,16 @@ def build_model(config: ModelConfig, extra_heads: dict[str, RoIHead] | None = No
                 mask_convs,
                 **mask,
             )
+    if config.keypoints:  # the paper's section 5: K one-hot masks per RoI
+        keypoint = config.keypoint_head
+        other_heads["keypoint"] = KeypointHead(
+            pooler(keypoint.resolution),
+            roi_features,
+            channels,
+            keypoint.num_keypoints,
+            keypoint.conv_dim,
+            keypoint.num_convs,
+        )
     other_heads.update(extra_heads or {})
     roi_heads = RoIHeads(
         box_head,

@@ -26,8 +26,9 @@ class MLPMaskHead(MaskHead):
         loss: str = "sigmoid",
         roi_transform: nn.Module | None = None,
         resolution: int | None = None,
+        paste: str = "torchvision",
     ):
-        super().__init__(pooler, in_features, threshold, loss, roi_transform)
+        super().__init__(pooler, in_features, threshold, loss, roi_transform, paste)
         pooled = resolution or pooler.output_size  # the input's side S (after roi_transform)
         self.mask_size = 2 * pooled
         self.fc1 = nn.Linear(in_channels * pooled * pooled, fc_dim)

@@ -58,6 +58,21 @@ def axis_sampling(start: Tensor, length: Tensor, bins: int, grid: Tensor, size: 
     return indices, weights
 
 
+def roi_geometry(rois: Tensor, spatial_scale: float, aligned: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(K, 5) RoIs in image pixels -> their start x1, y1 and extent w, h (K,) each, in feature cells,
+    as RoIAlign samples them: shifted by half a cell with `aligned`, at least one cell without."""
+    offset = 0.5 if aligned else 0.0
+    x1 = rois[:, 1] * spatial_scale - offset
+    y1 = rois[:, 2] * spatial_scale - offset
+    roi_w = rois[:, 3] * spatial_scale - offset - x1
+    roi_h = rois[:, 4] * spatial_scale - offset - y1
+    if not aligned:
+        # The original RoIAlign forces degenerate RoIs to one cell.
+        roi_w = roi_w.clamp(min=1.0)
+        roi_h = roi_h.clamp(min=1.0)
+    return x1, y1, roi_w, roi_h
+
+
 def roi_align(
     input: Tensor,
     boxes: Tensor | list[Tensor],
@@ -102,15 +117,7 @@ def roi_align_rows(
     if num_rois == 0 or height == 0 or width == 0 or channels == 0:
         return zeros_in_graph(input, (num_rois, out_h, out_w, channels))
 
-    offset = 0.5 if aligned else 0.0
-    x1 = rois[:, 1] * spatial_scale - offset
-    y1 = rois[:, 2] * spatial_scale - offset
-    roi_w = rois[:, 3] * spatial_scale - offset - x1
-    roi_h = rois[:, 4] * spatial_scale - offset - y1
-    if not aligned:
-        # The original RoIAlign forces degenerate RoIs to one cell.
-        roi_w = roi_w.clamp(min=1.0)
-        roi_h = roi_h.clamp(min=1.0)
+    x1, y1, roi_w, roi_h = roi_geometry(rois, spatial_scale, aligned)
     if sampling_ratio > 0:
         grid_h = torch.full_like(roi_h, sampling_ratio, dtype=torch.int64)
         grid_w = grid_h

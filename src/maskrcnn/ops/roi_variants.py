@@ -28,7 +28,7 @@ from torch import Tensor
 
 from maskrcnn.fast_path_switch import fast_paths_enabled
 from maskrcnn.ops._rois import pair, rois_as_tensor, zeros_in_graph
-from maskrcnn.ops.roi_align import WeightedGather, _accumulation_dtype, roi_align_rows
+from maskrcnn.ops.roi_align import WeightedGather, _accumulation_dtype, roi_align_rows, roi_geometry
 from maskrcnn.ops.roi_pool import round_half_away
 
 # Elements gathered per chunk of RoIs by the max kinds (4 taps per sample): bounds the memory.
@@ -183,15 +183,7 @@ def _max_of_samples(
     if not tracing and (rois.shape[0] == 0 or height == 0 or width == 0 or channels == 0):
         return zeros_in_graph(input, (rois.shape[0], out_h, out_w, channels))
 
-    offset = 0.5 if aligned else 0.0
-    x1 = rois[:, 1] * spatial_scale - offset
-    y1 = rois[:, 2] * spatial_scale - offset
-    roi_w = rois[:, 3] * spatial_scale - offset - x1
-    roi_h = rois[:, 4] * spatial_scale - offset - y1
-    if not aligned:
-        # The original RoIAlign forces degenerate RoIs to one cell.
-        roi_w = roi_w.clamp(min=1.0)
-        roi_h = roi_h.clamp(min=1.0)
+    x1, y1, roi_w, roi_h = roi_geometry(rois, spatial_scale, aligned)
     if sampling_ratio > 0:
         grid_h = torch.full_like(roi_h, sampling_ratio, dtype=torch.int64)
         grid_w = grid_h
