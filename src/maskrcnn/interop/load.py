@@ -12,7 +12,8 @@ import torch
 from maskrcnn.checkpoint import is_checkpoint, model_config_of
 from maskrcnn.config import ModelConfig
 from maskrcnn.device import resolve_device
-from maskrcnn.interop.detectron2 import detectron2_weights_of, from_detectron2, read_pickle_file
+from maskrcnn.interop.detectron2 import detectron2_weights_of, from_detectron2
+from maskrcnn.interop.safe_pickle import read_pickle_file
 from maskrcnn.interop.state_dicts import CheckpointError, load_strict
 from maskrcnn.interop.torchvision import from_torchvision, is_torchvision_state_dict
 from maskrcnn.modeling.mask_rcnn import MaskRCNN, build_model, upgrade_state_dict
@@ -30,7 +31,7 @@ def read_weights_file(path) -> object:
 
     torch files (zip or the older pickle format) are read by torch.load(weights_only=True);
     other pickles (detectron2's .pkl) by an unpickler that builds only plain data and numpy
-    arrays (`interop.detectron2.read_pickle_file`).
+    arrays (`interop.safe_pickle.read_pickle_file`).
     """
     path = Path(path)
     if path.is_dir():

@@ -1,6 +1,8 @@
 """Box head: per-RoI features, class scores and class-specific box deltas, their loss, and the
 test-time procedure that turns them into detections; the FPN model's two fully connected layers."""
 
+import abc
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -12,7 +14,7 @@ from maskrcnn.ops import BoxCoder, MultiScaleRoIPooler, clip_boxes
 from maskrcnn.structures import Detections, RoIs
 
 
-class BoxHead(RoIHead):
+class BoxHead(RoIHead, metaclass=abc.ABCMeta):
     """The box branch: per-RoI features -> class_logits (K, num_classes) and box_deltas
     (K, 4 * num_classes), their loss, and the test-time procedure that makes detections.
 
@@ -56,9 +58,9 @@ class BoxHead(RoIHead):
         and decoded from them)."""
         return self.cls_and_deltas(self.box_features(pooled))
 
+    @abc.abstractmethod
     def box_features(self, pooled: Tensor) -> Tensor:
         """(K, C, S, S) -> (K, feature_dim)."""
-        raise NotImplementedError
 
     def cls_and_deltas(self, features: Tensor) -> tuple[Tensor, Tensor]:
         return self.cls_score(features).float(), self.bbox_pred(features).float()

@@ -2,6 +2,8 @@
 its targets and loss; the predicted class's mask is pasted back into the image by
 `paste.paste_masks`."""
 
+import abc
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -16,7 +18,7 @@ from maskrcnn.ops.roi_align import axis_sampling
 from maskrcnn.structures import RoIs
 
 
-class MaskHead(RoIHead):
+class MaskHead(RoIHead, metaclass=abc.ABCMeta):
     """The mask branch: pooled RoI features (K, C, S, S) -> mask logits, their loss, and each
     detection's mask probabilities, pasted into the image by `to_image`.
 
@@ -71,9 +73,9 @@ class MaskHead(RoIHead):
         labels = rois.labels if self.loss_kind == "sigmoid" else torch.zeros_like(rois.labels)
         return self.class_logits(x, labels)
 
+    @abc.abstractmethod
     def every_class_logits(self, x: Tensor) -> Tensor:
         """(K, C, S, S) -> (K, num_masks, M, M) float32."""
-        raise NotImplementedError
 
     def class_logits(self, x: Tensor, labels: Tensor) -> Tensor:
         """(K, C, S, S), labels (K,) -> (K, M, M) float32 logits of mask `labels[k]` of each RoI."""
