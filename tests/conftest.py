@@ -56,3 +56,45 @@ def any_size(monkeypatch):
     from maskrcnn.ops import conv as conv_module
 
     monkeypatch.setattr(conv_module, "MIN_ROWS", 0)
+
+
+# Long enough for clear detections on shapes images (mask AP about 30 on 2 CPU cores), short
+# enough for the suite: about a minute.
+TRAINED_SHAPES_ITERATIONS = 800
+
+
+@pytest.fixture(scope="session")
+def trained_shapes_run(tmp_path_factory):
+    """A shapes model trained from scratch, shared by the tests that need real detections
+    (tiled inference, the server and its page): {"weights": model_final.pt, "images": a folder
+    of 128x128 validation images, and make_shapes' paths (train/val images and annotations)}."""
+    from maskrcnn.data.shapes import make_shapes
+    from maskrcnn.engine.trainer import train
+    from maskrcnn.testing import shapes_training_config
+
+    root = tmp_path_factory.mktemp("trained_shapes")
+    paths = make_shapes(root / "shapes", 64, 8, image_size=(128, 128))
+    config = shapes_training_config(
+        root / "shapes",
+        root / "run",
+        f"solver.max_iter={TRAINED_SHAPES_ITERATIONS}",
+        f"solver.steps=[{TRAINED_SHAPES_ITERATIONS * 4 // 5}]",
+        "solver.base_lr=0.02",
+        "solver.warmup_iters=20",
+        "solver.log_period=100",
+        f"solver.checkpoint_period={TRAINED_SHAPES_ITERATIONS}",
+        "data.val_json=''",
+        "data.val_images=''",
+    )
+    train(config, overwrite=True)
+    return {"weights": root / "run" / "model_final.pt", "images": root / "shapes" / "val", **paths}
+
+
+@pytest.fixture(scope="session")
+def trained_shapes_weights(trained_shapes_run):
+    return trained_shapes_run["weights"]
+
+
+@pytest.fixture(scope="session")
+def trained_shapes_images(trained_shapes_run):
+    return trained_shapes_run["images"]

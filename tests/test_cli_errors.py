@@ -81,6 +81,7 @@ BASE = {
     "make-shapes": "make-shapes {out}",
     "configs": "configs",
     "ablate": "ablate 2c --rows pool,align --out {out}/ablation --data {out}/shapes --max-iter 2",
+    "serve": "serve --weights {tiny} --port 0",
 }
 NUMBER = "expected a number from 0 to 1"
 DEVICES = "expected auto, cpu, cuda, cuda:N or mps"
@@ -88,6 +89,7 @@ PRECISIONS = "expected one of fp32, bf16, fp16, auto"
 IGNORED = "ignored explicit argument"
 CLI = "(from the command line)"
 SHAPES_COUNT = "expected a whole number from 1 to 100000"
+HOST = "expected an IP address or a host name"
 
 
 def P(*args, **kwargs):
@@ -116,6 +118,10 @@ def C(*args, **kwargs):
 
 def A(*args, **kwargs):
     return Case("ablate", *args, **kwargs)
+
+
+def V(*args, **kwargs):
+    return Case("serve", *args, **kwargs)
 
 
 CASES = [
@@ -153,6 +159,14 @@ CASES = [
     P("--max-image-pixels", "--max-image-pixels -1", "--max-image-pixels -1: expected a whole number >= 0"),
     P("--max-image-pixels", "--max-image-pixels 1e9", "--max-image-pixels 1e9: expected a whole number"),
     P("--max-image-pixels", "--max-image-pixels many", "--max-image-pixels many: expected a whole number"),
+    P("--tile", "--tile 32", "--tile 32: expected a whole number >= 64"),
+    P("--tile", "--tile big", "--tile big: expected a whole number >= 64"),
+    P("--tile-overlap", "--tile-overlap -5", "--tile-overlap -5: expected a whole number >= 0"),
+    P(
+        "--tile-overlap",
+        "--tile 256 --tile-overlap 200",
+        "--tile-overlap 200: expected at most half of --tile 256 (128)",
+    ),
     P(
         "usage",
         "--score-treshold 0.3",
@@ -383,6 +397,41 @@ CASES = [
     A("--device", "--device cuda:x", f"--device cuda:x: {DEVICES}"),
     A("--overwrite", "--overwrite=yes", f"argument --overwrite: {IGNORED} 'yes'", usage=True),
     A("usage", "--row pool", "unrecognized arguments: --row pool; did you mean --rows?", usage=True),
+    V("--weights", "--weights {missing}.pt", "{missing}.pt: weights file not found"),
+    V("--weights", "--weights {root}", "{root}: is a directory, not a weights file"),
+    V("--weights", "--weights {notes}", "{notes}: "),
+    V("--weights", "--weights ''", "--weights '': expected a weights file"),
+    V("--host", "--host ''", f"--host '': {HOST}"),
+    V("--host", "--host 'local host'", f"--host 'local host': {HOST}"),
+    V("--host", "--host http://127.0.0.1", f"--host http://127.0.0.1: {HOST}"),
+    V("--host", "--host 127.0.0.256", f"--host 127.0.0.256: {HOST}"),
+    V("--port", "--port 70000", "--port 70000: expected a whole number from 0 to 65535"),
+    V("--port", "--port -1", "--port -1: expected a whole number from 0 to 65535"),
+    V("--port", "--port http", "--port http: expected a whole number from 0 to 65535"),
+    V("--max-batch", "--max-batch 0", "--max-batch 0: expected a whole number from 1 to 64"),
+    V("--max-batch", "--max-batch 65", "--max-batch 65: expected a whole number from 1 to 64"),
+    V("--max-batch", "--max-batch four", "--max-batch four: expected a whole number from 1 to 64"),
+    V("--max-wait-ms", "--max-wait-ms -1", "--max-wait-ms -1: expected a number from 0 to 10000"),
+    V("--max-wait-ms", "--max-wait-ms 1e9", "--max-wait-ms 1e9: expected a number from 0 to 10000"),
+    V("--max-wait-ms", "--max-wait-ms soon", "--max-wait-ms soon: expected a number from 0 to 10000"),
+    V("--device", "--device gpu", f"--device gpu: {DEVICES}"),
+    V("--device", "--device cuda:x", f"--device cuda:x: {DEVICES}"),
+    V("--device", "--device cuda:99", "--device cuda:99: "),
+    V("--precision", "--precision fp8", f"--precision fp8: {PRECISIONS}"),
+    V("--precision", "--precision FP32", f"--precision FP32: {PRECISIONS}"),
+    V("--strict", "--strict=yes", f"argument --strict: {IGNORED} 'yes'", usage=True),
+    V("--max-body-mb", "--max-body-mb 0", "--max-body-mb 0: expected a whole number from 1 to 100000"),
+    V("--max-body-mb", "--max-body-mb 0.5", "--max-body-mb 0.5: expected a whole number from 1 to 100000"),
+    V("--max-body-mb", "--max-body-mb lots", "--max-body-mb lots: expected a whole number from 1 to 100000"),
+    V("--max-image-pixels", "--max-image-pixels -1", "--max-image-pixels -1: expected a whole number >= 0"),
+    V("--max-image-pixels", "--max-image-pixels 5e7", "--max-image-pixels 5e7: expected a whole number >= 0"),
+    V(
+        "usage",
+        "--max-batches 2",
+        "unrecognized arguments: --max-batches 2; did you mean --max-batch?",
+        usage=True,
+    ),
+    V("usage", "serve --port 0", "the following arguments are required: --weights", usage=True, whole=True),
 ]
 
 

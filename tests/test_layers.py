@@ -15,7 +15,7 @@ PACKAGE = "maskrcnn"
 SOURCE = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 
 # Subpackage -> rank; layers of the same rank may import each other.
-SUBPACKAGE_RANKS = {"data": 1, "ops": 1, "modeling": 2, "interop": 3, "export": 3, "engine": 4}
+SUBPACKAGE_RANKS = {"data": 1, "ops": 1, "modeling": 2, "interop": 3, "export": 3, "engine": 4, "serve": 4}
 BASE_RANK, CLI_RANK = 0, 5
 CLI_MODULES = {"cli", "demo", "__main__"}  # and every cli_*
 

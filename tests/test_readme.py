@@ -58,7 +58,8 @@ def test_the_command_reference_documents_every_option(command):
         if action.dest == "help":
             continue
         name = action.option_strings[0] if action.option_strings else action.metavar
-        rows = [row for row in section.splitlines() if row.startswith(f"| `{name}")]
+        # The name ends at a space (its value) or the cell's closing backtick: --tile is not --tile-overlap.
+        rows = [row for row in section.splitlines() if row.startswith((f"| `{name} ", f"| `{name}`"))]
         assert len(rows) == 1, f"maskrcnn {command} {name}: not in the README's command reference"
         default = action.default
         if action.option_strings and not action.required and default not in (None, False):

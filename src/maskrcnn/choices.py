@@ -7,6 +7,10 @@ importing torch (seconds on a cold machine): a wrong value is answered at once.
 # The one default of every user-facing prediction: model.predict, `maskrcnn predict` and
 # the graph `maskrcnn export` writes.
 PREDICT_SCORE_THRESHOLD = 0.5
+# Tiled prediction (modeling/tiling.py): the smallest tile, and how much neighbours share by
+# default (an object up to this size lies whole in some tile).
+MIN_TILE = 64
+DEFAULT_TILE_OVERLAP = 128
 
 # Numeric precision of a run (precision.py): float32, bfloat16 or float16 autocast, or the
 # fastest of them on this hardware.

@@ -4,7 +4,9 @@ They raise OptionError (`input_checks`), not argparse's ArgumentTypeError, so th
 does not turn a wrong value into a usage message.
 """
 
+import ipaddress
 import math
+import re
 
 from maskrcnn.input_checks import OptionError, shown
 
@@ -107,4 +109,24 @@ class Device(Check):
                 raise OptionError(
                     f"{shown(self.option, text)}: this PyTorch or machine has no MPS (Apple GPU)"
                 )
+        return text
+
+
+class Host(Check):
+    """--host: an IP address (IPv4 or IPv6) or a host name; never empty, which would mean every
+    interface to the socket library without the user having said so."""
+
+    accepted = "an IP address or a host name, e.g. 127.0.0.1 (this machine only) or 0.0.0.0 (all interfaces)"
+    _name = re.compile(
+        r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+    )
+
+    def __call__(self, text: str) -> str:
+        try:
+            ipaddress.ip_address(text)
+            return text
+        except ValueError:
+            pass
+        if not self._name.match(text) or text.replace(".", "").isdigit():  # 300.1.2.3 is no name
+            self.fail(text)
         return text

@@ -9,6 +9,8 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision.utils import draw_bounding_boxes
 
+from maskrcnn.box_masks import BoxMasks
+
 # Saturated colours that stay distinct next to each other (after Sasha Trubetskoy's list
 # of 20 distinct colours, without the pastels, which vanish when tinted onto light images).
 PALETTE = np.array(
@@ -57,7 +59,7 @@ def draw_instances(
     """Overlay detections with score >= score_threshold on an image.
 
     image_uint8_hwc: (H, W, 3) uint8 RGB. boxes: (N, 4) xyxy pixels; labels: (N,) indices
-    into class_names; scores: (N,); masks: (N, H, W) bool or None. Tensors or numpy arrays.
+    into class_names; scores: (N,); masks: (N, H, W) bool, `BoxMasks` or None. Tensors or numpy arrays.
     keypoints: (N, K, 3) [x, y, v] in the boxes' pixels (or (N, K, 2)), or None; a point is drawn
     (a dot in its instance's colour) when v > 0 and, with keypoint_scores (N, K), its score is
     above keypoint_threshold; skeleton: 1-based (a, b) pairs of keypoints joined by a line
@@ -75,8 +77,8 @@ def draw_instances(
     labels = _numpy(labels).astype(np.int64).reshape(-1)
     scores = _numpy(scores).astype(np.float64).reshape(-1)
     if masks is not None:
-        masks = _numpy(masks).astype(bool)
-        if masks.shape != (len(boxes), height, width):
+        masks = masks if isinstance(masks, BoxMasks) else _numpy(masks).astype(bool)
+        if tuple(masks.shape) != (len(boxes), height, width):
             raise ValueError(f"masks must be ({len(boxes)}, {height}, {width}), got {masks.shape}")
     shown = None
     if keypoints is not None:
@@ -91,10 +93,9 @@ def draw_instances(
 
     picture = image.copy()
     if masks is not None:
-        kept_masks = masks[keep]  # (K, H, W), best first
-        windows = [_window(mask) for mask in kept_masks]
-        _tint_masks(picture, kept_masks, windows, colours)
-        _paint_outlines(picture, kept_masks, windows, _rounded(dark))
+        crops, windows = _crops(masks, keep)  # best first
+        _tint_masks(picture, crops, windows, colours)
+        _paint_outlines(picture, crops, windows, _rounded(dark))
 
     # The weakest first, so that the best instance's box and label end up on top.
     order = keep[::-1]
@@ -184,31 +185,44 @@ def _window(mask: np.ndarray) -> tuple[slice, slice] | None:
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
-def _tint_masks(picture: np.ndarray, masks: np.ndarray, windows: list, colours: np.ndarray) -> None:
+def _crops(masks, keep: np.ndarray) -> tuple[list, list]:
+    """The masks at `keep`, each as (its crop, its window (rows, columns) in the image), or
+    (None, None) when empty; from (N, H, W) masks or from `BoxMasks`, never a (K, H, W) copy."""
+    if isinstance(masks, BoxMasks):
+        windows = masks.windows()
+        pairs = [(masks.crops[i], windows[i]) if masks.crops[i].any() else (None, None) for i in keep]
+    else:
+        pairs = []
+        for i in keep:
+            window = _window(masks[i])
+            pairs.append((None, None) if window is None else (masks[i][window], window))
+    return [crop for crop, _ in pairs], [window for _, window in pairs]
+
+
+def _tint_masks(picture: np.ndarray, crops: list, windows: list, colours: np.ndarray) -> None:
     """Blend each pixel with the colour of the first (best) mask covering it, in place.
 
-    picture: (H, W, 3) uint8; masks: (K, H, W) bool, best first, with their `_window`s;
-    colours: (K, 3). Each mask is read within its window only.
+    picture: (H, W, 3) uint8; crops: K masks, best first, each the (h, w) bool crop of its
+    window (None for an empty mask); colours: (K, 3).
     """
     owner = np.full(picture.shape[:2], -1, dtype=np.int32)
-    for k in reversed(range(len(masks))):  # the best last: it owns the pixels it shares
+    for k in reversed(range(len(crops))):  # the best last: it owns the pixels it shares
         if windows[k] is not None:
-            owner[windows[k]][masks[k][windows[k]]] = k
+            owner[windows[k]][crops[k]] = k
     covered = owner >= 0
     blended = picture[covered].astype(np.float32) * (1 - MASK_ALPHA) + colours[owner[covered]] * MASK_ALPHA
     picture[covered] = _rounded(blended)
 
 
-def _paint_outlines(picture: np.ndarray, masks: np.ndarray, windows: list, colours: np.ndarray) -> None:
+def _paint_outlines(picture: np.ndarray, crops: list, windows: list, colours: np.ndarray) -> None:
     """Paint each mask's 1-pixel inner boundary opaquely in its colour, best on top, in place.
 
     A boundary pixel is a mask pixel with a 4-neighbour outside the mask (or the image).
     Each mask is handled within its window so memory stays at one crop, not (K, H, W).
     """
-    for mask, window, colour in zip(masks[::-1], windows[::-1], colours[::-1]):
+    for crop, window, colour in zip(crops[::-1], windows[::-1], colours[::-1]):
         if window is None:
             continue
-        crop = mask[window]
         padded = np.pad(crop, 1)
         interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
         picture[window][crop & ~interior] = colour

@@ -90,3 +90,25 @@ def test_find_images_keeps_explicit_files_and_sorts_directories(messy_folder):
     images, skipped = find_images([str(messy_folder / "notes.txt"), str(messy_folder)])
     assert images == [messy_folder / n for n in ("notes.txt", "a.png", "b.jpg", "c_truncated.jpg")]
     assert [p.name for p in skipped] == [".DS_Store", "._b.jpg", "notes.txt", "older"]
+
+
+def test_predict_with_tiles_writes_what_tiled_model_predict_gives(weights, tmp_path):
+    pixels = np.random.default_rng(4).integers(0, 256, (150, 230, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "wide.png")
+    out = tmp_path / "out"
+    argv = ["predict", str(tmp_path / "wide.png"), "--weights", str(weights), "--out", str(out)]
+    assert main([*argv, "--tile", "64", "--tile-overlap", "16", "--score-threshold", "0"]) == 0
+    written = json.loads((out / "predictions.json").read_text())
+
+    from maskrcnn.engine.evaluation import label_to_category
+    from maskrcnn.engine.results import detections_to_coco
+    from maskrcnn.interop.load import load_model
+
+    model = load_model(weights, device=torch.device("cpu"))
+    (tiled,) = model.predict(pixels, score_threshold=0.0, tile=64, tile_overlap=16)
+    (whole,) = model.predict(pixels, score_threshold=0.0)
+    expected = detections_to_coco(1, tiled, category_ids=label_to_category(model))
+    assert len(expected) > len(whole["scores"])  # 12 tiles detect more than the one image
+    assert [{k: v for k, v in e.items() if k != "file_name"} for e in written] == expected
+    assert {tuple(e["segmentation"]["size"]) for e in written} == {(150, 230)}
+    assert Image.open(out / "wide.png").size == (230, 150)

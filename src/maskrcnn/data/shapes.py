@@ -131,6 +131,33 @@ def draw_shapes_image(rng: np.random.Generator, height: int, width: int):
     return pixels, [(shape.category_id, shape.visible) for shape in shapes if shape.visible is not None]
 
 
+def draw_placed_shapes(rng: np.random.Generator, height: int, width: int, placements):
+    """An image with shapes where the caller puts them, drawn as the dataset draws its own (for
+    large test images: shapes across tile borders, say).
+
+    placements: (category_id, (centre x, centre y), radius) each; they should not overlap.
+    Returns ((H, W, 3) uint8 pixels, [(H, W) bool mask per placement]).
+    """
+    pixels = _background(rng, height, width)
+    masks = []
+    for category_id, centre, radius in placements:
+        mask, _ = _shape_mask(
+            category_id,
+            np.asarray(centre, dtype=np.float64),
+            radius,
+            rng.uniform(0, 2 * np.pi),
+            rng,
+            height,
+            width,
+        )
+        pixels[mask] = _colour(
+            rng, pixels[mask].mean(axis=0) if mask.any() else pixels.reshape(-1, 3).mean(0)
+        )
+        masks.append(mask)
+    noise = rng.standard_normal(pixels.shape, dtype=np.float32) * np.float32(5.0)
+    return np.clip(pixels + noise, 0, 255).round().astype(np.uint8), masks
+
+
 def _draw(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, list[_Shape]]:
     """One image -> ((H, W, 3) uint8 pixels, every shape drawn for it, bottom to top, those left
     out with visible None)."""

@@ -44,6 +44,14 @@ IMAGES_FILE = "images.json"
 EXIT_OK, EXIT_IMAGE_ERRORS, EXIT_FATAL = 0, 1, 2
 
 
+@dataclass(frozen=True)
+class Tiling:
+    """Tiled prediction's settings: tile None = whole images."""
+
+    tile: int | None = None
+    overlap: int | None = None  # None: 128 pixels, or half a tile if less
+
+
 @dataclass
 class PredictionRun:
     """What `predict_to_directory` produced: COCO `images` and results, and per-file errors."""
@@ -63,6 +71,8 @@ def predict_command(
     polygons: bool = False,
     precision: str = "fp32",
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    tile: int | None = None,
+    tile_overlap: int | None = None,
 ) -> int:
     """Run `maskrcnn predict`; returns the exit code (0 ok, 1 some images failed, 2 nothing ran).
 
@@ -76,8 +86,17 @@ def predict_command(
         print(f"error: --device {device}: {error}", file=sys.stderr)
         return EXIT_FATAL
     try:
+        tiling = Tiling(tile, tile_overlap)
         return _predict(
-            context, inputs, weights, Path(out_dir), score_threshold, polygons, precision, max_image_pixels
+            context,
+            inputs,
+            weights,
+            Path(out_dir),
+            score_threshold,
+            polygons,
+            precision,
+            max_image_pixels,
+            tiling,
         )
     except (CheckpointError, ValueError, OSError) as error:
         if context.is_main:  # every process has the same problem, or has heard of it: one line
@@ -96,6 +115,7 @@ def _predict(
     polygons: bool,
     precision: str,
     max_image_pixels: int,
+    tiling: "Tiling",
 ) -> int:
     model, images, overlays, manifest = _prepare(context, inputs, weights, out_dir)
     # Each process takes every world_size-th image; ids are positions among all of them.
@@ -114,6 +134,7 @@ def _predict(
             max_image_pixels,
             image_ids=ids[share],
             progress=context.is_main,
+            tiling=tiling,
         )
     except OSError as error:  # an overlay cannot be written: the output directory is unusable
         failure = error
@@ -185,6 +206,7 @@ def predict_to_directory(
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     image_ids: Sequence[int] | None = None,
     progress: bool = True,
+    tiling: "Tiling | None" = None,
 ) -> PredictionRun:
     """Detect in each image and write its overlay, reporting as it goes; `write_run` then
     writes the JSON files.
@@ -195,7 +217,10 @@ def predict_to_directory(
     for more than one image (unless `progress` is False).
     Each file is read and normalized as the training data was (the model's `config.input`);
     files whose header claims more than `max_image_pixels` pixels are refused unread.
+    tiling: with a tile size, images larger than a tile are detected tile by tile
+    (`MaskRCNN.predict(tile=...)`).
     """
+    tiling = tiling or Tiling()
     run = PredictionRun()
     ids = range(1, len(images) + 1) if image_ids is None else image_ids
     # Off a terminal the line per image below is the progress.
@@ -204,7 +229,14 @@ def predict_to_directory(
         try:
             pixels = load_image(path, max_image_pixels)
             image = to_image_tensor(pixels, model.config.input, str(path))  # (C, H, W) in [0, 1]
-            (detections,) = model.predict(image, precision, normalized=True, score_threshold=score_threshold)
+            (detections,) = model.predict(
+                image,
+                precision,
+                normalized=True,
+                score_threshold=score_threshold,
+                tile=tiling.tile,
+                tile_overlap=tiling.overlap,
+            )
             kept = {key: value.cpu() for key, value in detections.items()}
             _save_overlay(image, kept, model.class_names, overlay, model.config.keypoint_head.skeleton)
             run.overlays.append(overlay)

@@ -21,6 +21,7 @@ from maskrcnn.modeling.res5_box_head import Res5BoxHead
 from maskrcnn.modeling.roi_head import RoIHead
 from maskrcnn.modeling.roi_heads import RoIHeads
 from maskrcnn.modeling.rpn import RPN, RPNHead
+from maskrcnn.modeling.tiling import DEFAULT_TILE_BATCH, check_tiling, predict_tiled
 from maskrcnn.modeling.weight_cache import inference_pass
 from maskrcnn.ops import BoxCoder, MultiScaleRoIPooler
 from maskrcnn.ops.matcher import Matcher
@@ -147,6 +148,9 @@ class MaskRCNN(nn.Module):
         precision: str = "fp32",
         normalized: bool = False,
         score_threshold: float = PREDICT_SCORE_THRESHOLD,
+        tile: int | None = None,
+        tile_overlap: int | None = None,
+        tile_batch: int = DEFAULT_TILE_BATCH,
     ) -> list[dict[str, Tensor]]:
         """Detect objects in a list of images (or a single image).
 
@@ -167,19 +171,37 @@ class MaskRCNN(nn.Module):
         Raises ValueError on bad input.
         Returns one dict per image: boxes (N, 4) float xyxy in that image's pixels,
         scores (N,), labels (N,) int64 and masks (N, H, W) bool.
+
+        tile: cut each image into `tile` x `tile` pixel tiles overlapping by `tile_overlap`
+        (default 128 pixels, or half a tile if that is less),
+        detect in each (`tile_batch` tiles at a time, each resized as any input of its size)
+        and merge what the tiles share (modeling/tiling.py): for images far larger than
+        `input.max_size`, whose small objects would vanish in the resize. The image stays in
+        host memory; the results are CPU tensors and the masks a `BoxMasks` (each mask the crop
+        of its window; `masks[i]` is mask i at full size). An image no larger than a tile is one
+        tile: the same detections as without tiling.
         """
+        if tile is not None:
+            check_tiling(tile, tile_overlap)
         if not isinstance(images, (list, tuple)):
             images = [images]
         config = replace(self.config.input, intensity="range") if normalized else self.config.input
+        # Tiled images stay in host memory; only the tiles of a batch go to the device.
+        device = self.device if tile is None else torch.device("cpu")
         tensors = [
-            to_image_tensor(image, config, f"images[{i}]").to(self.device) for i, image in enumerate(images)
+            to_image_tensor(image, config, f"images[{i}]").to(device) for i, image in enumerate(images)
         ]
         if not tensors:
             return []
         was_training = self.training
         self.eval()
         try:
-            return self(tensors, precision, score_threshold)
+            if tile is None:
+                return self(tensors, precision, score_threshold)
+            return [
+                predict_tiled(self, t, tile, tile_overlap, precision, score_threshold, tile_batch)
+                for t in tensors
+            ]
         finally:
             self.train(was_training)
 

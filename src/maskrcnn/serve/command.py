@@ -1,0 +1,127 @@
+"""The `serve` command: load the weights, build the app and run it under uvicorn until a
+signal stops it.
+
+The listening socket is bound here, before uvicorn starts, so that a port in use or an address
+this machine does not have is one `error:` line (exit code 2), and so that with --port 0 the
+port the system picked is known: the command prints `serving on http://HOST:PORT` once the
+socket accepts connections (requests that arrive before uvicorn runs wait in its backlog).
+
+SIGTERM (or Ctrl-C) stops it gracefully: uvicorn stops accepting connections, lets the requests
+in flight finish (up to GRACEFUL_SHUTDOWN_SECONDS), then the app's lifespan stops the batcher
+once its queue is empty; the command then exits with code 0.
+"""
+
+import errno
+import importlib.util
+import ipaddress
+import socket
+import sys
+
+from maskrcnn.input_checks import OptionError, one_line
+from maskrcnn.serve.settings import GRACEFUL_SHUTDOWN_SECONDS, MEGABYTE, ServeSettings
+
+EXTRA_MISSING = "maskrcnn serve needs the serve extra: pip install 'maskrcnn[serve]'"
+BACKLOG = 2048  # connections the system queues before uvicorn accepts them
+
+
+def check_serve_extra() -> None:
+    """Raise OptionError when a package of the serve extra is missing (before any work)."""
+    modules = ("fastapi", "uvicorn", "prometheus_client", "starlette")
+    multipart = ("python_multipart", "multipart")  # python-multipart's module, new name and old
+    if any(importlib.util.find_spec(name) is None for name in modules) or all(
+        importlib.util.find_spec(name) is None for name in multipart
+    ):
+        raise OptionError(EXTRA_MISSING)
+
+
+def serve_command(
+    weights: str,
+    host: str,
+    port: int,
+    max_batch: int,
+    max_wait_ms: float,
+    device: str,
+    precision: str,
+    max_body_mb: int,
+    max_image_pixels: int,
+) -> int:
+    """Run `maskrcnn serve`; returns the exit code (0 after a signal stopped it gracefully).
+    Raises OptionError (exit code 2) for what stops it before it serves."""
+    check_serve_extra()
+    import uvicorn
+
+    from maskrcnn.device import resolve_device
+    from maskrcnn.engine.stop import StopRequest, signal_name
+    from maskrcnn.interop.load import load_model
+    from maskrcnn.interop.state_dicts import CheckpointError
+    from maskrcnn.precision import autocast_dtype
+    from maskrcnn.serve.app import create_app
+
+    try:
+        chosen = resolve_device(device)
+    except (ValueError, RuntimeError) as error:  # --device cuda without CUDA
+        raise OptionError(f"--device {device}: {one_line(error)}") from None
+    try:
+        autocast_dtype(precision, chosen, "--precision")  # warns once here, refused under --strict
+    except ValueError as error:
+        raise OptionError(one_line(error)) from None
+    try:
+        model = load_model(weights, device=chosen)
+    except CheckpointError as error:
+        raise OptionError(one_line(error)) from None
+    settings = ServeSettings(
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        max_body_bytes=max_body_mb * MEGABYTE,
+        max_image_pixels=max_image_pixels,
+        precision=precision,
+        device=str(chosen),
+    )
+    app = create_app(model, settings)
+    listener = bind(host, port)
+    address = listener.getsockname()
+    if not ipaddress.ip_address(address[0].split("%")[0]).is_loopback:
+        print(
+            f"warning: --host {host}: the server is reachable from other machines, and it has no "
+            "authentication; use --host 127.0.0.1 to serve this machine only",
+            file=sys.stderr,
+        )
+    shown = f"[{address[0]}]" if listener.family == socket.AF_INET6 else address[0]
+    print(f"serving on http://{shown}:{address[1]}", flush=True)
+    config = uvicorn.Config(
+        app, lifespan="on", log_level="info", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS
+    )
+    server = uvicorn.Server(config)
+    # uvicorn handles SIGTERM and SIGINT while it runs and raises them again once it has shut
+    # down; recorded here, they end the command with code 0: stopping is how a server ends.
+    with StopRequest() as stop:
+        server.run(sockets=[listener])
+    if stop.requested:
+        print(
+            f"stopped by {signal_name(stop.signum)} after answering the requests in flight", file=sys.stderr
+        )
+    return 0
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (port 0: a free one), or OptionError naming the option."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as error:
+        raise OptionError(
+            f"--host {host}: not an address of this machine nor a name it can resolve ({error.strerror})"
+        ) from None
+    listener = socket.socket(family, kind, proto)
+    try:
+        # A restarted server can take over its port while old connections linger in TIME_WAIT.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(BACKLOG)
+    except OSError as error:
+        listener.close()
+        if error.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+            raise OptionError(f"--host {host}: cannot listen there ({error.strerror})") from None
+        raise OptionError(f"--port {port}: cannot listen on {host} port {port} ({error.strerror})") from None
+    return listener

@@ -1,0 +1,89 @@
+"""The server's settings and limits, as `maskrcnn serve` takes them from its options.
+
+Free of torch and of the web framework: the command line reads the defaults from here before
+anything heavy is imported.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from maskrcnn.choices import DEFAULT_TILE_OVERLAP, MIN_TILE
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+DEFAULT_HOST = "127.0.0.1"  # loopback: reachable from this machine only, unless --host says otherwise
+DEFAULT_PORT = 8000
+DEFAULT_MAX_BATCH = 4
+DEFAULT_MAX_WAIT_MS = 10.0
+DEFAULT_MAX_BODY_MB = 50
+# 50 megapixels (a 7000 x 7000 image): its float input alone is 600 MB, per request in flight.
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+MAX_BATCH = 64
+MEGABYTE = 1_000_000
+# SIGTERM: requests in flight get this long to finish before they are cancelled.
+GRACEFUL_SHUTDOWN_SECONDS = 30.0
+# The query options of POST /v1/predict.
+DEFAULT_SCORE_THRESHOLD = 0.5
+MASK_FORMATS = ("rle", "polygons")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What `create_app` needs besides the model.
+
+    max_batch: images run in one forward pass at most (1: every request alone).
+    max_wait_ms: how long the first request of a batch waits for others to join it.
+    max_body_bytes: larger request bodies are refused (413) before or while they are read.
+    max_image_pixels: images whose header claims more pixels (width x height x planes) are
+        refused (413) before decoding; 0: no limit.
+    precision: `MaskRCNN.predict`'s precision (fp32, bf16, fp16, auto).
+    device: where the model runs, as reported by GET /v1/model.
+    static_dir: the web page's folder (index.html, its scripts and styles); a missing folder
+        makes / answer 404.
+    """
+
+    max_batch: int = DEFAULT_MAX_BATCH
+    max_wait_ms: float = DEFAULT_MAX_WAIT_MS
+    max_body_bytes: int = DEFAULT_MAX_BODY_MB * MEGABYTE
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    precision: str = "fp32"
+    device: str = "cpu"
+    static_dir: Path = STATIC_DIR
+
+    def __post_init__(self):
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch: expected a whole number >= 1, got {self.max_batch}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms: expected a number >= 0, got {self.max_wait_ms}")
+        if self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes: expected a whole number >= 1, got {self.max_body_bytes}")
+        if self.max_image_pixels < 0:
+            raise ValueError(f"max_image_pixels: expected a whole number >= 0, got {self.max_image_pixels}")
+
+    def limits(self) -> dict:
+        """The limits as GET /v1/model reports them (the page checks a file's size before sending)."""
+        return {
+            "max_body_bytes": self.max_body_bytes,
+            "max_image_pixels": self.max_image_pixels,
+            "max_batch": self.max_batch,
+            "max_wait_ms": self.max_wait_ms,
+        }
+
+
+def tile_problem(tile: int, overlap: int | None) -> str | None:
+    """What is wrong with a request's `tile` and `tile_overlap` (None: nothing).
+
+    tile 0 is no tiling; else it is at least MIN_TILE pixels, and neighbouring tiles share at
+    most half a tile (`modeling.tiling.check_tiling`'s rule)."""
+    if tile != 0 and tile < MIN_TILE:
+        return f"query parameter tile: expected 0 (no tiling) or a whole number >= {MIN_TILE}, got {tile}"
+    if overlap is not None and tile and overlap > tile // 2:
+        return (
+            f"query parameter tile_overlap: expected at most half of tile {tile} ({tile // 2}), got {overlap}"
+        )
+    return None
+
+
+def tile_overlap_for(tile: int, overlap: int | None) -> int:
+    """The overlap a tiled request runs with: the one asked for, else the default (128 pixels)
+    cut to half a tile, so that a small tile without an explicit overlap is valid."""
+    return overlap if overlap is not None else min(DEFAULT_TILE_OVERLAP, tile // 2)

@@ -1,0 +1,178 @@
+"""`maskrcnn serve` as a command: its defaults, what stops it from starting, and a graceful
+shutdown: SIGTERM while a request is in flight lets that request finish with a complete 200,
+then the process exits with code 0. Every connection goes to 127.0.0.1."""
+
+import importlib.util
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from serve_helpers import encoded, picture
+
+from maskrcnn.cli import main, parse_args
+from maskrcnn.serve.command import EXTRA_MISSING
+
+START_SECONDS = 120  # importing torch on a loaded 2-core machine, then the model
+WAIT_SECONDS = 60
+_local = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy for 127.0.0.1
+
+
+def test_serve_defaults_to_loopback_and_port_0_is_allowed():
+    args = parse_args(["serve", "--weights", "w.pt"])
+    assert args.host == "127.0.0.1"
+    assert (args.port, args.max_batch, args.max_wait_ms, args.device, args.precision) == (
+        8000,
+        4,
+        10.0,
+        "auto",
+        "fp32",
+    )
+    assert parse_args(["serve", "--weights", "w.pt", "--port", "0"]).port == 0
+
+
+def test_without_the_serve_extra_it_says_what_to_install(weights, monkeypatch, capsys):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a)
+    )
+    assert main(["serve", "--weights", str(weights), "--port", "0"]) == 2
+    assert capsys.readouterr().err == f"error: {EXTRA_MISSING}\n"
+    assert EXTRA_MISSING == "maskrcnn serve needs the serve extra: pip install 'maskrcnn[serve]'"
+
+
+def test_a_port_in_use_is_one_error_line(weights, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--weights", str(weights), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"error: --port {port}: cannot listen on 127.0.0.1 port {port} (")
+        and err.count("\n") == 1
+    )
+
+
+class Server:
+    """`python -m maskrcnn serve --port 0` in a subprocess, its output drained by threads."""
+
+    def __init__(self, weights, *options):
+        command = [
+            sys.executable,
+            "-m",
+            "maskrcnn",
+            "serve",
+            "--weights",
+            str(weights),
+            "--port",
+            "0",
+            *options,
+        ]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        self.out, self.err, lines = [], [], queue.Queue()
+        threading.Thread(target=self._drain, args=(self.process.stdout, self.out, lines), daemon=True).start()
+        threading.Thread(target=self._drain, args=(self.process.stderr, self.err, None), daemon=True).start()
+        deadline = time.monotonic() + START_SECONDS
+        self.port = None
+        while self.port is None and time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                match = re.fullmatch(r"serving on http://127\.0\.0\.1:(\d+)\n", lines.get(timeout=0.5))
+            except queue.Empty:
+                continue
+            self.port = match and int(match.group(1))
+        assert self.port, f"no 'serving on' line; stdout {self.out}, stderr {self.err}"
+
+    @staticmethod
+    def _drain(stream, lines, found):
+        for line in stream:
+            lines.append(line)
+            if found is not None:
+                found.put(line)
+
+    def get(self, path: str) -> str:
+        with _local.open(f"http://127.0.0.1:{self.port}{path}", timeout=WAIT_SECONDS) as response:
+            return response.read().decode()
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=WAIT_SECONDS)
+
+
+@pytest.fixture
+def server(weights):
+    started = Server(weights)
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def _in_progress(server: Server) -> float:
+    for family in text_string_to_metric_families(server.get("/metrics")):
+        for sample in family.samples:
+            if sample.name == "maskrcnn_requests_in_progress" and sample.labels["endpoint"] == "/v1/predict":
+                return sample.value
+    return 0
+
+
+def _wait_until(condition, what: str):
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.05)
+
+
+def _refuses_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+
+
+def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(server):
+    assert json.loads(server.get("/healthz")) == {"status": "ok"}
+    data = encoded(picture(30, height=240, width=320))
+    head = (
+        "POST /v1/predict?score_threshold=0 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+        f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_SECONDS) as upload:
+        # Half the image: the request is in flight, its handler waiting for the rest.
+        upload.sendall(head + data[: len(data) // 2])
+        _wait_until(lambda: _in_progress(server) == 1, "the request is being answered")
+        server.process.send_signal(signal.SIGTERM)
+        _wait_until(lambda: _refuses_connections(server.port), "the server stops accepting connections")
+        # The shutdown has begun; the request in flight is kept open however long its client takes
+        # (up to the graceful timeout): a second here, then the rest of the image.
+        time.sleep(1.0)
+        assert server.process.poll() is None  # still running: the request is not answered yet
+        upload.sendall(data[len(data) // 2 :])
+        answer = b""
+        while chunk := upload.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), answer[:500]
+    length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+    assert len(body) == length  # the whole answer
+    prediction = json.loads(body)
+    assert prediction["image"] == {"width": 320, "height": 240}
+    assert len(prediction["detections"]) > 0
+    assert server.process.wait(timeout=WAIT_SECONDS) == 0
+    time.sleep(0.2)  # the last of stderr
+    assert "stopped by SIGTERM after answering the requests in flight\n" in server.err
+    assert not [line for line in server.err if "Traceback" in line]
