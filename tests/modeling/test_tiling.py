@@ -36,7 +36,7 @@ def test_tile_grid_covers_the_image_with_whole_overlapping_tiles(size, tile, ove
     [
         (32, 0, "tile: expected a whole number of pixels >= 64"),
         (128, 65, "tile_overlap: expected"),
-        (128, -1, ""),
+        (128, -1, "tile_overlap: expected a whole number from 0 to tile / 2 = 64, got -1"),
     ],
 )
 def test_bad_tiling_is_refused(tile, overlap, message):
