@@ -9,6 +9,7 @@ all go through both, so every path sees the same pixels.
 import contextlib
 import math
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -192,33 +193,59 @@ def load_image(path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
         raise ValueError(f"{path}: cannot read image ({error})") from None
 
 
+# A size check: (width, height, planes) from an image's header -> None, or it raises to refuse
+# the image before its pixels are decoded.
+SizeCheck = Callable[[int, int, int], None]
+
+
 def _read_with_pil(path: Path, max_pixels: int) -> np.ndarray:
-    with _pil_check_replaced(), Image.open(path) as image:
+    return read_with_pil(path, lambda w, h, planes: check_image_size(path, w, h, planes, max_pixels))
+
+
+def _read_tiff(path: Path, max_pixels: int) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    return read_tiff(path, lambda w, h, planes: check_image_size(path, w, h, planes, max_pixels))
+
+
+def read_with_pil(source, check_size: SizeCheck) -> np.ndarray:
+    """Pixels of an image PIL reads (a path or a binary file object), checked by `check_size`
+    from the header before anything is decoded."""
+    with _pil_check_replaced(), Image.open(source) as image:
         width, height = image.size  # from the header: nothing is decoded yet
-        check_image_size(path, width, height, 1, max_pixels)
+        check_size(width, height, 1)
         image.load()
         return pil_to_array(image)
 
 
-def _read_tiff(path: Path, max_pixels: int) -> np.ndarray:
+def read_tiff(source, check_size: SizeCheck) -> np.ndarray:
+    """Pixels of a TIFF (a path or a binary file object), its pages or channels as the image's
+    channels (`_tiff_channels_last`), checked by `check_size` from the header before anything is
+    decoded. What `check_size` raises passes as it is; tifffile's many errors of a corrupt file
+    become ValueError."""
     import tifffile
 
-    if not path.is_file():
-        raise FileNotFoundError(path)
-    try:
-        with tifffile.TiffFile(path) as tiff:
+    with _tiff_failures_as_value_errors():
+        tiff = tifffile.TiffFile(source)
+    with tiff:
+        with _tiff_failures_as_value_errors():
             series, axes, shape = _tiff_planes(tiff)
-            check_image_size(
-                path, shape[axes.index("X")], shape[axes.index("Y")], _planes(axes, shape), max_pixels
-            )
+        check_size(shape[axes.index("X")], shape[axes.index("Y")], _planes(axes, shape))
+        with _tiff_failures_as_value_errors():
             array = series[0].asarray() if len(series) == 1 else np.stack([s.asarray() for s in series])
-    except (ImageTooLargeError, FileNotFoundError):
-        raise
-    except Exception as error:  # a corrupt file fails in many ways inside tifffile
-        raise ValueError(f"{type(error).__name__}: {error}") from None
     if array.dtype == bool:
         array = array.astype(np.uint8) * 255
     return _tiff_channels_last(_native_byte_order(array), axes)
+
+
+@contextlib.contextmanager
+def _tiff_failures_as_value_errors():
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # a corrupt file fails in many ways inside tifffile
+        raise ValueError(f"{type(error).__name__}: {error}") from None
 
 
 def _tiff_planes(tiff) -> tuple[list, str, tuple[int, ...]]:

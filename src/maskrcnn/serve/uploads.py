@@ -16,14 +16,7 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
-from maskrcnn.data.images import (
-    _native_byte_order,
-    _pil_check_replaced,
-    _planes,
-    _tiff_channels_last,
-    _tiff_planes,
-    pil_to_array,
-)
+from maskrcnn.data.images import read_tiff, read_with_pil
 
 FIELD = "file"  # the multipart field that holds the image
 TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
@@ -112,38 +105,12 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     returns them. Raises RequestError: 413 when the header claims more than `max_pixels`
     (width x height x planes; 0: no limit), 400 when the bytes are no image."""
     try:
-        if data[:4] in TIFF_SIGNATURES:
-            return _decode_tiff(data, max_pixels)
-        return _decode_with_pil(data, max_pixels)
+        read = read_tiff if data[:4] in TIFF_SIGNATURES else read_with_pil
+        return read(io.BytesIO(data), lambda w, h, planes: check_pixels(w, h, planes, max_pixels))
     except RequestError:
         raise
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
         raise RequestError(400, "bad_request", f"{UNREADABLE}: {_one_line(error)}") from None
-
-
-def _decode_with_pil(data: bytes, max_pixels: int) -> np.ndarray:
-    with _pil_check_replaced(), Image.open(io.BytesIO(data)) as image:
-        width, height = image.size  # from the header: nothing is decoded yet
-        check_pixels(width, height, 1, max_pixels)
-        image.load()
-        return pil_to_array(image)
-
-
-def _decode_tiff(data: bytes, max_pixels: int) -> np.ndarray:
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(io.BytesIO(data)) as tiff:
-            series, axes, shape = _tiff_planes(tiff)
-            check_pixels(shape[axes.index("X")], shape[axes.index("Y")], _planes(axes, shape), max_pixels)
-            array = series[0].asarray() if len(series) == 1 else np.stack([s.asarray() for s in series])
-    except RequestError:
-        raise
-    except Exception as error:  # a corrupt file fails in many ways inside tifffile
-        raise ValueError(f"{type(error).__name__}: {error}") from None
-    if array.dtype == bool:
-        array = array.astype(np.uint8) * 255
-    return _tiff_channels_last(_native_byte_order(array), axes)
 
 
 def check_pixels(width: int, height: int, planes: int, max_pixels: int) -> None:
