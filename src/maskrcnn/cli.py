@@ -4,9 +4,9 @@ Commands: predict, train, eval, export, make-shapes, configs, ablate, serve. Eac
 `_add_<name>` function that declares its arguments and sets `run` to a callable taking the parsed
 namespace and returning the exit code; the work lives in the engine module named after the command
 (`maskrcnn.engine.predict`, `train_command`, `evaluate_command`, `export_command`,
-`make_shapes_command`, `configs_command`, `ablate_command`; `configs` and `ablate` are
-declared in `cli_experiments`), and for `serve` in `maskrcnn.serve.command`. To add a command,
-write its `_add_<name>` and list it in SUBCOMMANDS.
+`make_shapes_command`, `configs_command`, `ablate_command`, `maskrcnn.serve.command`;
+`configs` and `ablate` are declared in `cli_experiments`, `serve` in `cli_serve`). To add a
+command, write its `_add_<name>` and list it in SUBCOMMANDS.
 
 What the user gives is checked before any work (`cli_checks`, `input_checks`): option values as argparse reads
 them, paths when a command starts, so that a wrong one is one line `error: <option> <value>:
@@ -27,10 +27,10 @@ from tqdm import tqdm
 from maskrcnn import __version__
 from maskrcnn import cli_options as options
 from maskrcnn.builtin_configs import resolve_config
-from maskrcnn.choices import DEFAULT_TILE_OVERLAP, MIN_TILE
-from maskrcnn.cli_checks import Host, Number, OneOf, PositiveNumbers, WholeNumber
+from maskrcnn.cli_checks import Number, OneOf, PositiveNumbers, WholeNumber
 from maskrcnn.cli_experiments import add_ablate, add_configs
 from maskrcnn.cli_parser import CommandParser, UsageError, unrecognized
+from maskrcnn.cli_serve import add_serve
 from maskrcnn.config import DataConfig
 from maskrcnn.engine.stop import Interrupted, signals_raise_interrupted
 from maskrcnn.fast_path_switch import check_environment
@@ -44,7 +44,6 @@ from maskrcnn.input_checks import (
     output_folder,
 )
 from maskrcnn.precision import strict_precision
-from maskrcnn.serve import settings as serve_settings
 
 EXIT_USAGE = 2
 # make-shapes writes about 100 kB and takes about 20 ms per image: 100000 is 10 GB and half an hour.
@@ -176,23 +175,7 @@ def _add_predict(subcommands) -> argparse.ArgumentParser:
         help="refuse, before decoding, images whose header claims more pixels (width x height x "
         "planes; 0: no limit)",
     )
-    parser.add_argument(
-        "--tile",
-        type=WholeNumber(MIN_TILE),
-        default=None,
-        metavar="PIXELS",
-        help="cut images larger than PIXELS x PIXELS into overlapping tiles, detect in each (resized "
-        "as any input of its size) and merge what the tiles share: for images far larger than the "
-        "model's input size, whose small objects the resize would lose (default: whole images)",
-    )
-    parser.add_argument(
-        "--tile-overlap",
-        type=WholeNumber(0),
-        default=None,
-        metavar="PIXELS",
-        help=f"pixels that neighbouring tiles share, at most half of --tile (an object this small "
-        f"lies whole in some tile; default: {DEFAULT_TILE_OVERLAP}, or half of --tile if less)",
-    )
+    options.add_tiling(parser)
     parser.set_defaults(run=_run_predict)
     return parser
 
@@ -202,7 +185,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     for path in args.inputs:
         existing_path("IMAGE_OR_DIR", path)
     output_folder("--out", args.out)
-    check_tile_overlap(args.tile, args.tile_overlap)
+    options.check_tile_overlap(args.tile, args.tile_overlap)
     # Each command imports its engine module when run, so none pays for the others' imports.
     from maskrcnn.engine.predict import predict_command
 
@@ -218,12 +201,6 @@ def _run_predict(args: argparse.Namespace) -> int:
         tile=args.tile,
         tile_overlap=args.tile_overlap,
     )
-
-
-def check_tile_overlap(tile: int | None, overlap: int | None) -> None:
-    """--tile-overlap is at most half of --tile (else a tile's middle is shared three ways)."""
-    if tile is not None and overlap is not None and overlap > tile // 2:
-        raise OptionError(f"--tile-overlap {overlap}: expected at most half of --tile {tile} ({tile // 2})")
 
 
 def _add_train(subcommands) -> argparse.ArgumentParser:
@@ -504,87 +481,6 @@ def _run_make_shapes(args: argparse.Namespace) -> int:
     return make_shapes_command(args.out, args.train, args.val, args.seed, keypoints=args.keypoints)
 
 
-def _add_serve(subcommands) -> argparse.ArgumentParser:
-    parser = subcommands.add_parser(
-        "serve",
-        help="an HTTP API and web page over a model, with dynamic batching",
-        description=(
-            "Serve a model over HTTP until SIGTERM or Ctrl-C: POST /v1/predict (an image as the "
-            "multipart field 'file' or the raw body; query options score_threshold, mask_format rle or "
-            "polygons, tile, tile_overlap) answers its detections as JSON, GET /v1/model describes "
-            "the model, GET /healthz and GET /metrics (Prometheus) watch the server, GET / is a web "
-            "page to try it. Requests arriving together share a forward pass (--max-batch). Prints "
-            "'serving on http://HOST:PORT' once it listens. Needs the serve extra (pip install "
-            "'maskrcnn[serve]'). Exit code 0 after a signal stopped it, 2 if it could not start."
-        ),
-    )
-    options.add_weights(parser)
-    parser.add_argument(
-        "--host",
-        type=Host(),
-        default=serve_settings.DEFAULT_HOST,
-        help="the address to listen on: 127.0.0.1 is this machine only; 0.0.0.0 every interface, "
-        "reachable from other machines, with no authentication (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--port",
-        type=WholeNumber(0, 65535),
-        default=serve_settings.DEFAULT_PORT,
-        help="the TCP port; 0: a free port, printed when serving (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-batch",
-        type=WholeNumber(1, serve_settings.MAX_BATCH),
-        default=serve_settings.DEFAULT_MAX_BATCH,
-        metavar="N",
-        help="images run in one forward pass at most, from requests that wait together; 1: every "
-        "request alone (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-wait-ms",
-        type=Number(0, 10000),
-        default=serve_settings.DEFAULT_MAX_WAIT_MS,
-        metavar="MS",
-        help="milliseconds a batch's first image waits for others to join it (default: %(default)s)",
-    )
-    options.add_device(parser)
-    options.add_precision(parser)
-    parser.add_argument(
-        "--max-body-mb",
-        type=WholeNumber(1, 100_000),
-        default=serve_settings.DEFAULT_MAX_BODY_MB,
-        metavar="MB",
-        help="refuse (413) request bodies over MB megabytes of 10^6 bytes (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-image-pixels",
-        type=WholeNumber(0),
-        default=serve_settings.DEFAULT_MAX_IMAGE_PIXELS,
-        metavar="N",
-        help="refuse (413), before decoding, images whose header claims more pixels (width x height "
-        "x planes; 0: no limit; the default is a 7000 x 7000 image) (default: %(default)s)",
-    )
-    parser.set_defaults(run=_run_serve)
-    return parser
-
-
-def _run_serve(args: argparse.Namespace) -> int:
-    check_weights(args.weights)
-    from maskrcnn.serve.command import serve_command
-
-    return serve_command(
-        args.weights,
-        host=args.host,
-        port=args.port,
-        max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms,
-        device=args.device,
-        precision=args.precision,
-        max_body_mb=args.max_body_mb,
-        max_image_pixels=args.max_image_pixels,
-    )
-
-
 SUBCOMMANDS = [
     _add_predict,
     _add_train,
@@ -593,7 +489,7 @@ SUBCOMMANDS = [
     _add_make_shapes,
     add_configs,
     add_ablate,
-    _add_serve,
+    add_serve,
 ]
 
 

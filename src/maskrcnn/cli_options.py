@@ -3,8 +3,9 @@ device, score threshold and precision."""
 
 import argparse
 
-from maskrcnn.choices import PRECISIONS, PREDICT_SCORE_THRESHOLD
-from maskrcnn.cli_checks import Device, Number, OneOf
+from maskrcnn.choices import DEFAULT_TILE_OVERLAP, MIN_TILE, PRECISIONS, PREDICT_SCORE_THRESHOLD
+from maskrcnn.cli_checks import Device, Number, OneOf, WholeNumber
+from maskrcnn.input_checks import OptionError
 
 
 def add_config(parser: argparse.ArgumentParser, help_text: str) -> None:
@@ -71,3 +72,30 @@ def add_strict(parser: argparse.ArgumentParser) -> None:
         help="refuse a precision that is slow on this hardware (fp16 on a CPU, bf16 on a CPU without "
         "bfloat16 instructions) instead of warning about it",
     )
+
+
+def add_tiling(parser: argparse.ArgumentParser) -> None:
+    """--tile and --tile-overlap (tiled prediction, modeling/tiling.py)."""
+    parser.add_argument(
+        "--tile",
+        type=WholeNumber(MIN_TILE),
+        default=None,
+        metavar="PIXELS",
+        help="cut images larger than PIXELS x PIXELS into overlapping tiles, detect in each (resized "
+        "as any input of its size) and merge what the tiles share: for images far larger than the "
+        "model's input size, whose small objects the resize would lose (default: whole images)",
+    )
+    parser.add_argument(
+        "--tile-overlap",
+        type=WholeNumber(0),
+        default=None,
+        metavar="PIXELS",
+        help=f"pixels that neighbouring tiles share, at most half of --tile (an object this small "
+        f"lies whole in some tile; default: {DEFAULT_TILE_OVERLAP}, or half of --tile if less)",
+    )
+
+
+def check_tile_overlap(tile: int | None, overlap: int | None) -> None:
+    """--tile-overlap is at most half of --tile (else a tile's middle is shared three ways)."""
+    if tile is not None and overlap is not None and overlap > tile // 2:
+        raise OptionError(f"--tile-overlap {overlap}: expected at most half of --tile {tile} ({tile // 2})")
