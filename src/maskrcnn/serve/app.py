@@ -32,7 +32,7 @@ from maskrcnn.modeling.mask_rcnn import MaskRCNN
 from maskrcnn.serve.batching import Batcher, BatcherStopped
 from maskrcnn.serve.metrics import RequestMetricsMiddleware, ServerMetrics
 from maskrcnn.serve.responses import detections_json, keep_scoring, model_json
-from maskrcnn.serve.settings import DEFAULT_SCORE_THRESHOLD, ServeSettings, tile_overlap_for, tile_problem
+from maskrcnn.serve.settings import DEFAULT_SCORE_THRESHOLD, ServeSettings, tile_problem
 from maskrcnn.serve.uploads import RequestError, decode_image, read_upload
 
 ERROR_KINDS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
@@ -99,9 +99,7 @@ def create_app(model: MaskRCNN, settings: ServeSettings | None = None) -> FastAP
         image = await run_in_threadpool(decode, data)
         decoded = time.perf_counter()
         try:
-            result = await batcher.submit(
-                image, score_threshold, tile or None, tile_overlap_for(tile, tile_overlap) if tile else 0
-            )
+            result = await batcher.submit(image, score_threshold, tile or None, tile_overlap)
         except BatcherStopped as error:
             raise RequestError(503, "unavailable", str(error)) from None
         except Exception as error:  # the model raised for this image's batch

@@ -24,10 +24,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from maskrcnn.choices import DEFAULT_TILE_OVERLAP
-
 # predict(images, score_threshold, tile, tile_overlap) -> one detections dict per image
-Predict = Callable[[list[Tensor], float, int | None, int], list[dict]]
+Predict = Callable[[list[Tensor], float, int | None, int | None], list[dict]]
 _STOP = object()  # queued by `stop`: everything queued before it is still run
 
 
@@ -51,7 +49,7 @@ class _Job:
     image: Tensor  # (C, H, W), the model's input
     score_threshold: float
     tile: int | None
-    tile_overlap: int
+    tile_overlap: int | None  # None: the model's default for the tile
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
     submitted: float  # time.perf_counter()
@@ -120,7 +118,7 @@ class Batcher:
         image: Tensor,
         score_threshold: float,
         tile: int | None = None,
-        tile_overlap: int = DEFAULT_TILE_OVERLAP,
+        tile_overlap: int | None = None,
     ) -> BatchResult:
         """Queue one image (C, H, W) and wait for its detections; raises what `predict` raised
         for its batch, or BatcherStopped once the batcher is stopping."""

@@ -7,7 +7,7 @@ anything heavy is imported.
 from dataclasses import dataclass
 from pathlib import Path
 
-from maskrcnn.choices import DEFAULT_TILE_OVERLAP, MIN_TILE
+from maskrcnn.choices import MIN_TILE
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 DEFAULT_HOST = "127.0.0.1"  # loopback: reachable from this machine only, unless --host says otherwise
@@ -81,9 +81,3 @@ def tile_problem(tile: int, overlap: int | None) -> str | None:
             f"query parameter tile_overlap: expected at most half of tile {tile} ({tile // 2}), got {overlap}"
         )
     return None
-
-
-def tile_overlap_for(tile: int, overlap: int | None) -> int:
-    """The overlap a tiled request runs with: the one asked for, else the default (128 pixels)
-    cut to half a tile, so that a small tile without an explicit overlap is valid."""
-    return overlap if overlap is not None else min(DEFAULT_TILE_OVERLAP, tile // 2)
