@@ -6,7 +6,7 @@ Theirs: torchvision's MaskRCNN built around a copy of the same trunk and FPN wit
 anchors, proposal counts, RoI sampling and heads (`training.shapes_models`), trained in a
 plain loop over the training images decoded once into memory, with the same recipe: batch,
 multi-scale sizes, flips, SGD, gradient clipping, warm-up and schedule shape, the length
-fitted to the same budget by the same rule (`engine.schedule.BudgetFitter`), then scored on
+fitted to the same budget by the same rule (`engine.budget.Budget`), then scored on
 the validation split by the same COCO evaluation. Prints iterations, iterations per second,
 wall time and box/mask AP for both.
 
@@ -24,9 +24,10 @@ import torch
 
 from maskrcnn.config import load_config
 from maskrcnn.data.coco import CocoDataset
+from maskrcnn.engine.budget import Budget, EndCost
 from maskrcnn.engine.evaluation import evaluate_results
 from maskrcnn.engine.results import detections_to_coco
-from maskrcnn.engine.schedule import BudgetFitter, Schedule
+from maskrcnn.engine.schedule import Schedule
 from maskrcnn.engine.trainer import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,25 +73,29 @@ def run_torchvision(seconds: float, data: Path, overrides: list[str], seed: int 
     validation = [val_set[i] for i in range(len(val_set))]
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(parameters, solver)
-    reserve = _evaluation_seconds(model, validation, config)
-    fitter = BudgetFitter(seconds, reserve, time.monotonic, started)
-    schedule = Schedule.from_solver(solver)
+    budget = Budget(
+        seconds,
+        time.monotonic,
+        started,
+        Schedule.from_solver(solver),
+        EndCost(len(validation)),  # no checkpoint written
+        _end_timer(model, validation, config),
+    )
+    budget.time_end()
     model.train()
     iteration = 0
-    while iteration < schedule.total:
+    while not budget.finished():
         step_started = time.perf_counter()
         images, targets = _batch(samples, recipe.images_per_batch, recipe.flip_probability)
         for group in optimizer.param_groups:
-            group["lr"] = solver.base_lr * schedule.factor(iteration)
+            group["lr"] = solver.base_lr * budget.factor(iteration)
         losses = model(images, targets)
         optimizer.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
         torch.nn.utils.clip_grad_norm_(parameters, solver.clip_grad_norm)
         optimizer.step()
         iteration += 1
-        fitter.record(time.perf_counter() - step_started)
-        if fitter.ready:
-            schedule = schedule.with_total(fitter.fit(iteration))
+        budget.after_step(iteration, time.perf_counter() - step_started)
     metrics = _evaluate(model, val_set, validation, config)
     return _row(iteration, time.monotonic() - started, metrics)
 
@@ -120,18 +125,22 @@ def _test_mode(model, config) -> None:
     model.transform.max_size = config.model.input.max_size
 
 
-@torch.no_grad()
-def _evaluation_seconds(model, validation, config) -> float:
-    """As the trainer reserves: inference timed on two validation images, and the scoring."""
-    _test_mode(model, config)
-    started = time.perf_counter()
-    for image, _ in validation[:2]:
-        model([image])
-    per_image = (time.perf_counter() - started) / 2
-    model.transform.min_size = tuple(config.data.min_sizes_train)
-    model.transform.max_size = config.data.max_size_train
-    model.train()
-    return 1.25 * per_image * len(validation) + 5.0 + 0.01 * len(validation)
+def _end_timer(model, validation, config, count: int = 2):
+    """As the trainer times the end: inference on the next `count` validation images."""
+    cursor = iter(range(10**9))
+
+    @torch.no_grad()
+    def time_images() -> int:
+        _test_mode(model, config)
+        for _ in range(count):
+            image, _ = validation[next(cursor) % len(validation)]
+            model([image])
+        model.transform.min_size = tuple(config.data.min_sizes_train)
+        model.transform.max_size = config.data.max_size_train
+        model.train()
+        return count
+
+    return time_images
 
 
 @torch.no_grad()

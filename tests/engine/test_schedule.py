@@ -98,41 +98,13 @@ def test_decay_shapes_reach_zero_at_the_end(shape):
     assert schedule.factor(500) == pytest.approx(middle)
 
 
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_the_fit_follows_the_step_time_and_shortens_the_run_in_a_slow_spell():
-    from maskrcnn.engine.schedule import BudgetFitter
-
-    clock = Clock()
-    fitter = BudgetFitter(600.0, reserve_seconds=60.0, clock=clock, started=clock.now, skip=2, window=5)
-    clock.now += 20  # set-up
-    for _ in range(2):  # the first steps are slow and not counted
-        fitter.record(5.0)
-        clock.now += 5.0
-    assert not fitter.ready
-    for _ in range(10):
-        fitter.record(1.0)
-        clock.now += 1.0
-    # 600 s - 40 s spent - 60 s reserved = 500 more steps of 1 s after the 12 done
-    assert fitter.fit(12) == 12 + 500
-    for _ in range(5):  # the machine slows down to 2 s per step
-        fitter.record(2.0)
-        clock.now += 2.0
-    assert fitter.fit(17) == 17 + int((600 - 50 - 60) // 2.0)
-    clock.now += 10_000  # past the budget: the run ends where it is, never a negative run
-    assert fitter.fit(17) == 17
-
-
-def test_a_resumed_fit_counts_what_the_earlier_run_spent():
-    from maskrcnn.engine.schedule import BudgetFitter
-
-    clock = Clock()
-    fitter = BudgetFitter(600.0, 0.0, clock, started=clock.now, spent_before=300.0, skip=0)
-    fitter.record(3.0)
-    assert fitter.elapsed() == 300.0 and fitter.fit(100) == 100 + 100
+def test_a_budgeted_schedule_counts_its_phases_in_the_share_of_time_spent():
+    schedule = Schedule.from_solver(SolverConfig(max_iter=2000, warmup_iters=100, steps=(1550, 1850)))
+    # the iteration no longer decides the phase: 77.5 % of the training time does
+    assert schedule.factor(10_000, progress=0.77, warmup_iters=0) == pytest.approx(1.0)
+    assert schedule.factor(10, progress=0.775, warmup_iters=0) == pytest.approx(0.1)
+    assert schedule.factor(10, progress=0.93, warmup_iters=0) == pytest.approx(0.01)
+    # the warm-up stays in iterations, of the length given
+    assert schedule.factor(10, progress=0.0, warmup_iters=20) == pytest.approx(0.001 * 0.5 + 0.5)
+    linear = Schedule.from_solver(SolverConfig(max_iter=100, warmup_iters=0, schedule="linear"))
+    assert linear.factor(3, progress=0.25) == pytest.approx(0.75)

@@ -40,10 +40,20 @@ class TrainingProgress:
         self.bar.refresh()
 
     def log(
-        self, iteration: int, losses: dict[str, float], lr: float, budget_left: float | None = None
+        self,
+        iteration: int,
+        losses: dict[str, float],
+        lr: float,
+        budget_left: float | None = None,
+        end_seconds: float | None = None,
     ) -> None:
-        """losses: the logged terms; "loss" is their sum. budget_left: seconds of a time budget."""
-        budget = f"  budget left {_clock(max(budget_left, 0))}" if budget_left is not None else ""
+        """losses: the logged terms; "loss" is their sum. budget_left: seconds of a time budget
+        left; end_seconds: what of them the end of the run is expected to take."""
+        budget = ""
+        if budget_left is not None:
+            budget = f"  budget left {_clock(max(budget_left, 0))}"
+            if end_seconds is not None:
+                budget += f" (end ~{end_seconds:.0f} s)"
         if self.interactive:
             extra = {"left": _clock(max(budget_left, 0))} if budget_left is not None else {}
             self.bar.set_postfix(loss=f"{losses['loss']:.3f}", lr=f"{lr:.2e}", **extra)
@@ -61,9 +71,9 @@ class TrainingProgress:
             flush=True,
         )
 
-    def write(self, message: str) -> None:
-        """A line of its own (between bar redraws on a terminal)."""
-        if self.enabled:
+    def write(self, message: str | None) -> None:
+        """A line of its own (between bar redraws on a terminal); None writes nothing."""
+        if self.enabled and message:
             tqdm.write(message, file=self.stream)
 
     def close(self) -> None:

@@ -9,7 +9,6 @@ allows. Linear decay to zero and cosine decay are the other shapes (Li, Yumer an
 """
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from maskrcnn.config import SolverConfig
@@ -58,17 +57,26 @@ class Schedule:
         """The iterations where the "step" shape drops the rate."""
         return tuple(round(drop * self.total) for drop in self.drops)
 
-    def factor(self, iteration: int) -> float:
-        """Multiplier of base_lr at `iteration` (0-based)."""
-        if self.shape == "step":
-            factor = self.gamma ** sum(iteration >= step for step in self.steps)
-        else:
+    def factor(self, iteration: int, progress: float | None = None, warmup_iters: int | None = None) -> float:
+        """Multiplier of base_lr at `iteration` (0-based).
+
+        progress: the share of the run done, for a run fitted to a time budget (the share of its
+        training time, `engine.budget`); by default the phases are counted in iterations.
+        warmup_iters: the warm-up's length (default: its fraction of `total`).
+        """
+        if progress is None:
+            passed = sum(iteration >= step for step in self.steps)
             progress = min(iteration / max(self.total, 1), 1.0)
+        else:
+            passed = sum(progress >= drop for drop in self.drops)
+        if self.shape == "step":
+            factor = self.gamma**passed
+        else:
             factor = 1 - progress if self.shape == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
-        warmup = self.warmup_iters
+        warmup = self.warmup_iters if warmup_iters is None else warmup_iters
         if iteration < warmup:
-            progress = iteration / warmup
-            factor *= self.warmup_factor * (1 - progress) + progress
+            ramp = iteration / warmup
+            factor *= self.warmup_factor * (1 - ramp) + ramp
         return factor
 
     def describe(self) -> str:
@@ -76,58 +84,3 @@ class Schedule:
         if self.shape == "step":
             return f"{self.total} iterations ({warmup}, drops at {', '.join(map(str, self.steps)) or 'none'})"
         return f"{self.total} iterations ({warmup}, {self.shape} decay to zero)"
-
-
-class BudgetFitter:
-    """Fits the number of iterations to a time budget from the measured step time.
-
-    The budget covers the whole run: what was spent before training (set-up), the steps, and
-    `reserve` seconds kept for what follows them (the final evaluation and checkpoint). The
-    step time is measured after `skip` iterations (the first ones are slower: allocations,
-    caches) as a running mean over the last `window` steps, and the fit is repeated as the
-    run goes, so that a slow spell of the machine shortens the run instead of overrunning it.
-    """
-
-    def __init__(
-        self,
-        budget_seconds: float,
-        reserve_seconds: float,
-        clock: Callable[[], float],
-        started: float,
-        spent_before: float = 0.0,
-        skip: int = 3,
-        window: int = 10,
-    ):
-        self.budget = budget_seconds
-        self.reserve = reserve_seconds
-        self.clock = clock
-        self.started = started  # clock() when this process's share of the budget began
-        self.spent_before = spent_before  # seconds of the budget used by an earlier, resumed run
-        self.skip = skip
-        self.window = window
-        self.step_times: list[float] = []
-        self.seen = 0
-        self.announced = False  # the first fit is said in a log line
-
-    def elapsed(self) -> float:
-        """Seconds of the budget used so far, earlier runs of a resumed one included."""
-        return self.spent_before + self.clock() - self.started
-
-    def remaining(self) -> float:
-        return self.budget - self.elapsed()
-
-    def record(self, seconds: float) -> None:
-        """One training step's wall time."""
-        self.seen += 1
-        if self.seen > self.skip:
-            self.step_times = (self.step_times + [seconds])[-self.window :]
-
-    @property
-    def ready(self) -> bool:
-        return bool(self.step_times)
-
-    def fit(self, iteration: int) -> int:
-        """The run's length: `iteration` done, plus the steps that fit in what remains (none
-        once the budget is spent: the run then ends at `iteration`)."""
-        step = sum(self.step_times) / len(self.step_times)
-        return iteration + max(int((self.remaining() - self.reserve) // step), 0)

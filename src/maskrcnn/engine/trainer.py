@@ -1,10 +1,12 @@
 """The training loop: SGD with warm-up and step decay, exact resume, DDP, clean interruption."""
 
 import contextlib
+import itertools
 import math
 import random
 import shutil
 import signal
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +23,7 @@ from maskrcnn.data.image_cache import fill_image_cache, memory_limit_bytes
 from maskrcnn.data.samplers import TrainingBatchSampler
 from maskrcnn.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestSide
 from maskrcnn.engine import distributed
+from maskrcnn.engine.budget import Budget, EndCost, end_images
 from maskrcnn.engine.evaluation import (
     IOU_TYPES,
     KEYPOINTS,
@@ -33,7 +36,7 @@ from maskrcnn.engine.evaluation import (
 from maskrcnn.engine.keypoints import keypoint_head_for_dataset, resolve_oks_sigmas
 from maskrcnn.engine.metrics import MetricsLog, plot_losses
 from maskrcnn.engine.progress import TrainingProgress
-from maskrcnn.engine.schedule import BudgetFitter, Schedule
+from maskrcnn.engine.schedule import Schedule
 from maskrcnn.engine.stop import (
     Interrupted,
     StopRequest,
@@ -282,6 +285,7 @@ def _train(
     def save(path: Path, iteration: int) -> None:
         states = _gather_rng_states(context)
         if context.is_main:
+            began = time.monotonic()
             save_checkpoint(
                 path,
                 model,
@@ -289,54 +293,54 @@ def _train(
                 optimizer=optimizer.state_dict(),
                 iteration=iteration,
                 rng=states,
-                schedule_total=schedule.total,  # a run fitted to a budget resumes that fit
-                **({"budget_spent": fitter.elapsed()} if fitter is not None else {}),
+                schedule_total=total,  # a run fitted to a budget resumes that fit
+                **({"budget_spent": budget.elapsed(), "budget": budget.state_dict()} if budget else {}),
                 # float16's loss scale and growth counter: a resumed run scales as this one would
                 **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}),
             )
+            if budget is not None:
+                budget.end.saved(time.monotonic() - began)
 
     scaler = torch.amp.GradScaler(context.device.type, enabled=loss_scaling)
     if checkpoint is not None and loss_scaling and "scaler" in checkpoint:
         scaler.load_state_dict(checkpoint["scaler"])
     schedule = Schedule.from_solver(solver)
-    fitter = None
+    budget = None
     if solver.budget_minutes > 0:
-        if checkpoint is not None and "schedule_total" in checkpoint:  # continue the earlier fit
-            schedule = schedule.with_total(int(checkpoint["schedule_total"]))
-        spent = float(checkpoint.get("budget_spent", 0.0)) if checkpoint is not None else 0.0
-        reserve = _final_evaluation_seconds(model, validation, context)
-        fitter = BudgetFitter(solver.budget_minutes * 60, reserve, time.monotonic, started, spent)
-    progress = TrainingProgress(schedule.total, start_iter, enabled=context.is_main)
+        budget = _make_budget(solver, schedule, model, validation, context, started, checkpoint)
+    go_on, factor, total = _decide(budget, schedule, start_iter, context)
+    progress = TrainingProgress(total, start_iter, enabled=context.is_main)
     iteration, stopping = start_iter, False
     # closing: an error's message must not be glued to the end of a half-drawn bar
     with StopRequest() as stop, contextlib.closing(progress):
-        while iteration < schedule.total:
+        while go_on:
             started_step = time.perf_counter()
             images, targets = _to_device(next(batches), context.device)
             data_time = time.perf_counter() - started_step
-            # The rate is a function of the iteration alone, so a resumed run follows it exactly.
-            # (A torch LR scheduler would warn whenever float16 loss scaling skips a step.)
-            lr = solver.base_lr * schedule.factor(iteration)
+            # The rate is a function of the iteration (of the training time spent, under a
+            # budget) alone, so a resumed run follows it exactly. (A torch LR scheduler would
+            # warn whenever float16 loss scaling skips a step.)
+            lr = solver.base_lr * factor
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            losses, total = _step(
-                trainable, optimizer, scaler, parameters, images, targets, solver, iteration
-            )
+            losses, loss = _step(trainable, optimizer, scaler, parameters, images, targets, solver, iteration)
             iteration += 1
-            if fitter is not None:
-                fitter.record(time.perf_counter() - started_step)
-                if fitter.ready:  # every step: a slow spell must shorten the run at once
-                    schedule = _refit(schedule, fitter, iteration, context, progress, solver)
+            if budget is not None:
+                budget.after_step(iteration, time.perf_counter() - started_step, _batch_shape(images))
+                progress.write(budget.plan_message(solver.budget_minutes))
+            go_on, factor, total = _decide(budget, schedule, iteration, context)
+            progress.set_total(total)
 
-            if iteration % solver.log_period == 0 or iteration == schedule.total:
-                values = distributed.all_reduce_mean({**losses, "loss": total}, context)
+            if iteration % solver.log_period == 0 or not go_on:
+                values = distributed.all_reduce_mean({**losses, "loss": loss}, context)
                 record = {"iteration": iteration, "lr": lr, **values}
                 record.update(time=time.perf_counter() - started_step, data_time=data_time)
                 log.write(record)
-                progress.log(iteration, values, lr, fitter.remaining() if fitter is not None else None)
+                left = (budget.remaining(), budget.end_seconds()) if budget is not None else (None, None)
+                progress.log(iteration, values, lr, *left)
             progress.step()
 
-            if solver.eval_period and iteration % solver.eval_period == 0 and iteration < schedule.total:
+            if solver.eval_period and iteration % solver.eval_period == 0 and go_on:
                 _evaluate(model, validation, config, log, iteration, context, final=False)
                 model.train()
 
@@ -353,13 +357,20 @@ def _train(
             f"stopped by {signal_name(signum)} at iteration {iteration}: {last_path} saved; "
             "continue with --resume",
         )
-    if iteration >= schedule.total:
-        save(last_path, iteration)
-        if context.is_main:
-            # The final model alone (no optimizer state): what predict, eval and export load.
-            save_checkpoint(output_dir / FINAL_CHECKPOINT, model, iteration=iteration)
-            plot_losses(log.path, output_dir / "loss_curves.png")
-        _evaluate(model, validation, config, log, iteration, context, final=True)
+    end_began, end_estimate = time.monotonic(), budget.end_seconds() if budget else None
+    save(last_path, iteration)
+    if context.is_main:
+        # The final model alone (no optimizer state): what predict, eval and export load.
+        save_checkpoint(output_dir / FINAL_CHECKPOINT, model, iteration=iteration)
+        plot_losses(log.path, output_dir / "loss_curves.png")
+    _evaluate(model, validation, config, log, iteration, context, final=True)
+    if budget is not None and context.is_main:
+        tqdm.write(
+            f"budget {solver.budget_minutes:g} min: {iteration} iterations; the end took "
+            f"{time.monotonic() - end_began:.0f} s (estimated {end_estimate:.0f} s); "
+            f"{budget.elapsed():.0f} of {budget.seconds:.0f} s used",
+            file=sys.stderr,  # beside the plan's lines
+        )
     log.close()
     return model.eval()
 
@@ -389,43 +400,69 @@ def _step(trainable, optimizer, scaler, parameters, images, targets, solver: Sol
     return losses, total
 
 
-def _refit(schedule: Schedule, fitter: BudgetFitter, iteration: int, context, progress, solver) -> Schedule:
-    """The schedule fitted to what remains of the budget; rank 0 decides for every rank."""
-    total = torch.tensor([fitter.fit(iteration)], dtype=torch.int64)
-    if context.distributed:
-        total = total.to(context.device)
-        torch.distributed.broadcast(total, src=0)
-    first = not fitter.announced
-    schedule = schedule.with_total(int(total.item()))
-    progress.set_total(schedule.total)
-    if first:
-        fitter.announced = True
-        step = sum(fitter.step_times) / len(fitter.step_times)
-        progress.write(
-            f"budget {solver.budget_minutes:g} min: fitted {schedule.describe()} from {step:.2f} s per "
-            f"step, {fitter.reserve:.0f} s kept for the final evaluation (refitted as the run goes)"
+def _batch_shape(images: list[torch.Tensor]) -> tuple[int, int, int]:
+    """What a step's cost depends on: the batch size and its padded size in 32-pixel cells
+    (the first step of each such shape chooses kernels and allocates)."""
+    return (len(images), *(-(-max(image.shape[dim] for image in images) // 32) for dim in (-2, -1)))
+
+
+def _make_budget(solver, schedule, model, validation, context, started, checkpoint) -> Budget:
+    """The fit of a run to `solver.budget_minutes`, continued from a resumed run's checkpoint,
+    its end first timed before training starts."""
+    # last.pt holds the weights and the optimizer's momentum: twice the parameters' bytes
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    images = end_images(len(validation) if validation is not None else 0, context.world_size)
+    end = EndCost(images, checkpoint_bytes=2 * weights)
+    # Rank 0 decides for every rank (`_decide`): only it times the end.
+    timer = _end_timer(model, validation) if context.is_main else None
+    budget = Budget(
+        solver.budget_minutes * 60, time.monotonic, started, schedule, end, timer, solver.eval_period
+    )
+    if checkpoint is not None and "budget" in checkpoint:
+        budget.load_state_dict(checkpoint["budget"])
+    elif checkpoint is not None and "budget_spent" in checkpoint:  # a file of an earlier version
+        budget.load_state_dict(
+            {"spent": checkpoint["budget_spent"], "total": checkpoint.get("schedule_total", schedule.total)}
         )
-    return schedule
+    budget.time_end()
+    return budget
 
 
-def _final_evaluation_seconds(model: MaskRCNN, validation: CocoDataset | None, context) -> float:
-    """What the end of a run takes: the final checkpoint, and the validation split's
-    inference (timed on two of its images, this process's share) and COCO scoring."""
+def _end_timer(model: MaskRCNN, validation: CocoDataset | None, count: int = 2):
+    """A function that runs the final evaluation's inference on the next `count` validation
+    images (other ones each time) and returns how many it ran (None: no validation split)."""
     if validation is None or len(validation) == 0:
-        return 5.0
-    samples = [validation[i] for i in range(min(2, len(validation)))]
-    images = [sample[0] for sample in samples if sample is not None]
-    if not images:
-        return 5.0
-    model.eval()
-    started = time.perf_counter()
-    with torch.no_grad():
-        for image in images:
-            model.predict([image], normalized=True, score_threshold=0.0)
-    per_image = (time.perf_counter() - started) / len(images)
-    model.train()
-    share = math.ceil(len(validation) / context.world_size)
-    return 1.25 * per_image * share + 5.0 + 0.01 * len(validation)
+        return None
+    cursor = itertools.count()
+
+    def time_images() -> int:
+        done = 0
+        model.eval()
+        with torch.no_grad():
+            for _ in range(count):
+                sample = validation[next(cursor) % len(validation)]
+                if sample is not None:
+                    model.predict([sample[0]], normalized=True, score_threshold=0.0)
+                    done += 1
+        model.train()
+        return done
+
+    return time_images
+
+
+def _decide(budget: Budget | None, schedule: Schedule, iteration: int, context) -> tuple[bool, float, int]:
+    """Whether to take another step, its learning-rate factor, and the run's (predicted) length;
+    rank 0 decides for every rank (each rank's clock differs)."""
+    if budget is None:
+        return iteration < schedule.total, schedule.factor(iteration), schedule.total
+    decision = torch.tensor(
+        [float(not budget.finished()), budget.factor(iteration), float(budget.total)], dtype=torch.float64
+    )
+    if context.distributed:
+        decision = decision.to(context.device)
+        torch.distributed.broadcast(decision, src=0)
+    go_on, factor, total = decision.tolist()
+    return bool(go_on), factor, max(int(total), iteration)
 
 
 def validation_data(config: TrainConfig) -> CocoDataset | None:
