@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pycocotools.mask as mask_util
 import pytest
 import torch
 import torchvision
@@ -29,6 +30,7 @@ def checkpoint(tmp_path_factory):
         roi_heads=RoIHeadsConfig(score_threshold=0.0, detections_per_image=10),
     )
     path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    torch.manual_seed(0)  # the same weights whatever ran before
     save_checkpoint(path, maskrcnn.build_model(config))
     return path
 
@@ -72,18 +74,40 @@ def test_predict_folder_with_a_corrupt_image(tmp_path, checkpoint, capsys):
     assert f"{len(predictions)} detections in 2 of 3 images" in captured.out
 
 
-def test_predict_good_images_exits_zero_and_applies_threshold(tmp_path, checkpoint, capsys):
-    folder = write_images(tmp_path / "images")
-    out = tmp_path / "out"
-    args = ["predict", str(folder / "first.png"), str(folder / "second.png"), "--weights", str(checkpoint)]
+def test_predict_applies_its_threshold_and_writes_polygons_of_the_masks(
+    tmp_path, trained_shapes_weights, trained_shapes_images, capsys
+):
+    images = sorted(trained_shapes_images.glob("*.png"))[:3]
+    args = ["predict", *map(str, images), "--weights", str(trained_shapes_weights), "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "all"), "--score-threshold", "0"]) == 0
+    everything = json.loads((tmp_path / "all" / "predictions.json").read_text())
+    scores = sorted({p["score"] for p in everything})
+    assert len(scores) >= 4, "the trained model detects shapes: something to threshold"
+    threshold = (scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2  # between two scores
 
-    code = main([*args, "--out", str(out), "--score-threshold", "0.4", "--device", "cpu", "--polygons"])
+    code = main([*args, "--out", str(tmp_path / "out"), "--score-threshold", str(threshold), "--polygons"])
 
     assert code == 0, capsys.readouterr().err
-    predictions = json.loads((out / "predictions.json").read_text())
-    assert all(p["score"] >= 0.4 for p in predictions)
-    assert all(isinstance(p["segmentation"], list) for p in predictions)
-    assert [i["id"] for i in json.loads((out / "images.json").read_text())] == [1, 2]
+    kept = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    expected = [p for p in everything if p["score"] >= threshold]
+    assert 0 < len(kept) == len(expected) < len(everything)
+    key = lambda p: (p["image_id"], p["score"])  # noqa: E731
+    for polygon_entry, rle_entry in zip(sorted(kept, key=key), sorted(expected, key=key)):
+        assert (
+            polygon_entry["bbox"] == rle_entry["bbox"]
+            and polygon_entry["category_id"] == rle_entry["category_id"]
+        )
+        polygons = polygon_entry["segmentation"]
+        assert isinstance(polygons, list) and polygons and all(len(p) >= 6 for p in polygons)
+        # the polygons draw the mask's pixels (its holes filled, as COCO polygons must)
+        height, width = rle_entry["segmentation"]["size"]
+        drawn = mask_util.decode(mask_util.merge(mask_util.frPyObjects(polygons, height, width))).astype(bool)
+        mask = mask_util.decode(
+            dict(rle_entry["segmentation"], counts=rle_entry["segmentation"]["counts"].encode())
+        )
+        assert (drawn & ~mask.astype(bool)).sum() <= 0.02 * drawn.sum()  # only filled holes added
+        assert (mask.astype(bool) & ~drawn).sum() == 0
+    assert [i["id"] for i in json.loads((tmp_path / "out" / "images.json").read_text())] == [1, 2, 3]
 
 
 @pytest.mark.parametrize("content", [None, b"garbage bytes, not a checkpoint"], ids=["missing", "garbage"])

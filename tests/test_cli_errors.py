@@ -157,15 +157,16 @@ CASES = [
     P("--strict", "--strict=yes", f"argument --strict: {IGNORED} 'yes'", usage=True),
     P("--polygons", "--polygons=1", f"argument --polygons: {IGNORED} '1'", usage=True),
     P("--max-image-pixels", "--max-image-pixels -1", "--max-image-pixels -1: expected a whole number >= 0"),
-    P("--max-image-pixels", "--max-image-pixels 1e9", "--max-image-pixels 1e9: expected a whole number"),
+    P("--max-image-pixels", "--max-image-pixels 1.5", "--max-image-pixels 1.5: expected a whole number"),
     P("--max-image-pixels", "--max-image-pixels many", "--max-image-pixels many: expected a whole number"),
     P("--tile", "--tile 32", "--tile 32: expected a whole number >= 64"),
     P("--tile", "--tile big", "--tile big: expected a whole number >= 64"),
     P("--tile-overlap", "--tile-overlap -5", "--tile-overlap -5: expected a whole number >= 0"),
+    P("--tile-overlap", "--tile-overlap 16", "--tile-overlap 16: only with --tile"),
     P(
         "--tile-overlap",
         "--tile 256 --tile-overlap 200",
-        "--tile-overlap 200: expected at most half of --tile 256 (128)",
+        "--tile-overlap 200: expected a whole number from 0 to half of --tile 256 (128)",
     ),
     P(
         "usage",
@@ -341,8 +342,7 @@ CASES = [
     X("OUT.onnx", "export '' --weights {tiny}", "OUT.onnx '': expected a file path", whole=True),
     X("--weights", "--weights {missing}.pt", "{missing}.pt: weights file not found"),
     X("--weights", "--weights {notes}", "{notes}: "),
-    X("--format", "--format tflite", "--format tflite: expected one of onnx"),
-    X("--format", "--format ONNX", "--format ONNX: expected one of onnx"),
+    X("usage", "--format onnx", "unrecognized arguments: --format onnx", usage=True),  # ONNX only
     X("--check-image", "--check-image {missing}.png", "--check-image {missing}.png: no such file"),
     X("--check-image", "--check-image {root}", "--check-image {root}: is a folder, not a file"),
     X("--check-image", "--check-image {notes}", "--check-image {notes}: cannot read image"),
@@ -424,7 +424,7 @@ CASES = [
     V("--max-body-mb", "--max-body-mb 0.5", "--max-body-mb 0.5: expected a whole number from 1 to 100000"),
     V("--max-body-mb", "--max-body-mb lots", "--max-body-mb lots: expected a whole number from 1 to 100000"),
     V("--max-image-pixels", "--max-image-pixels -1", "--max-image-pixels -1: expected a whole number >= 0"),
-    V("--max-image-pixels", "--max-image-pixels 5e7", "--max-image-pixels 5e7: expected a whole number >= 0"),
+    V("--max-image-pixels", "--max-image-pixels 5.5", "--max-image-pixels 5.5: expected a whole number >= 0"),
     V(
         "usage",
         "--max-batches 2",
@@ -467,9 +467,9 @@ def test_a_wrong_value_is_one_error_line_and_exit_2(case, files, tmp_path, capsy
     assert "Traceback" not in captured.err + captured.out
     _assert_one_error(captured.err, case, expected)
     assert not out.exists(), "a refused command wrote its output folder"
-    # No value makes a command hang. (That a wrong path is answered at once, before torch is
-    # loaded, test_cli_startup.py checks without a clock.)
-    assert elapsed < 10
+    # No value makes a command hang: a generous bound, not a speed. (That a wrong path is
+    # answered at once, before torch is loaded, test_cli_startup.py checks without a clock.)
+    assert elapsed < 300
 
 
 def test_every_option_of_every_subcommand_has_cases():

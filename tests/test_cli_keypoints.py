@@ -88,7 +88,6 @@ SMALL_MODEL = [
 @pytest.fixture(scope="module")
 def keypoint_run(tmp_path_factory):
     """(the shapes dataset with keypoints, a run folder of a keypoint model trained one step)."""
-    pytest.importorskip("maskrcnn.modeling.keypoint_head")
     root = tmp_path_factory.mktemp("keypoints")
     shapes, run = root / "shapes", root / "run"
     make_shapes(shapes, 3, 2, seed=1, keypoints=True)

@@ -78,15 +78,17 @@ def test_predict_replaces_its_own_outputs_and_keeps_the_users(setup, tmp_path, c
     weights, shapes = setup
     first, second = sorted(shapes["val_images"].glob("*.png"))
     out = tmp_path / "predictions"
-    base = ["--weights", str(weights), "--out", str(out), "--device", "cpu"]
+    # threshold 0: the tiny model's random scores are all low, and every image has detections
+    base = ["--weights", str(weights), "--out", str(out), "--device", "cpu", "--score-threshold", "0"]
     assert main(["predict", str(first), str(second), *base]) == 0
+    assert {p["file_name"] for p in strict(out / "predictions.json")} == {str(first), str(second)}
     out.joinpath("photo.png").write_bytes(b"the user's own picture")
 
     assert main(["predict", str(second), *base]) == 0
     assert sorted(p.name for p in out.glob("*.png")) == sorted(["photo.png", second.name])
     images = strict(out / "images.json")
     assert [image["file_name"] for image in images] == [str(second)]
-    assert {p["file_name"] for p in strict(out / "predictions.json")} <= {str(second)}
+    assert {p["file_name"] for p in strict(out / "predictions.json")} == {str(second)}
     assert "removed 1 file of the earlier run" in capsys.readouterr().out
 
 
@@ -176,3 +178,38 @@ def test_make_shapes_lists_what_it_wrote_and_a_smaller_rerun_leaves_no_stray_ima
     assert "1 image (training, PNG)" in capsys.readouterr().out
     with Image.open(out / "train" / "000000.png") as picture:
         assert np.asarray(picture).shape == (192, 256, 3)
+
+
+def test_predict_stopped_by_sigterm_writes_what_it_predicted_and_says_so(
+    setup, tmp_path, monkeypatch, capsys
+):
+    import os
+    import signal
+
+    weights, shapes = setup
+    folder = tmp_path / "images"
+    folder.mkdir()
+    source = next(shapes["val_images"].glob("*.png"))
+    for name in ("a.png", "b.png", "c.png"):
+        folder.joinpath(name).write_bytes(source.read_bytes())
+    original, calls = MaskRCNN.predict, []
+
+    def stopped_on_the_second(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # a job scheduler's SIGTERM while the second image is predicted
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MaskRCNN, "predict", stopped_on_the_second)
+    out = tmp_path / "out"
+    code = main(
+        ["predict", str(folder), "--weights", str(weights), "--out", str(out), "--score-threshold", "0"]
+    )
+    assert code == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    assert f"stopped by SIGTERM: predictions.json and images.json in {out} hold the 1 of 3 images done" in err
+    images = strict(out / "images.json")
+    assert [image["file_name"] for image in images] == [str(folder / "a.png")]
+    predictions = strict(out / "predictions.json")
+    assert predictions and {p["file_name"] for p in predictions} == {str(folder / "a.png")}
+    assert sorted(p.name for p in out.glob("*.png")) == ["a.png"]  # its overlay, and no other

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from maskrcnn.config import ConfigError, ModelConfig, config_from_dict, config_to_dict, load_config
@@ -137,3 +139,82 @@ def test_a_run_length_scales_the_schedule_with_it():
     short = solver.scaled_to(500)
     assert (short.max_iter, short.warmup_iters, short.steps) == (500, 25, (388, 462))
     assert solver.scaled_to(1).steps == (1, 1) and solver.scaled_to(2000) == solver
+
+
+def test_numbers_as_people_write_them_in_files_and_on_the_command_line(tmp_path):
+    # YAML 1.1 reads 1e-3 (no dot) as a string; a config still takes it as the number
+    path = tmp_path / "c.yaml"
+    path.write_text("solver:\n  base_lr: 1e-3\n  weight_decay: 2E-4\n  max_iter: 1_000\n")
+    config = load_config(str(path), ["solver.warmup_iters=1e2", "solver.momentum=.5", "solver.gamma=+1E-1"])
+    solver = config.solver
+    assert (solver.base_lr, solver.weight_decay, solver.max_iter) == (0.001, 0.0002, 1000)
+    assert (solver.warmup_iters, solver.momentum, solver.gamma) == (100, 0.5, 0.1)
+    assert isinstance(solver.max_iter, int) and isinstance(solver.warmup_iters, int)
+    for bad, message in [
+        ("solver.base_lr=1e-3x", "expected float, got '1e-3x'"),
+        ("solver.base_lr=nan", "expected float, got 'nan'"),
+        ("solver.max_iter=1.5", "expected int, got 1.5"),
+        ("output_dir=1e3", None),  # a string field keeps the text
+    ]:
+        if message is None:
+            assert load_config(None, [bad]).output_dir == "1e3"
+            continue
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(None, [bad])
+
+
+@pytest.mark.parametrize(
+    "overrides, key, why",
+    [
+        (["model.backbone.kind=c4", "model.roi_heads.fc_dim=256"], "model.roi_heads.fc_dim=256", "res5"),
+        (
+            ["model.backbone.kind=c5", "model.backbone.fpn_channels=128"],
+            "model.backbone.fpn_channels=128",
+            "no FPN",
+        ),
+        (
+            ["model.backbone.kind=c4", "model.roi_heads.mask_num_convs=2"],
+            "model.roi_heads.mask_num_convs=2",
+            "no convolution",
+        ),
+        (
+            ["model.roi_heads.mask_head=mlp", "model.roi_heads.mask_conv_dim=64"],
+            "model.roi_heads.mask_conv_dim=64",
+            "MLP",
+        ),
+        (["model.roi_heads.mask_fc_dim=512"], "model.roi_heads.mask_fc_dim=512", "FCN mask head"),
+    ],
+)
+def test_a_setting_the_chosen_design_does_not_read_is_refused(overrides, key, why):
+    with pytest.raises(
+        ConfigError, match=rf"{re.escape(key)} \(from the command line\) has no effect with .*{why}"
+    ):
+        load_config(None, overrides)
+    # at the default value it says nothing: the setting is simply not used
+    load_config(None, [overrides[0], f"{key.split('=')[0]}={_default(key.split('=')[0])}"])
+
+
+def _default(dotted):
+    from maskrcnn.config import ModelConfig
+
+    value = ModelConfig()
+    for part in dotted.split(".")[1:]:
+        value = getattr(value, part)
+    return value
+
+
+def test_a_files_setting_under_a_design_chosen_on_the_command_line_is_a_warning(tmp_path):
+    from maskrcnn.config_checks import ConfigWarning
+
+    # the shapes file is written for FPN (fc_dim 512, fpn_channels 64): trained as C4, one warning each
+    with pytest.warns(ConfigWarning) as caught:
+        load_config("configs/shapes.yaml", ["model.backbone.kind=c4"])
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 2
+    assert messages[0].startswith("model.backbone.fpn_channels=64 (from configs/shapes.yaml) has no effect")
+    assert messages[1].startswith("model.roi_heads.fc_dim=512 (from configs/shapes.yaml) has no effect")
+    # the same design chosen in the file itself: an error
+    path = tmp_path / "c4.yaml"
+    path.write_text("model:\n  backbone:\n    kind: c4\n  roi_heads:\n    fc_dim: 512\n")
+    with pytest.raises(ConfigError, match=r"fc_dim=512 \(from .*c4.yaml\) has no effect"):
+        load_config(str(path))

@@ -15,12 +15,10 @@ from torch import nn
 
 import maskrcnn
 import maskrcnn.ops
-from maskrcnn.modeling import norm as norm_module
 from maskrcnn.modeling.norm import FrozenBatchNorm2d, GroupNorm, conv_norm
 from maskrcnn.modeling.weight_cache import inference_pass
 from maskrcnn.ops import MultiScaleRoIPooler, fast_paths, fast_paths_enabled
 from maskrcnn.ops import conv as conv_module
-from maskrcnn.ops import layout as layout_module
 from maskrcnn.ops.conv import Conv2d, conv2d
 from maskrcnn.ops.layout import dense_gradient
 from maskrcnn.testing import channels_last, randomize_norm
@@ -33,22 +31,17 @@ roi_align, roi_align_rows = roi_align_module.roi_align, roi_align_module.roi_ali
 roi_pool = roi_pool_module.roi_pool
 
 
-def on_and_off(run):
-    """run() with the fast paths on, then off."""
-    with fast_paths(True):
+def on_and_off(run, fast_path: str | None):
+    """run() with the fast paths on, where `fast_path` (a name of FAST_PATHS; None: an op
+    without one) must run, then off, where none may."""
+    with fast_paths(True), switch.counting() as runs:
         fast = run()
-    with fast_paths(False):
+    if fast_path is not None:
+        assert runs[fast_path] > 0, f"{fast_path} did not run with the fast paths on"
+    with fast_paths(False), switch.counting() as runs:
         plain = run()
+    assert not runs, f"{dict(runs)} ran with the fast paths off"
     return fast, plain
-
-
-def forbid(monkeypatch, target, name: str) -> None:
-    """Make target.name raise: a fast path that runs anyway fails the test."""
-
-    def raising(*args, **kwargs):
-        raise AssertionError(f"{name} ran with the fast paths off")
-
-    monkeypatch.setattr(target, name, raising)
 
 
 def recording(monkeypatch, target, name: str) -> list:
@@ -166,6 +159,35 @@ def test_public_names():
     assert "fast_paths" in dir(maskrcnn)
 
 
+def _every_fast_path_workload(any_size):
+    """A training step and a prediction of two small models that between them reach every
+    fast path: GroupNorm and RoIAlign averaging; a frozen BatchNorm and RoIAlign's maximum."""
+    from maskrcnn.config import config_from_dict, config_to_dict, merge
+    from maskrcnn.testing import tiny_model_config
+
+    images = [torch.rand(3, 64, 80, generator=torch.Generator().manual_seed(0)) for _ in range(2)]
+    masks = torch.zeros(1, 64, 80)
+    masks[0, 10:40, 20:60] = 1
+    target = {"boxes": torch.tensor([[20.0, 10.0, 60.0, 40.0]]), "labels": torch.tensor([1]), "masks": masks}
+    for changes in ({}, {"backbone": {"norm": "frozen_bn"}, "roi_heads": {"pooler": "align_max"}}):
+        torch.manual_seed(0)
+        config = config_from_dict(maskrcnn.ModelConfig, merge(config_to_dict(tiny_model_config()), changes))
+        model = maskrcnn.build_model(config).train()
+        sum(model.losses(images, [target, target]).values()).backward()
+        model.eval().predict(images)
+
+
+def test_every_fast_path_is_listed_counted_when_on_and_none_runs_when_off(any_size):
+    with switch.counting() as runs:
+        _every_fast_path_workload(any_size)
+    assert set(runs) == set(switch.FAST_PATHS), set(switch.FAST_PATHS) ^ set(runs)
+    with fast_paths(False), switch.counting() as runs:
+        _every_fast_path_workload(any_size)
+    assert not runs
+    with pytest.raises(KeyError, match="not a fast path"):
+        switch.ran("a_trick_nobody_listed")
+
+
 def test_a_plain_call_sets_the_switch():
     assert fast_paths_enabled() is True  # conftest starts every test with them on
     fast_paths(False)
@@ -210,7 +232,7 @@ def test_only_bools_are_accepted(value):
 
 
 @pytest.mark.parametrize(("padding", "stride"), [(1, 1), (1, 2), (0, 1)])
-def test_conv2d_off_is_f_conv2d_and_agrees_with_on(any_size, monkeypatch, padding, stride):
+def test_conv2d_off_is_f_conv2d_and_agrees_with_on(any_size, padding, stride):
     x = channels_last(2, 6, 15, 17, seed=0)
     weight = torch.randn(8, 6, 3, 3, generator=torch.Generator().manual_seed(1))
     bias = torch.randn(8, generator=torch.Generator().manual_seed(2))
@@ -223,18 +245,15 @@ def test_conv2d_off_is_f_conv2d_and_agrees_with_on(any_size, monkeypatch, paddin
         if grad is None:
             grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(3))
         y.backward(grad)
-        return y, type(y.grad_fn).__name__, [t.grad for t in inputs]
+        return y, [t.grad for t in inputs]
 
-    (fast, fast_fn, fast_grads), (plain, plain_fn, plain_grads) = on_and_off(run)
-    assert fast_fn == "_ShiftWeightGradConvBackward"
-    assert plain_fn == "ConvolutionBackward0"
+    (fast, fast_grads), (plain, plain_grads) = on_and_off(run, "conv_weight_gradient")
     torch.testing.assert_close(plain, fast)
     for got, expected in zip(plain_grads, fast_grads):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
-    # and it is exactly F.conv2d, with our weight gradient never computed
-    forbid(monkeypatch, conv_module, "weight_gradient")
+    # and it is exactly F.conv2d
     with fast_paths(False):
-        again, again_fn, again_grads = run()
+        again, again_grads = run()
     reference = [t.clone().requires_grad_() for t in (x, weight, bias)]
     expected = F.conv2d(*reference, stride=stride, padding=padding)
     expected.backward(grad)
@@ -243,7 +262,7 @@ def test_conv2d_off_is_f_conv2d_and_agrees_with_on(any_size, monkeypatch, paddin
         assert torch.equal(got, want.grad)
 
 
-def test_conv2d_module_off_is_nn_conv2d(any_size, monkeypatch):
+def test_conv2d_module_off_is_nn_conv2d(any_size):
     torch.manual_seed(0)
     ours = Conv2d(6, 6, 3, padding=1).to(memory_format=torch.channels_last)
     x = channels_last(2, 6, 12, 12, seed=5)
@@ -252,12 +271,11 @@ def test_conv2d_module_off_is_nn_conv2d(any_size, monkeypatch):
         ours.zero_grad()
         y = ours(x)
         y.square().sum().backward()
-        return y, type(y.grad_fn).__name__, ours.weight.grad.clone(), ours.bias.grad.clone()
+        return y, ours.weight.grad.clone(), ours.bias.grad.clone()
 
-    fast, plain = on_and_off(run)
-    assert (fast[1], plain[1]) == ("_ShiftWeightGradConvBackward", "ConvolutionBackward0")
+    fast, plain = on_and_off(run, "conv_weight_gradient")
     torch.testing.assert_close(plain[0], fast[0])
-    for got, expected in zip(plain[2:], fast[2:]):
+    for got, expected in zip(plain[1:], fast[1:]):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -265,7 +283,7 @@ def test_conv2d_module_off_is_nn_conv2d(any_size, monkeypatch):
 
 
 @pytest.mark.parametrize("bias", [False, True])
-def test_conv_norm_off_is_norm_of_conv_and_agrees_with_on(monkeypatch, bias):
+def test_conv_norm_off_is_norm_of_conv_and_agrees_with_on(bias):
     torch.manual_seed(0)
     conv = Conv2d(6, 8, 3, stride=2, padding=1, bias=bias)
     norm = randomize_norm(FrozenBatchNorm2d(8))
@@ -278,33 +296,29 @@ def test_conv_norm_off_is_norm_of_conv_and_agrees_with_on(monkeypatch, bias):
         y.square().sum().backward()
         return y, source.grad, conv.weight.grad.clone()
 
-    fast, plain = on_and_off(run)
+    fast, plain = on_and_off(run, "frozen_norm_fold")
     torch.testing.assert_close(plain[0], fast[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(plain[1], fast[1], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(plain[2], fast[2], rtol=1e-4, atol=1e-4)
-    # off: the two layers, bit for bit, and no fold
-    forbid(monkeypatch, norm_module, "_fold")
+    # off: the two layers, bit for bit
     with fast_paths(False):
         assert torch.equal(conv_norm(conv, norm, x), norm(conv(x)))
 
 
-def test_conv_norm_off_caches_no_folded_weights(monkeypatch):
+def test_conv_norm_off_caches_no_folded_weights():
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 4, 3, padding=1, bias=False)
     norm = randomize_norm(FrozenBatchNorm2d(4))
     x = torch.randn(1, 4, 6, 6)
-    with torch.no_grad(), inference_pass():
-        conv_norm(conv, norm, x)
-        assert "_folded_conv" in norm.__dict__  # on: the fold is cached in the pass
-    del norm.__dict__["_folded_conv"]
-    forbid(monkeypatch, norm_module, "derived_weight")
-    with fast_paths(False), torch.no_grad(), inference_pass():
-        first = conv_norm(conv, norm, x)
-        conv.weight.mul_(2)  # a stale cached fold would not see this
-        second = conv_norm(conv, norm, x)
-    assert "_folded_conv" not in norm.__dict__
-    assert torch.equal(second, norm(conv(x)))
-    assert not torch.allclose(first, second)
+    for enabled in (True, False):
+        with fast_paths(enabled), torch.no_grad(), inference_pass():
+            first = conv_norm(conv, norm, x)
+            conv.weight.mul_(2)  # a cached fold would not see this (a pass promises no change)
+            second = conv_norm(conv, norm, x)
+        if enabled:  # on: the fold is kept within the pass
+            assert torch.equal(first, second)
+        else:  # off: the layers as they are, nothing kept
+            assert torch.equal(second, norm(conv(x))) and not torch.allclose(first, second)
 
 
 @pytest.mark.parametrize(("shape", "groups"), [((2, 32, 20, 28), 32), ((3, 16, 9, 11), 8)])
@@ -321,16 +335,13 @@ def test_group_norm_off_is_f_group_norm_and_agrees_with_on(monkeypatch, shape, g
         source = x.clone().requires_grad_()
         out = norm(source)
         grads = torch.autograd.grad(out, (source, norm.weight, norm.bias), grad)
-        return out, type(out.grad_fn).__name__, grads
+        return out, grads
 
-    fast, plain = on_and_off(run)
-    assert fast[1] == "_ChannelsLastGroupNormBackward"
-    assert plain[1] == "NativeGroupNormBackward0"
+    fast, plain = on_and_off(run, "group_norm_backward")
     torch.testing.assert_close(plain[0], fast[0])
-    for got, expected in zip(plain[2], fast[2]):
+    for got, expected in zip(plain[1], fast[1]):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     calls = recording(monkeypatch, F, "group_norm")
-    forbid(monkeypatch, norm_module._ChannelsLastGroupNorm, "apply")
     with fast_paths(False):
         out = norm(x.clone().requires_grad_())
     assert len(calls) == 1
@@ -366,7 +377,7 @@ def test_roi_align_off_is_torchvision_and_agrees_with_on(monkeypatch, aligned, s
     rois = random_rois(generator, 2, 12, (76, 92))
     kwargs = dict(spatial_scale=0.25, sampling_ratio=sampling_ratio, aligned=aligned)
     (fast, fast_grad), (plain, plain_grad) = on_and_off(
-        lambda: pool_with_grad(roi_align, features, rois, (7, 5), **kwargs)
+        lambda: pool_with_grad(roi_align, features, rois, (7, 5), **kwargs), "roi_align"
     )
     assert fast.abs().sum() > 0
     torch.testing.assert_close(plain, fast, rtol=0, atol=1e-5)
@@ -374,9 +385,8 @@ def test_roi_align_off_is_torchvision_and_agrees_with_on(monkeypatch, aligned, s
     # the same layout contract: (K, C, PH, PW) channels-last in memory
     assert plain.shape == fast.shape == (12, 5, 7, 5)
     assert plain.is_contiguous(memory_format=torch.channels_last)
-    # off, torchvision's kernel is what runs, and our gather does not
+    # off, torchvision's kernel is what runs
     calls = recording(monkeypatch, torchvision.ops, "roi_align")
-    forbid(monkeypatch, roi_align_module, "WeightedGather")
     with fast_paths(False):
         again, again_grad = pool_with_grad(roi_align, features, rois, (7, 5), **kwargs)
     assert len(calls) == 1
@@ -391,7 +401,7 @@ def test_roi_align_rows_off_keeps_its_layout(monkeypatch):
     boxes = [random_rois(generator, 1, n, (56, 72))[:, 1:] for n in (4, 3)]
     kwargs = dict(spatial_scale=0.25, sampling_ratio=2, aligned=True)
     (fast, fast_grad), (plain, plain_grad) = on_and_off(
-        lambda: pool_with_grad(roi_align_rows, features, boxes, (4, 6), **kwargs)
+        lambda: pool_with_grad(roi_align_rows, features, boxes, (4, 6), **kwargs), "roi_align"
     )
     assert plain.shape == fast.shape == (7, 4, 6, 6)  # (K, PH, PW, C)
     assert plain.is_contiguous()
@@ -419,7 +429,7 @@ def test_the_pooler_gives_the_same_rows_either_way(kind):
         out.square().sum().backward()
         return out, [s.grad for s in sources]
 
-    fast, plain = on_and_off(run)
+    fast, plain = on_and_off(run, "roi_align" if kind == "align" else None)
     assert plain[0].shape == fast[0].shape == (11, 4, 7, 7)
     torch.testing.assert_close(plain[0], fast[0], rtol=0, atol=1e-5)
     for got, expected in zip(plain[1], fast[1]):
@@ -454,7 +464,9 @@ def test_off_pools_bfloat16_in_float32(op):
     generator = torch.Generator().manual_seed(23)
     features = torch.randn(2, 4, 12, 14, generator=generator).to(torch.bfloat16)
     rois = random_rois(generator, 2, 6, (48, 56))
-    fast, plain = on_and_off(lambda: function(features, rois, 3, 0.25, 2))
+    fast, plain = on_and_off(
+        lambda: function(features, rois, 3, 0.25, 2), "roi_align" if op == "roi_align" else None
+    )
     assert plain.dtype == fast.dtype == torch.bfloat16
     expected = {"roi_align": torchvision.ops.roi_align, "roi_pool": torchvision.ops.roi_pool}[op](
         features.float(), rois, 3, 0.25, *((2,) if op == "roi_align" else ())
@@ -474,7 +486,7 @@ def rpn_like_loss(output: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format], ids=["nhwc", "nchw"])
-def test_dense_gradient_off_is_the_identity(monkeypatch, layout):
+def test_dense_gradient_off_is_the_identity(layout):
     x = torch.randn(2, 3, 4, 5).contiguous(memory_format=layout)
 
     def run():
@@ -486,11 +498,12 @@ def test_dense_gradient_off_is_the_identity(monkeypatch, layout):
         rpn_like_loss(out).backward()
         return out is y, seen[0].is_contiguous(memory_format=layout), source.grad
 
-    (fast_same, fast_dense, fast_grad), (plain_same, plain_dense, plain_grad) = on_and_off(run)
+    (fast_same, fast_dense, fast_grad), (plain_same, plain_dense, plain_grad) = on_and_off(
+        run, "dense_gradient"
+    )
     assert (fast_same, fast_dense) == (False, True)
     assert (plain_same, plain_dense) == (True, False)  # autograd's own strided gradient
     torch.testing.assert_close(plain_grad, fast_grad, rtol=0, atol=0)
-    forbid(monkeypatch, layout_module._DenseGradient, "apply")
     with fast_paths(False):
         y = x.clone().requires_grad_() * 2
         assert dense_gradient(y) is y

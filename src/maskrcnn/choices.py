@@ -12,6 +12,32 @@ PREDICT_SCORE_THRESHOLD = 0.5
 MIN_TILE = 64
 DEFAULT_TILE_OVERLAP = 128
 
+
+def tiling_problem(
+    tile: int | None, overlap: int | None, tile_name: str = "tile", overlap_name: str = "tile_overlap"
+) -> str | None:
+    """The rule of tiled prediction's two settings, for the Python API, the command line and
+    the server alike (each names them its own way); None when they are fine.
+
+    tile None (or 0, the server's "no tiling") is no tiling, and then an overlap means nothing;
+    else a tile is at least MIN_TILE pixels and neighbours share at most half a tile (more,
+    and a tile's middle would be shared three ways).
+    """
+    if not tile:
+        if overlap is not None:
+            return (
+                f"{overlap_name} {overlap}: only with {tile_name} (it is what neighbouring tiles share); "
+                f"give {tile_name} too, or leave {overlap_name} out"
+            )
+        return None
+    if tile < MIN_TILE:
+        return f"{tile_name} {tile}: expected a whole number of pixels >= {MIN_TILE}"
+    if overlap is not None and not 0 <= overlap <= tile // 2:
+        half = f"half of {tile_name} {tile} ({tile // 2})"
+        return f"{overlap_name} {overlap}: expected a whole number from 0 to {half}"
+    return None
+
+
 # Numeric precision of a run (precision.py): float32, bfloat16 or float16 autocast, or the
 # fastest of them on this hardware.
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")

@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     with plain_warnings(), strict_precision(getattr(args, "strict", False)), signals_raise_interrupted():
         try:
+            leave_size_limits_to_maskrcnn()  # every read of this program checks its own limit
             return args.run(args)
         except OptionError as error:
             _report(f"error: {error}")
@@ -88,6 +89,18 @@ def main(argv: list[str] | None = None) -> int:
                 "MASKRCNN_TRACEBACK=1 shows where it happened)"
             )
             return 1
+
+
+def leave_size_limits_to_maskrcnn() -> None:
+    """PIL's process-wide decompression-bomb guard switched off, once, at the start of this
+    program, before any thread runs: every image it reads is checked against its own limit
+    (`data.max_image_pixels`, `--max-image-pixels`) from the header before anything is decoded
+    (`data.images`), and PIL's fixed limit (about 89 megapixels, an error at twice that) would
+    refuse genuine aerial and microscopy images under it. Library calls never change it: it is
+    the calling program's setting."""
+    from PIL import Image  # PIL, not torch: the command line still answers at once
+
+    Image.MAX_IMAGE_PIXELS = None
 
 
 def parse_args(argv: list[str] | None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
@@ -391,9 +404,6 @@ def _add_export(subcommands) -> argparse.ArgumentParser:
     parser.add_argument("out", metavar="OUT.onnx", help="the file to write (replaced if it exists)")
     options.add_weights(parser)
     parser.add_argument(
-        "--format", type=OneOf("onnx"), default="onnx", help="the file format; ONNX (opset 17) only"
-    )
-    parser.add_argument(
         "--check-image",
         metavar="IMAGE",
         help="compare the file with the eager model on this image (default: a random image at the "
@@ -426,7 +436,6 @@ def _run_export(args: argparse.Namespace) -> int:
     return export_command(
         args.weights,
         args.out,
-        format=args.format,
         check_image=args.check_image,
         check=not args.no_check,
         intensity=args.intensity,

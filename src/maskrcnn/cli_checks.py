@@ -8,6 +8,7 @@ import ipaddress
 import math
 import re
 
+from maskrcnn.config import written_number
 from maskrcnn.input_checks import OptionError, shown
 
 
@@ -38,9 +39,10 @@ class WholeNumber(Check):
             self.accepted = "a whole number"
 
     def __call__(self, text: str) -> int:
-        try:
-            value = int(text.replace("_", ""))  # 300_000_000 reads as Python writes it
-        except ValueError:
+        value = written_number(text)  # 300_000_000 and 1e9 read as a person writes them
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
             self.fail(text)
         if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
             self.fail(text)
@@ -55,9 +57,8 @@ class Number(Check):
         self.accepted = f"a number from {low:g} to {high:g}"
 
     def __call__(self, text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
+        value = written_number(text)
+        if isinstance(value, str):
             self.fail(text)
         if not (math.isfinite(value) and self.low <= value <= self.high):
             self.fail(text)

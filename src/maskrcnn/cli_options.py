@@ -3,7 +3,13 @@ device, score threshold and precision."""
 
 import argparse
 
-from maskrcnn.choices import DEFAULT_TILE_OVERLAP, MIN_TILE, PRECISIONS, PREDICT_SCORE_THRESHOLD
+from maskrcnn.choices import (
+    DEFAULT_TILE_OVERLAP,
+    MIN_TILE,
+    PRECISIONS,
+    PREDICT_SCORE_THRESHOLD,
+    tiling_problem,
+)
 from maskrcnn.cli_checks import Device, Number, OneOf, WholeNumber
 from maskrcnn.input_checks import OptionError
 
@@ -96,6 +102,7 @@ def add_tiling(parser: argparse.ArgumentParser) -> None:
 
 
 def check_tile_overlap(tile: int | None, overlap: int | None) -> None:
-    """--tile-overlap is at most half of --tile (else a tile's middle is shared three ways)."""
-    if tile is not None and overlap is not None and overlap > tile // 2:
-        raise OptionError(f"--tile-overlap {overlap}: expected at most half of --tile {tile} ({tile // 2})")
+    """--tile and --tile-overlap by tiled prediction's rule (`choices.tiling_problem`)."""
+    problem = tiling_problem(tile, overlap, "--tile", "--tile-overlap")
+    if problem:
+        raise OptionError(problem)

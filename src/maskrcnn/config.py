@@ -7,6 +7,7 @@ values of the wrong type with a message naming the key.
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -313,9 +314,13 @@ def _coerce(hint, value, dotted: str):
             )
         return tuple(_coerce(a, v, f"{dotted}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     if hint is float:
+        value = written_number(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     elif hint is int:
+        value = written_number(value)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif hint is bool or hint is str:
@@ -324,6 +329,22 @@ def _coerce(hint, value, dotted: str):
     else:
         raise ConfigError(f"{dotted}: unsupported config type {hint!r}", dotted)
     raise ConfigError(f"{dotted}: expected {_name(hint)}, got {value!r} ({type(value).__name__})", dotted)
+
+
+# A number as a person writes it: 1e-3, 2E-4, 1_000, .5 (YAML 1.1 reads "1e-3" as a string)
+_NUMBER = re.compile(r"[+-]?(\d[\d_]*(\.[\d_]*)?|\.\d[\d_]*)([eE][+-]?\d+)?")
+
+
+def written_number(value):
+    """`value`, or the number a string holds when it is written as one (an int when written
+    without a point or an exponent); config values and command-line numbers read alike."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        number = float(value.strip().replace("_", ""))
+        return int(number) if _INTEGER.fullmatch(value.strip()) else number
+    return value
+
+
+_INTEGER = re.compile(r"[+-]?\d[\d_]*")
 
 
 def _name(hint) -> str:
@@ -389,6 +410,12 @@ def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
     line), the value and what is accepted: unknown keys, wrong types, values out of range,
     settings that contradict each other, bad YAML.
     """
+    return load_config_origins(path, overrides)[0]
+
+
+def load_config_origins(path: str | None, overrides: list[str] = ()) -> tuple[TrainConfig, dict[str, str]]:
+    """`load_config`, and the dotted keys the file or the overrides set, each with where its
+    value came from (the file's path or COMMAND_LINE, which wins over the file)."""
     import yaml
 
     data: dict = {}
@@ -423,4 +450,4 @@ def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
         check_train_config(config, origin)
     except ConfigError as error:
         raise error.located(origin(error.key) if error.key else str(path or "")) from None
-    return config
+    return config, {key: origin(key) for key in from_file | from_command_line}

@@ -7,6 +7,7 @@ or a YAML file), the value and what is accepted.
 """
 
 import math
+import warnings
 from collections.abc import Callable
 
 from maskrcnn.choices import (
@@ -20,7 +21,7 @@ from maskrcnn.choices import (
     PRECISIONS,
     RESIZE_ROUNDINGS,
 )
-from maskrcnn.config import ConfigError, InputConfig, ModelConfig, TrainConfig
+from maskrcnn.config import COMMAND_LINE, ConfigError, InputConfig, ModelConfig, TrainConfig
 
 Origin = Callable[[str], str]  # dotted key -> "the command line", a YAML path, or "" (a default)
 
@@ -239,9 +240,72 @@ def check_input_config(
         )
 
 
+# Settings a design does not read: (the setting that chooses the design, its values,
+# {a setting it leaves without effect: why}).
+WITHOUT_EFFECT = (
+    (
+        "backbone.kind",
+        ("c4", "c5"),
+        {
+            "backbone.fpn_channels": "C4 and C5 models have no FPN",
+            "roi_heads.fc_dim": "the C4 and C5 box head is res5 and average pooling, not fully connected",
+            "roi_heads.mask_num_convs": "the C4 and C5 mask head has no convolution before its deconvolution",
+        },
+    ),
+    (
+        "roi_heads.mask_head",
+        ("mlp",),
+        {
+            "roi_heads.mask_conv_dim": "the MLP mask head has fully connected layers only",
+            "roi_heads.mask_num_convs": "the MLP mask head has fully connected layers only",
+        },
+    ),
+    (
+        "roi_heads.mask_head",
+        ("fcn",),
+        {"roi_heads.mask_fc_dim": "the FCN mask head has no fully connected layer"},
+    ),
+)
+
+
+class ConfigWarning(UserWarning):
+    """A config value that is accepted but changes nothing (said once, in one line)."""
+
+
+def _value(config, dotted: str):
+    for part in dotted.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def check_settings_without_effect(model: ModelConfig, origin: Origin, prefix: str = "model") -> None:
+    """Raise ConfigError for a setting (not at its default) that the chosen design does not
+    read. A file's setting under a design chosen on the command line (a config for FPN
+    trained as C4) is a warning instead: the file was written for another design."""
+    defaults = ModelConfig()
+    for chooser, designs, settings in WITHOUT_EFFECT:
+        design = _value(model, chooser)
+        if design not in designs:
+            continue
+        for setting, why in settings.items():
+            value = _value(model, setting)
+            if value == _value(defaults, setting):
+                continue
+            key, chosen_by = f"{prefix}.{setting}", f"{prefix}.{chooser}"
+            message = (
+                f"{key}={_shown(value)}{_where(origin, key)} has no effect with "
+                f"{chosen_by}={_shown(design)}{_where(origin, chosen_by)}: {why}"
+            )
+            if origin(chosen_by) == COMMAND_LINE and origin(key) not in ("", COMMAND_LINE):
+                warnings.warn(f"{message} (the file's value is not used)", ConfigWarning, stacklevel=2)
+                continue
+            raise ConfigError(f"{message}; leave it out", key=key)
+
+
 def check_train_config(config: TrainConfig, origin: Origin = lambda key: "") -> None:
     """check_model_config and the training keys; raises ConfigError naming key and origin."""
     check_model_config(config.model, origin)
+    check_settings_without_effect(config.model, origin)
     _apply(config, TRAIN_RULES, origin, "")
     data = config.data
     if max(data.min_sizes_train) > data.max_size_train:

@@ -3,17 +3,9 @@
 The fast paths compute what the plain ops compute, up to float rounding, and are tested
 against them one by one. When a number comes out wrong anyway, turning them all off gives
 the plain-PyTorch model (PyTorch and torchvision ops only), so the difference can be
-bisected to "one of our tricks" or "the model itself". Off, they are:
-
-- modeling/norm.py, `conv_norm`: a frozen BatchNorm folded into the convolution's weights
-  (and those weights cached within an inference pass) -> `norm(conv(x))`.
-- modeling/norm.py, `GroupNorm`: the channels-last backward for narrow maps -> F.group_norm.
-- ops/conv.py, `conv2d`: the matrix-product weight gradient -> F.conv2d.
-- ops/roi_align.py, `roi_align` / `roi_align_rows`: our gather-sum RoIAlign ->
-  torchvision.ops.roi_align (same outputs' shapes and memory layout).
-- ops/roi_variants.py, the max kinds: each sample by our gather-sum -> a plain gather and sum
-  (RoIWarp averaging is RoIAlign on rounded RoIs, so it follows RoIAlign's switch).
-- ops/layout.py, `dense_gradient`: the dense-gradient copy -> identity.
+bisected to "one of our tricks" or "the model itself". `FAST_PATHS` lists every one, with
+what it becomes when they are off; each counts its runs (`ran`), so that a test can see that
+it ran (`counting`) and compare its outputs and gradients with the plain op's.
 
 maskrcnn.fast_paths(False)                 # off from here on
 with maskrcnn.fast_paths(False):           # off inside the block, restored after it
@@ -28,7 +20,33 @@ This module imports nothing from torch: the command line checks the environment 
 with its other inputs, before any work (`check_environment`).
 """
 
+import contextlib
 import os
+from collections import Counter
+
+# Every fast path: its name -> where it is, and what runs instead when the switch is off.
+FAST_PATHS = {
+    "conv_weight_gradient": "ops/conv.py conv2d: the weight gradient as matrix products -> F.conv2d's",
+    "frozen_norm_fold": "modeling/norm.py conv_norm: a frozen BatchNorm folded into the convolution's "
+    "weights, cached within an inference pass -> norm(conv(x))",
+    "group_norm_backward": "modeling/norm.py GroupNorm: the channels-last backward of narrow maps "
+    "-> F.group_norm",
+    "roi_align": "ops/roi_align.py roi_align / roi_align_rows: gather-sum RoIAlign "
+    "-> torchvision.ops.roi_align (RoIWarp averaging follows it)",
+    "roi_sample_gather": "ops/roi_variants.py, the max kinds: each sample by gather-sum "
+    "-> a plain gather and sum",
+    "dense_gradient": "ops/layout.py dense_gradient: the gradient copied dense -> as autograd makes it",
+    "rpn_fused_predictors": "modeling/rpn.py RPNHead: the two 1x1 predictors as one convolution "
+    "-> two convolutions",
+    "box_fc6_channels_last": "modeling/box_head.py box_features: fc6 on (S, S, C) features "
+    "-> on (C, S, S) features with the weight reordered",
+    "mask_labelled_class_only": "modeling/mask_head.py class_logits: the labelled class's mask only "
+    "-> every class's, then indexed",
+    "mask_upsample_product": "modeling/mask_head.py mask_features: the 2x2 deconvolution as one "
+    "matrix product -> nn.ConvTranspose2d",
+}
+
+_counters: list[Counter] = []  # one per open `counting` block
 
 ENVIRONMENT_VARIABLE = "MASKRCNN_FAST_PATHS"
 _ON = ("1", "true", "on")
@@ -94,3 +112,22 @@ def fast_paths(enabled: bool) -> _Restore:
     previous = fast_paths_enabled()
     _enabled = enabled
     return _Restore(previous)
+
+
+def ran(name: str) -> None:
+    """Count one run of the fast path `name` (a key of FAST_PATHS) for the open `counting` blocks."""
+    if name not in FAST_PATHS:
+        raise KeyError(f"{name!r} is not a fast path; FAST_PATHS lists {', '.join(FAST_PATHS)}")
+    for counter in _counters:
+        counter[name] += 1
+
+
+@contextlib.contextmanager
+def counting():
+    """`with counting() as runs:` -> a Counter of the fast paths that ran inside the block."""
+    runs: Counter = Counter()
+    _counters.append(runs)
+    try:
+        yield runs
+    finally:
+        _counters.remove(runs)

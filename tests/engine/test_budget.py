@@ -211,3 +211,15 @@ def test_a_long_slow_spell_just_before_the_drops_does_not_squeeze_the_phases_aft
     # took 300 steps' time from the first phase, and the later ones keep their length
     ones, tenths, hundredths = phase_lengths(factors)
     assert tenths >= 0.9 * 0.15 * (BUDGET - 20) / 0.15 and hundredths >= 0.9 * 0.075 * (BUDGET - 20) / 0.15
+
+
+def test_the_budget_counts_the_process_from_its_start():
+    import subprocess
+    import sys
+
+    # a process that sleeps 1.5 s before asking: the answer covers that time
+    code = "import time; time.sleep(1.5); from maskrcnn.engine import budget; print(budget.process_seconds())"
+    seconds = float(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    )
+    assert 1.5 <= seconds < 60

@@ -1,10 +1,12 @@
 """Stop signals: a flag for the training loop, ignored by data workers, one line for commands."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,10 +85,15 @@ def test_predict_stopped_by_the_job_signal_ends_with_one_line_and_no_partial_fil
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
     assert "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1] == "stopped by SIGTERM"
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"stopped by SIGTERM: predictions.json and images.json in {out} hold the "), last
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     overlays = list(out.glob("*.png"))
     assert 3 <= len(overlays) < 200
+    assert f"hold the {len(overlays)} of 200 images done before it" in last
     for overlay in overlays:  # each one whole: written beside and renamed into place
         with Image.open(overlay) as picture:
             picture.load()
+    # the JSON files hold exactly the images whose overlays are there
+    done = json.loads((out / "images.json").read_text())
+    assert sorted(Path(image["file_name"]).name for image in done) == sorted(p.name for p in overlays)

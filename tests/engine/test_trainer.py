@@ -318,6 +318,7 @@ def _budgeted_run(shapes, output, monkeypatch, step_seconds, stop_at=None, resum
         return original(self, images, targets)
 
     monkeypatch.setattr(trainer_module, "time", clock)
+    monkeypatch.setattr(trainer_module, "process_seconds", lambda: 0.0)  # the stubbed clock's start
     monkeypatch.setattr(MaskRCNN, "losses", timed)
     budget = ("solver.budget_minutes=0.5", "data.val_json=''", "solver.log_period=5")
     config = tiny_config(shapes, output, *budget)
@@ -351,3 +352,107 @@ def test_a_budgeted_run_resumes_its_fit(shapes, tmp_path, monkeypatch):
     assert resumed["iteration"] == resumed["schedule_total"] == 29  # as the uninterrupted run
     assert resumed["budget"]["progress"] == pytest.approx(1.0, abs=0.04)
     assert [r["iteration"] for r in logged_losses(output)] == [*range(5, 26, 5), 29]
+
+
+def _without_segmentations(shapes: Path, out: Path) -> Path:
+    """The shapes data with every annotation's segmentation removed (boxes kept)."""
+    import shutil
+
+    shutil.copytree(shapes, out)
+    path = out / "annotations" / "instances_train.json"
+    document = json.loads(path.read_text())
+    for annotation in document["annotations"]:
+        del annotation["segmentation"]
+    path.write_text(json.dumps(document))
+    return out
+
+
+def test_a_mask_model_refuses_a_split_without_one_usable_mask(shapes, tmp_path):
+    data = _without_segmentations(shapes, tmp_path / "boxes")
+    count = len(json.loads((data / "annotations" / "instances_train.json").read_text())["annotations"])
+    config = tiny_config(data, tmp_path / "run", "solver.max_iter=1", "data.val_json=''")
+    with pytest.warns(UserWarning), pytest.raises(ValueError) as refused:
+        train(config)
+    message = str(refused.value)
+    dropped = f"dropped {count} annotations ({count} no segmentation)"
+    assert f"no usable instance to train on ({dropped})" in message
+    assert "the model needs masks" in message and "model.masks=false to train boxes only" in message
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_a_box_only_model_trains_on_annotations_kept_by_their_boxes(shapes, tmp_path, capsys):
+    data = _without_segmentations(shapes, tmp_path / "boxes")
+    config = tiny_config(data, tmp_path / "run", "solver.max_iter=2", "data.val_json=''", "model.masks=false")
+    with pytest.warns(UserWarning, match="kept .* annotations without a segmentation by its box"):
+        model = train(config)
+    assert "model.masks false: training boxes only, on" in capsys.readouterr().out
+    assert not model.config.masks and (tmp_path / "run" / "model_final.pt").exists()
+
+
+def _run_files(output: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(output.iterdir()) if p.is_file()}
+
+
+def test_resuming_a_complete_run_says_so_and_writes_nothing(shapes, tmp_path, capsys):
+    output = tmp_path / "run"
+    train(tiny_config(shapes, output, "solver.max_iter=2", "data.val_json=''"))
+    before = _run_files(output)
+    capsys.readouterr()
+    model = train(tiny_config(shapes, output, "solver.max_iter=2", "data.val_json=''"), resume=True)
+    printed = capsys.readouterr().out
+    assert f"{output}: the run is complete (model_final.pt at iteration 2); nothing was written" in printed
+    assert (
+        "resume with a larger solver.max_iter" in printed
+        and f"init_weights={output}/model_final.pt" in printed
+    )
+    assert _run_files(output) == before
+    assert isinstance(model, MaskRCNN) and not model.training
+
+
+def test_a_complete_budgeted_run_stays_complete_under_a_larger_budget(shapes, tmp_path, monkeypatch, capsys):
+    output = tmp_path / "run"
+    _budgeted_run(shapes, output, monkeypatch, lambda step: 1.0)
+    before = _run_files(output)
+    capsys.readouterr()
+    config = tiny_config(shapes, output, "solver.budget_minutes=5", "data.val_json=''")
+    train(config, resume=True)  # ten times the budget: a budget's schedule has ended all the same
+    printed = capsys.readouterr().out
+    assert "the run is complete (model_final.pt at iteration 29); nothing was written" in printed
+    assert "larger solver.max_iter" not in printed and "start a new run from its weights" in printed
+    assert _run_files(output) == before
+
+
+def test_resuming_past_the_length_asked_for_is_refused(shapes, tmp_path):
+    output = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        _stopped_run(shapes, output, stop_at=3)
+    before = _run_files(output)
+    with pytest.raises(ValueError, match=r"the run stopped at iteration 3, past the 2 iterations this"):
+        train(tiny_config(shapes, output, "solver.max_iter=2", "data.val_json=''"), resume=True)
+    assert _run_files(output) == before  # (the old code wrote model_final.pt, then failed on the log)
+
+
+def test_resume_without_a_checkpoint_starts_from_the_beginning(shapes, tmp_path, capsys):
+    output = tmp_path / "run"
+    output.mkdir()
+    (output / "metrics.jsonl").write_text('{"iteration": 7, "loss": 1.0}\n')  # killed before last.pt
+    train(tiny_config(shapes, output, "solver.max_iter=2", "data.val_json=''"), resume=True)
+    assert "--resume: no " in capsys.readouterr().out
+    assert [r["iteration"] for r in logged_losses(output)] == [1, 2]  # the stale log is gone
+
+
+def _stopped_run(shapes, output, stop_at):
+    """A run of 20 iterations stopped by SIGUSR1 during its `stop_at`-th step (before its first log)."""
+    original, steps = MaskRCNN.losses, []
+
+    def losses(self, images, targets):
+        steps.append(1)
+        if len(steps) == stop_at:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return original(self, images, targets)
+
+    MaskRCNN.losses = losses
+    try:
+        train(tiny_config(shapes, output, "solver.max_iter=20", "data.val_json=''", "solver.log_period=100"))
+    finally:
+        MaskRCNN.losses = original

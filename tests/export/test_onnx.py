@@ -1,5 +1,6 @@
 """ONNX export: the exported graph, run by ONNX Runtime, gives the eager model's detections."""
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -20,8 +21,6 @@ from maskrcnn.export.onnx import (
     with_export_intensity,
 )
 from maskrcnn.interop.load import load_model
-
-pytest.importorskip("onnxruntime")
 
 
 def tiny_config(**roi_heads) -> ModelConfig:
@@ -97,14 +96,41 @@ def test_export_command_writes_a_checked_file(tmp_path, capsys):
     weights = tmp_path / "model.pt"
     save_checkpoint(weights, build_model(tiny_config()))
     out = tmp_path / "model.onnx"
-    assert main(["export", "--weights", str(weights), "--format", "onnx", str(out)]) == 0
+    assert main(["export", "--weights", str(weights), str(out), "--score-threshold", "0"]) == 0
     printed = capsys.readouterr().out
     assert out.stat().st_size > 100_000
-    again = tmp_path / "again.onnx"
-    assert main(["export", "--weights", str(weights), str(again), "--format", "tflite"]) == 2
-    assert not again.exists()
-    assert "same count True" in printed and "same labels True" in printed
+    check = re.search(r"at score threshold 0: (\d+) detections, same count True", printed)
+    assert check and int(check.group(1)) > 10, printed  # something was compared
+    agreeing = re.search(r"same labels True, mask pixels agreeing ([\d.]+) %", printed)
+    assert agreeing and float(agreeing.group(1)) >= 99.9, printed  # the check's own bound
     assert "intensity range: input 'image' is (3, H, W) float32 in [0, 1]" in printed
+    again = tmp_path / "again.onnx"
+    assert main(["export", "--weights", str(weights), str(again), "--format", "onnx"]) == 2  # no such option
+    assert not again.exists()
+
+
+def test_a_check_that_compares_nothing_says_so_and_compares_every_detection(tmp_path, capsys):
+    torch.manual_seed(0)
+    weights = tmp_path / "model.pt"
+    save_checkpoint(weights, build_model(tiny_config()))
+    # the random model's scores are all far under 0.99: the file's own threshold keeps nothing
+    assert (
+        main(["export", "--weights", str(weights), str(tmp_path / "m.onnx"), "--score-threshold", "0.99"])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "no detection scores 0.99 or more on either side" in printed
+    check = re.search(r"at score threshold 0: (\d+) detections, same count True", printed)
+    assert check and int(check.group(1)) > 10, printed
+    # a model that finds nothing at any score is reported as not checked
+    nothing = build_model(tiny_config(score_threshold=0.999))
+    save_checkpoint(weights, nothing)
+    assert (
+        main(["export", "--weights", str(weights), str(tmp_path / "n.onnx"), "--score-threshold", "0.99"])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "0 detections" in printed and "not checked: the model detects nothing" in printed
 
 
 def test_export_command_with_bad_weights_writes_nothing_and_keeps_an_old_file(tmp_path, capsys):

@@ -56,6 +56,11 @@ def files(tmp_path_factory) -> Path:
     torch.save(no_model, root / "no_model.pt")
     torch.save(torchvision.models.resnet18().state_dict(), root / "resnet18.pth")
     torch.save(model, root / "pickled_module.pt")
+    import zipfile
+
+    zipfile.ZipFile(root / "empty_zip.pt", "w").close()
+    with zipfile.ZipFile(root / "zipped_text.pt", "w") as archive:
+        archive.writestr("readme.txt", "not weights")
     return root
 
 
@@ -70,6 +75,8 @@ CASES = {
     "no_model.pt": "maskrcnn checkpoint without a state dict under 'model'",
     "resnet18.pth": "not a maskrcnn checkpoint nor a torchvision Mask R-CNN state dict; it looks like an",
     "pickled_module.pt": "holds maskrcnn.modeling.mask_rcnn.MaskRCNN, not only tensors",
+    "empty_zip.pt": "an empty zip archive, not a PyTorch weights file",
+    "zipped_text.pt": "a zip archive of 1 file (readme.txt), not a PyTorch weights file",
 }
 
 

@@ -34,9 +34,11 @@ def test_tile_grid_covers_the_image_with_whole_overlapping_tiles(size, tile, ove
 @pytest.mark.parametrize(
     "tile, overlap, message",
     [
-        (32, 0, "tile: expected a whole number of pixels >= 64"),
-        (128, 65, "tile_overlap: expected"),
-        (128, -1, "tile_overlap: expected a whole number from 0 to tile / 2 = 64, got -1"),
+        (32, 0, "tile 32: expected a whole number of pixels >= 64"),
+        (128, 65, "tile_overlap 65: expected"),
+        (128, -1, r"tile_overlap -1: expected a whole number from 0 to half of tile 128 \(64\)"),
+        (None, 16, "tile_overlap 16: only with tile"),
+        (128.0, 16, "tile 128.0: expected a whole number of pixels"),
     ],
 )
 def test_bad_tiling_is_refused(tile, overlap, message):
@@ -191,8 +193,12 @@ def test_an_image_no_larger_than_a_tile_gives_the_untiled_detections(tiny_model)
 
 
 def test_predict_refuses_bad_tiling(tiny_model):
-    with pytest.raises(ValueError, match="tile_overlap: expected a whole number from 0 to tile / 2 = 64"):
+    with pytest.raises(
+        ValueError, match=r"tile_overlap 100: expected a whole number from 0 to half of tile 128"
+    ):
         tiny_model.predict(torch.rand(3, 64, 64), tile=128, tile_overlap=100)
+    with pytest.raises(ValueError, match="tile_overlap 16: only with tile"):  # not ignored
+        tiny_model.predict(torch.rand(3, 64, 64), tile_overlap=16)
 
 
 def _placed_shapes(height, width, tile, overlap, seed=3):
@@ -217,16 +223,19 @@ def _best_ious(result, truth):
     return inter / np.maximum(union, 1)  # (D, G)
 
 
-def test_a_trained_model_finds_each_shape_across_tile_borders_once(trained_shapes_weights):
-    tile, overlap = 128, 32
+def _tiled_and_untiled(weights, tile=128, overlap=32):
+    """The shapes placed across tile borders, detected tiled and untiled at the trained scale."""
     pixels, truth, _ = _placed_shapes(352, 352, tile, overlap)
-    model = load_model(trained_shapes_weights, device=torch.device("cpu"))
+    model = load_model(weights, device=torch.device("cpu"))
     # Tiles and the untiled reference both at the scale the model was trained at (1:1).
     model.preprocessor.min_size = model.preprocessor.max_size = tile
     (tiled,) = model.predict(pixels, tile=tile, tile_overlap=overlap, score_threshold=0.5)
     model.preprocessor.min_size = model.preprocessor.max_size = 352
     (untiled,) = model.predict(pixels, score_threshold=0.5)
+    return tiled, untiled, truth
 
+
+def _assert_each_shape_found_once(tiled, untiled, truth):
     tiled_ious, untiled_ious = _best_ious(tiled, truth), _best_ious(untiled, truth)
     # Every shape is found, its mask as good as at full resolution without tiles (no halves).
     tiled_best, untiled_best = tiled_ious.max(0), untiled_ious.max(0)
@@ -238,6 +247,20 @@ def test_a_trained_model_finds_each_shape_across_tile_borders_once(trained_shape
     for shape in range(len(truth)):
         on_it = labels[tiled_ious[:, shape] > 0.3]
         assert len(on_it) == len(set(on_it.tolist())), f"shape {shape}: labels {on_it}"
+
+
+def test_a_trained_model_finds_each_shape_across_tile_borders_once(trained_shapes_weights):
+    _assert_each_shape_found_once(*_tiled_and_untiled(trained_shapes_weights))
+
+
+def test_without_the_merging_the_same_check_fails(trained_shapes_weights, monkeypatch):
+    from maskrcnn.modeling import tiling
+
+    monkeypatch.setattr(tiling, "MATCH_IOU", 1.01)  # no two tiles' masks ever match: nothing merges
+    tiled, untiled, truth = _tiled_and_untiled(trained_shapes_weights)
+    # the README's words: two detections of one class on a shape
+    with pytest.raises(AssertionError, match=r"shape \d+: labels"):
+        _assert_each_shape_found_once(tiled, untiled, truth)
 
 
 @pytest.mark.parametrize(

@@ -70,7 +70,6 @@ def batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
 
 @pytest.mark.parametrize("name", VARIANTS, ids=list(VARIANTS))
 def test_a_variant_trains_predicts_exports_and_reloads(name, tmp_path):
-    pytest.importorskip("onnxruntime")
     from maskrcnn.export.onnx import compare_with_eager, export_onnx, onnx_session
 
     torch.manual_seed(0)

@@ -105,8 +105,12 @@ def server(trained_shapes_weights):
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     out, err, stdout_lines = [], [], queue.Queue()
-    threading.Thread(target=_drain, args=(process.stdout, out, stdout_lines), daemon=True).start()
-    threading.Thread(target=_drain, args=(process.stderr, err, queue.Queue()), daemon=True).start()
+    drains = [
+        threading.Thread(target=_drain, args=(process.stdout, out, stdout_lines), daemon=True),
+        threading.Thread(target=_drain, args=(process.stderr, err, queue.Queue()), daemon=True),
+    ]
+    for drain in drains:
+        drain.start()
     try:
         deadline = time.monotonic() + SERVER_START_SECONDS
         base_url = None
@@ -121,7 +125,9 @@ def server(trained_shapes_weights):
             match = re.search(r"serving on (http://127\.0\.0\.1:\d+)", line)
             base_url = match and match.group(1)
         if base_url is None:
-            time.sleep(0.2)  # the rest of stderr
+            if process.poll() is not None:  # it has exited: read the rest of its output
+                for drain in drains:
+                    drain.join(timeout=10)
             pytest.fail(
                 f"`maskrcnn serve` did not report its address within {SERVER_START_SECONDS} s "
                 f"(exit status {process.poll()}).\nstdout:\n{''.join(out)}\nstderr:\n{''.join(err)}"

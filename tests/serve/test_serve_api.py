@@ -78,6 +78,21 @@ def test_score_threshold_keeps_what_scores_at_least_it(model):
     assert default == [d for d in everything if d["score"] >= 0.5]  # the default threshold
 
 
+def test_the_default_threshold_is_every_prediction_paths_one(model, monkeypatch):
+    from maskrcnn import choices
+
+    data = encoded(picture(3))
+    with serving(model) as client:
+        everything = client.post("/v1/predict?score_threshold=0", content=data).json()["detections"]
+    scores = sorted({d["score"] for d in everything})
+    middle = (scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2  # between two scores
+    monkeypatch.setattr(choices, "PREDICT_SCORE_THRESHOLD", middle)  # the one place it is written
+    with serving(model) as client:
+        default = client.post("/v1/predict", content=data).json()["detections"]
+    assert default == [d for d in everything if d["score"] >= middle]
+    assert 0 < len(default) < len(everything)
+
+
 def test_keypoint_model_answers_keypoints(keypoint_model, tmp_path):
     data = encoded(picture(4))
     with serving(keypoint_model) as client:
@@ -100,7 +115,8 @@ def test_model_describes_classes_config_limits_and_device(model):
         {"label": 1, "name": "circle", "category_id": 7},
         {"label": 2, "name": "square", "category_id": 9},
     ]
-    assert described["num_classes"] == 3
+    # two classes, three labels: label 0 is the background (the config's model.num_classes)
+    assert (described["num_classes"], described["num_labels"]) == (2, 3)
     assert described["keypoints"] is None
     config = dataclasses.asdict(model.config)
     assert described["input"]["min_size"] == config["input"]["min_size"]

@@ -83,8 +83,12 @@ class Server:
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
         self.out, self.err, lines = [], [], queue.Queue()
-        threading.Thread(target=self._drain, args=(self.process.stdout, self.out, lines), daemon=True).start()
-        threading.Thread(target=self._drain, args=(self.process.stderr, self.err, None), daemon=True).start()
+        self.drains = [
+            threading.Thread(target=self._drain, args=(self.process.stdout, self.out, lines), daemon=True),
+            threading.Thread(target=self._drain, args=(self.process.stderr, self.err, None), daemon=True),
+        ]
+        for drain in self.drains:
+            drain.start()
         deadline = time.monotonic() + START_SECONDS
         self.port = None
         while self.port is None and time.monotonic() < deadline and self.process.poll() is None:
@@ -101,6 +105,12 @@ class Server:
             lines.append(line)
             if found is not None:
                 found.put(line)
+
+    def drained(self) -> None:
+        """Wait until the process's output is read to its end (it has exited)."""
+        for drain in self.drains:
+            drain.join(timeout=WAIT_SECONDS)
+            assert not drain.is_alive(), "the server's output did not end"
 
     def get(self, path: str) -> str:
         with _local.open(f"http://127.0.0.1:{self.port}{path}", timeout=WAIT_SECONDS) as response:
@@ -173,6 +183,6 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(server):
     assert prediction["image"] == {"width": 320, "height": 240}
     assert len(prediction["detections"]) > 0
     assert server.process.wait(timeout=WAIT_SECONDS) == 0
-    time.sleep(0.2)  # the last of stderr
+    server.drained()
     assert "stopped by SIGTERM after answering the requests in flight\n" in server.err
     assert not [line for line in server.err if "Traceback" in line]

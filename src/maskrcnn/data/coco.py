@@ -66,6 +66,8 @@ class CocoDataset(Dataset):
     only crowd regions, or only dropped ones). skip_bad_images: a missing or undecodable image
     gives None (and one BadImageWarning per file) instead of a ValueError; `collate` drops them.
     max_image_pixels: files whose header claims more pixels are refused (data.max_image_pixels).
+    masks: False for a model without a mask head: annotations without a segmentation are kept
+    by their boxes instead of dropped.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class CocoDataset(Dataset):
         input_config: InputConfig | None = None,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         keypoints: bool = False,
+        masks: bool = True,
     ):
         self.annotation_file = str(annotation_file)
         self.image_dir = Path(image_dir)
@@ -120,8 +123,9 @@ class CocoDataset(Dataset):
             keypoint_checker = KeypointChecker(schema)
 
         sizes = image_entries(images, self.annotation_file)
-        checker = AnnotationChecker(label_of, sizes, keypoint_checker)
+        checker = AnnotationChecker(label_of, sizes, keypoint_checker, boxes_only=not masks)
         kept = checker.sort(annotations)  # image id -> (instances, crowd regions)
+        self.drop_summary = checker.summary()  # what was dropped or kept by its box, and why
         self.records: list[ImageRecord] = [
             ImageRecord(image_id, file_name, height, width, tuple(instances), tuple(crowd))
             for image_id, (file_name, height, width) in sizes.items()

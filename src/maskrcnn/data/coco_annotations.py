@@ -161,6 +161,8 @@ class AnnotationChecker:
 
     label_of: category id -> contiguous label. sizes: image id -> (file_name, height, width).
     keypoints: reads the instances' keypoints too (None: they are left out).
+    boxes_only: for a model without masks: an annotation without a segmentation is kept by its
+    bbox (its segmentation is then the box's rectangle, which such a model never reads).
     """
 
     def __init__(
@@ -168,10 +170,13 @@ class AnnotationChecker:
         label_of: dict[int, int],
         sizes: dict[int, tuple[str, int, int]],
         keypoints: KeypointChecker | None = None,
+        boxes_only: bool = False,
     ):
         self.label_of = label_of
         self.sizes = sizes
         self.keypoints = keypoints
+        self.boxes_only = boxes_only
+        self.kept_by_box = 0  # annotations without a segmentation kept for a box-only model
         self.counts: Counter[str] = Counter()  # reason -> dropped annotations
         self.unknown_category_ids: Counter[int] = Counter()
         self.crowd = 0
@@ -217,7 +222,18 @@ class AnnotationChecker:
         if category_id not in self.label_of:
             self.unknown_category_ids[category_id] += 1
             return None
-        segmentation = self._segmentation(annotation.get("segmentation"), height, width)
+        raw = annotation.get("segmentation")
+        if self.boxes_only and (raw is None or (isinstance(raw, (list, dict)) and not raw)):
+            if annotation.get("bbox") is None:
+                self.drop("no segmentation and no box")
+                return None
+            box = self._box(annotation.get("bbox"), None, height, width)
+            if box is None:
+                return None
+            self.kept_by_box += 1
+            x1, y1, x2, y2 = box
+            return Instance(self.label_of[category_id], box, [[x1, y1, x2, y1, x2, y2, x1, y2]])
+        segmentation = self._segmentation(raw, height, width)
         if segmentation is None:
             return None
         box = self._box(annotation.get("bbox"), segmentation, height, width)
@@ -294,6 +310,9 @@ class AnnotationChecker:
             plural = "s" if len(self.unknown_category_ids) > 1 else ""
             reasons.append(f"{unknown} unknown category id{plural} {ids}")
         parts = []
+        if self.kept_by_box:
+            plural = "s" if self.kept_by_box > 1 else ""
+            parts.append(f"kept {self.kept_by_box} annotation{plural} without a segmentation by its box")
         dropped = sum(self.counts.values()) + unknown
         if dropped:
             parts.append(f"dropped {dropped} annotation{'s' if dropped > 1 else ''} ({', '.join(reasons)})")

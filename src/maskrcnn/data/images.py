@@ -8,7 +8,6 @@ all go through both, so every path sees the same pixels.
 
 import contextlib
 import math
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -187,9 +186,11 @@ def load_image(path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
         return _read_with_pil(path, max_pixels)
     except FileNotFoundError:
         raise ValueError(f"{path}: file not found") from None
-    except ImageTooLargeError:
-        raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except ImageTooLargeError as error:
+        if str(error).startswith(str(path)):  # ours, which names the file
+            raise
+        raise ImageTooLargeError(f"{path}: {error}") from None
+    except (OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"{path}: cannot read image ({error})") from None
 
 
@@ -210,8 +211,21 @@ def _read_tiff(path: Path, max_pixels: int) -> np.ndarray:
 
 def read_with_pil(source, check_size: SizeCheck) -> np.ndarray:
     """Pixels of an image PIL reads (a path or a binary file object), checked by `check_size`
-    from the header before anything is decoded."""
-    with _pil_check_replaced(), Image.open(source) as image:
+    from the header before anything is decoded.
+
+    PIL's own decompression-bomb guard (`PIL.Image.MAX_IMAGE_PIXELS`, process-wide) stays as
+    the program set it: an image over it is refused with a message that says so. The
+    `maskrcnn` command line and server, whose every read is checked here, switch it off once
+    at start (`cli.leave_size_limits_to_maskrcnn`).
+    """
+    try:
+        image = Image.open(source)
+    except Image.DecompressionBombError as error:
+        raise ImageTooLargeError(
+            f"{error} (PIL's limit, PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}: raise it in "
+            "your program, or use the maskrcnn command line, which applies its own limit only)"
+        ) from None
+    with image:
         width, height = image.size  # from the header: nothing is decoded yet
         check_size(width, height, 1)
         image.load()
@@ -307,29 +321,3 @@ def check_image_size(path, width: int, height: int, planes: int, max_pixels: int
 def _native_byte_order(array: np.ndarray) -> np.ndarray:
     # Big-endian TIFF or "I;16B" PNG pixels: torch reads native byte order only.
     return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
-
-
-class _PILCheck:
-    """PIL's own decompression-bomb check is a process-wide fixed limit (~89 megapixels, an
-    error at twice that); our reads replace it by `max_pixels`. It is switched off only while
-    a read of ours runs and restored, as the user had set it, when the last one ends."""
-
-    lock = threading.Lock()
-    readers = 0
-    saved: int | None = None
-
-
-@contextlib.contextmanager
-def _pil_check_replaced():
-    with _PILCheck.lock:
-        if _PILCheck.readers == 0:
-            _PILCheck.saved = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = None
-        _PILCheck.readers += 1
-    try:
-        yield
-    finally:
-        with _PILCheck.lock:
-            _PILCheck.readers -= 1
-            if _PILCheck.readers == 0:
-                Image.MAX_IMAGE_PIXELS = _PILCheck.saved

@@ -54,7 +54,8 @@ def direction(
         return "n/a (no paper figure)"
     if row is None or baseline is None:
         return "n/a (baseline not run)" if baseline is None else "n/a"
-    difference = row.mean - baseline.mean
+    # compared as the table shows them (one decimal): 0.0 against 0.0 is no difference
+    difference = round(row.mean, 1) - round(baseline.mean, 1)
     spreads = [s for s in (row.spread, baseline.spread) if s is not None]
     if spreads and abs(difference) <= max(spreads):
         return "within noise"

@@ -49,12 +49,30 @@ class Table:
 R50 = ("model.backbone.stage_blocks=[1,1,1,1]",)
 R101 = ("model.backbone.stage_blocks=[1,1,4,1]",)
 X101 = (*R101, "model.backbone.groups=8", "model.backbone.width_per_group=8")
-C4 = ("model.backbone.kind=c4", "model.roi_heads.box_resolution=14", "model.roi_heads.mask_resolution=14")
-C5 = ("model.backbone.kind=c5", "model.roi_heads.box_resolution=7", "model.roi_heads.mask_resolution=7")
+# shapes.yaml's FPN-only settings back to their defaults: a C4 or C5 model does not read them
+# (at their defaults they say nothing; `config_checks.WITHOUT_EFFECT`)
+NOT_FPN = ("model.backbone.fpn_channels=256", "model.roi_heads.fc_dim=1024")
+C4 = (
+    "model.backbone.kind=c4",
+    "model.roi_heads.box_resolution=14",
+    "model.roi_heads.mask_resolution=14",
+    *NOT_FPN,
+)
+C5 = (
+    "model.backbone.kind=c5",
+    "model.roi_heads.box_resolution=7",
+    "model.roi_heads.mask_resolution=7",
+    *NOT_FPN,
+)
 FPN = ("model.backbone.kind=fpn",)
-# The paper's MLP mask head is as wide as its box head (fc 1024), shapes.yaml's box head 512 (set
-# in both rows of 2e: the FCN head does not read it).
-MLP_WIDTH = "model.roi_heads.mask_fc_dim=512"
+# The paper's MLP mask head is as wide as its box head (fc 1024), shapes.yaml's box head 512
+# (the FCN row leaves it out: the FCN head does not read it), and its convolutions' width, which
+# it does not read, back to the default.
+MLP = (
+    "model.roi_heads.mask_head=mlp",
+    "model.roi_heads.mask_fc_dim=512",
+    "model.roi_heads.mask_conv_dim=256",
+)
 
 
 def _rows(*rows: tuple[str, tuple[str, ...], PaperFigures | None]) -> tuple[Row, ...]:
@@ -110,8 +128,8 @@ TABLES = {
         "mask branch, R50-FPN",
         "fcn",
         _rows(
-            ("mlp", (*R50, *FPN, "model.roi_heads.mask_head=mlp", MLP_WIDTH), PaperFigures(31.5)),
-            ("fcn", (*R50, *FPN, "model.roi_heads.mask_head=fcn", MLP_WIDTH), PaperFigures(33.6)),
+            ("mlp", (*R50, *FPN, *MLP), PaperFigures(31.5)),
+            ("fcn", (*R50, *FPN, "model.roi_heads.mask_head=fcn"), PaperFigures(33.6)),
         ),
     ),
 }

@@ -7,7 +7,7 @@ Free of torch, so that the command line answers a wrong path or value at once
 from pathlib import Path
 from typing import NamedTuple
 
-from maskrcnn.config import TrainConfig, load_config
+from maskrcnn.config import TrainConfig, load_config_origins
 from maskrcnn.input_checks import (
     OptionError,
     check_weights,
@@ -31,9 +31,9 @@ def check_evaluation(
 ) -> tuple[TrainConfig, "EvaluationPaths"]:
     """The config and the split's paths; raises ConfigError or OptionError naming the option,
     or the config key and where its value came from."""
-    config = load_config(config_path, list(overrides))
+    config, explicit = load_config_origins(config_path, list(overrides))
     paths = _checked_paths(config, config_path, overrides, weights, annotation_json, image_dir)
-    paths = paths._replace(out=_checked_out(config, config_path, overrides, out_dir))
+    paths = paths._replace(out=_checked_out(config, config_path, overrides, out_dir), explicit=explicit)
     _check_options(weights, results_file, vis)
     return config, paths
 
@@ -42,6 +42,9 @@ class EvaluationPaths(NamedTuple):
     annotations: str  # the annotation file to score against
     images: str  # its image folder ("": file names are relative to the working folder)
     out: Path | None = None  # the output folder
+    # the config keys the file and the overrides set, with where each came from: the
+    # model's test-time settings among them apply on top of the checkpoint's
+    explicit: dict | None = None
 
 
 def _checked_paths(config, config_path, overrides, weights, annotation_json, image_dir) -> EvaluationPaths:

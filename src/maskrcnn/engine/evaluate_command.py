@@ -42,6 +42,14 @@ def evaluate_command(
         if os.environ.get("RANK", "0") == "0":  # every process has the same problem: one line
             print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
+    explicit = paths.explicit or {}
+    if "device" in explicit:  # `device=...` in the file or the overrides, as --device
+        if device not in ("auto", config.device):
+            message = f"--device {device} and device={config.device} ({explicit['device']}): give one"
+            if os.environ.get("RANK", "0") == "0":
+                print(f"error: {message}", file=sys.stderr)
+            return 2
+        device = config.device
     from maskrcnn.engine.evaluate_run import run_evaluation
 
     return run_evaluation(config, paths, weights, results_file, vis, device, precision, oks_sigmas)

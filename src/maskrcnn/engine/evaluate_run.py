@@ -33,6 +33,7 @@ from maskrcnn.engine.keypoints import format_sigmas, resolve_oks_sigmas
 from maskrcnn.engine.manifest import OutputManifest
 from maskrcnn.engine.results import write_json_atomic
 from maskrcnn.files import atomic_output
+from maskrcnn.inference_settings import config_for_testing
 from maskrcnn.input_checks import one_line
 from maskrcnn.interop.load import load_model
 from maskrcnn.interop.state_dicts import CheckpointError
@@ -67,6 +68,10 @@ def run_evaluation(
             results = _load_results(results_file)
             dataset = _split(config, paths, keypoints=any("keypoints" in r for r in results))
             _check_results(results_file, results, dataset)
+            if results:
+                _check_categories(
+                    results_file, {r["category_id"]: str(r["category_id"]) for r in results}, dataset
+                )
             model, sigmas = None, _results_sigmas(config, dataset, oks_sigmas)
         else:
             model, dataset, sigmas = _model_and_split(context, config, weights, paths, oks_sigmas)
@@ -90,8 +95,11 @@ def run_evaluation(
     return 0
 
 
-def _split(config, paths: EvaluationPaths, input_config=None, keypoints: bool = False) -> CocoDataset:
-    """The split to score, its annotations cleaned as training cleans them (with its keypoints)."""
+def _split(
+    config, paths: EvaluationPaths, input_config=None, keypoints: bool = False, masks: bool = True
+) -> CocoDataset:
+    """The split to score, its annotations cleaned as training cleans them (with its keypoints;
+    kept by their boxes for a model without masks)."""
     return CocoDataset(
         paths.annotations,
         paths.images,
@@ -99,6 +107,7 @@ def _split(config, paths: EvaluationPaths, input_config=None, keypoints: bool = 
         input_config=input_config,  # normalized as the model was trained
         max_image_pixels=config.data.max_image_pixels,
         keypoints=keypoints,
+        masks=masks,
     )
 
 
@@ -108,12 +117,54 @@ def _model_and_split(context, config, weights, paths: EvaluationPaths, oks_sigma
     model = dataset = sigmas = failure = None
     try:
         model = load_model(weights, device=context.device)
-        dataset = _split(config, paths, model.config.input, keypoints=model.config.keypoints)
+        model = _with_test_settings(model, config, paths.explicit or {}, weights, context)
+        dataset = _split(config, paths, model.config.input, model.config.keypoints, model.config.masks)
+        _check_categories(weights, _model_categories(model), dataset)
         sigmas = _model_sigmas(model, dataset, weights, oks_sigmas)
     except (ConfigError, CheckpointError, ValueError, OSError) as error:
         failure = error
     distributed.raise_if_any_failed(failure, context)
     return model, dataset, sigmas
+
+
+def _with_test_settings(model, config: TrainConfig, explicit: dict, weights: str, context):
+    """The model with the test-time settings the config file and the overrides set on top of
+    its checkpoint's (`inference_settings`), each change said in one line."""
+    from maskrcnn.modeling.mask_rcnn import build_model
+
+    tested, lines = config_for_testing(model.config, config.model, explicit, weights)
+    if context.is_main:
+        for line in lines:
+            print(line)
+    if tested is model.config:
+        return model
+    rebuilt = build_model(tested)
+    rebuilt.load_state_dict(model.state_dict())
+    return rebuilt.to(context.device).eval()
+
+
+def _model_categories(model) -> dict[int, str]:
+    """The category ids a model's detections carry (its labels where it keeps none), with names."""
+    ids = model.config.category_ids or range(1, model.config.num_classes)
+    names = model.class_names[1:] if len(model.class_names) == model.config.num_classes else []
+    return {category: (names[i] if i < len(names) else str(category)) for i, category in enumerate(ids)}
+
+
+def _check_categories(source: str, predicted: dict[int, str], dataset: CocoDataset) -> None:
+    """Raise ValueError when no category of `predicted` (id -> name) is one of the split's: AP
+    would be 0 everywhere, and say nothing of the model."""
+    if set(predicted) & set(dataset.category_ids):
+        return
+
+    def listed(categories: dict) -> str:
+        shown = [f"{i} {name}" if name != str(i) else str(i) for i, name in sorted(categories.items())]
+        return ", ".join(shown[:8]) + (f" and {len(shown) - 8} more" if len(shown) > 8 else "")
+
+    split = dict(zip(dataset.category_ids, dataset.class_names[1:]))
+    raise ValueError(
+        f"{source} and {dataset.annotation_file} share no category: its ids are {listed(predicted)}, "
+        f"the file's {listed(split)}; evaluate on annotations of the model's categories"
+    )
 
 
 def _model_sigmas(model, dataset: CocoDataset, weights: str, oks_sigmas) -> tuple[float, ...] | None:

@@ -15,6 +15,7 @@ the same as one process writes (an image's id is its position among all the inpu
 """
 
 import itertools
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from maskrcnn.engine.evaluation import label_to_category
 from maskrcnn.engine.manifest import OutputManifest
 from maskrcnn.engine.progress import item_progress
 from maskrcnn.engine.results import detections_to_coco, write_json_atomic
+from maskrcnn.engine.stop import Interrupted
 from maskrcnn.files import atomic_output
 from maskrcnn.input_checks import one_line
 from maskrcnn.interop.load import load_model
@@ -54,12 +56,27 @@ class Tiling:
 
 @dataclass
 class PredictionRun:
-    """What `predict_to_directory` produced: COCO `images` and results, and per-file errors."""
+    """What `predict_to_directory` produced: per image done, its COCO `images` entry, its
+    results and its overlay (added as one item, so that a stop signal never leaves an image
+    half recorded), and per-file errors."""
 
-    images: list[dict] = field(default_factory=list)
-    results: list[dict] = field(default_factory=list)
+    done: list[tuple[dict, list[dict], Path]] = field(default_factory=list)
     errors: list[tuple[Path, str]] = field(default_factory=list)
-    overlays: list[Path] = field(default_factory=list)  # the overlay files written
+    # a stop signal (SIGINT, SIGTERM) that ended the run before its last image
+    stopped: BaseException | None = None
+
+    @property
+    def images(self) -> list[dict]:
+        return [image for image, _, _ in self.done]
+
+    @property
+    def results(self) -> list[dict]:
+        return [entry for _, entries, _ in self.done for entry in entries]
+
+    @property
+    def overlays(self) -> list[Path]:
+        """The overlay files written."""
+        return [overlay for _, _, overlay in self.done]
 
 
 def predict_command(
@@ -149,6 +166,15 @@ def _predict(
             print(f"removed {len(removed)} file{'s' * (len(removed) != 1)} of the earlier run in {out_dir}")
         count, read = len(run.results), len(run.images)
         print(f"{count} detection{'s' * (count != 1)} in {read} of {len(images)} images -> {out_dir}")
+    if run.stopped is not None:
+        # The JSON files and the overlays hold the images done before the signal, and only those.
+        done = len(run.done) if context.is_main else "some"
+        stop = run.stopped if isinstance(run.stopped, Interrupted) else Interrupted(signal.SIGINT)
+        raise Interrupted(
+            stop.signum,
+            f"{stop}: {PREDICTIONS_FILE} and {IMAGES_FILE} in {out_dir} hold the {done} of "
+            f"{len(images)} images done before it, with their overlays",
+        )
     return EXIT_IMAGE_ERRORS if failed else EXIT_OK
 
 
@@ -181,12 +207,10 @@ def _written_by_predict(name: str) -> bool:
 
 def merge_runs(runs: list[PredictionRun]) -> PredictionRun:
     """The runs of several processes as one: images and results in image id order."""
-    images = sorted(itertools.chain.from_iterable(r.images for r in runs), key=lambda i: i["id"])
-    # A stable sort by image keeps each image's detections in their order.
-    results = sorted(itertools.chain.from_iterable(r.results for r in runs), key=lambda r: r["image_id"])
+    done = sorted(itertools.chain.from_iterable(r.done for r in runs), key=lambda item: item[0]["id"])
     errors = list(itertools.chain.from_iterable(r.errors for r in runs))
-    overlays = list(itertools.chain.from_iterable(r.overlays for r in runs))
-    return PredictionRun(images, results, errors, overlays)
+    stopped = next((r.stopped for r in runs if r.stopped is not None), None)
+    return PredictionRun(done, errors, stopped)
 
 
 def write_run(run: PredictionRun, out_dir: Path) -> None:
@@ -225,33 +249,43 @@ def predict_to_directory(
     ids = range(1, len(images) + 1) if image_ids is None else image_ids
     # Off a terminal the line per image below is the progress.
     progress = item_progress(images, "predict", "image", enabled=len(images) > 1 and progress, lines=0)
-    for image_id, path, overlay in zip(ids, progress, overlays):
-        try:
-            pixels = load_image(path, max_image_pixels)
-            image = to_image_tensor(pixels, model.config.input, str(path))  # (C, H, W) in [0, 1]
-            (detections,) = model.predict(
-                image,
-                precision,
-                normalized=True,
-                score_threshold=score_threshold,
-                tile=tiling.tile,
-                tile_overlap=tiling.overlap,
-            )
-            kept = {key: value.cpu() for key, value in detections.items()}
-            _save_overlay(image, kept, model.class_names, overlay, model.config.keypoint_head.skeleton)
-            run.overlays.append(overlay)
-        except (ValueError, OSError, torch.cuda.OutOfMemoryError) as error:
-            run.errors.append((path, _problem(error, path)))
-            tqdm.write(f"error: {path}: {_problem(error, path)}", file=sys.stderr)
-            continue
-        height, width = image.shape[-2:]
-        run.images.append({"id": image_id, "file_name": str(path), "height": height, "width": width})
-        entries = detections_to_coco(image_id, kept, category_ids=label_to_category(model), polygons=polygons)
-        for entry in entries:
-            entry["file_name"] = str(path)
-        run.results.extend(entries)
-        tqdm.write(f"{path}: {len(entries)} detection{'s' * (len(entries) != 1)}")
+    try:
+        for image_id, path, overlay in zip(ids, progress, overlays):
+            try:
+                image, entries = _predict_one(
+                    model, path, overlay, score_threshold, polygons, precision, max_image_pixels, tiling
+                )
+            except (ValueError, OSError, torch.cuda.OutOfMemoryError) as error:
+                run.errors.append((path, _problem(error, path)))
+                tqdm.write(f"error: {path}: {_problem(error, path)}", file=sys.stderr)
+                continue
+            height, width = image.shape[-2:]
+            entry = {"id": image_id, "file_name": str(path), "height": height, "width": width}
+            for result in entries:
+                result.update(image_id=image_id, file_name=str(path))
+            run.done.append((entry, entries, overlay))
+            tqdm.write(f"{path}: {len(entries)} detection{'s' * (len(entries) != 1)}")
+    except (KeyboardInterrupt, Interrupted) as stop:  # keep what is done: the caller writes it
+        run.stopped = stop
     return run
+
+
+def _predict_one(model, path, overlay, score_threshold, polygons, precision, max_image_pixels, tiling):
+    """One file: its image (C, H, W) in [0, 1] and its COCO results entries (image id 0, set
+    by the caller); its overlay is written."""
+    pixels = load_image(path, max_image_pixels)
+    image = to_image_tensor(pixels, model.config.input, str(path))  # (C, H, W) in [0, 1]
+    (detections,) = model.predict(
+        image,
+        precision,
+        normalized=True,
+        score_threshold=score_threshold,
+        tile=tiling.tile,
+        tile_overlap=tiling.overlap,
+    )
+    kept = {key: value.cpu() for key, value in detections.items()}
+    _save_overlay(image, kept, model.class_names, overlay, model.config.keypoint_head.skeleton)
+    return image, detections_to_coco(0, kept, category_ids=label_to_category(model), polygons=polygons)
 
 
 def find_images(inputs: list[str]) -> tuple[list[Path], list[Path]]:

@@ -23,7 +23,7 @@ from maskrcnn.data.image_cache import fill_image_cache, memory_limit_bytes
 from maskrcnn.data.samplers import TrainingBatchSampler
 from maskrcnn.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestSide
 from maskrcnn.engine import distributed
-from maskrcnn.engine.budget import Budget, EndCost, end_images
+from maskrcnn.engine.budget import Budget, EndCost, end_images, process_seconds
 from maskrcnn.engine.evaluation import (
     IOU_TYPES,
     KEYPOINTS,
@@ -45,6 +45,7 @@ from maskrcnn.engine.stop import (
     signal_name,
 )
 from maskrcnn.interop.init_weights import load_initial_weights
+from maskrcnn.interop.load import load_model
 from maskrcnn.modeling.mask_rcnn import MaskRCNN, build_model, upgrade_state_dict
 from maskrcnn.precision import autocast_context, autocast_dtype
 
@@ -77,7 +78,9 @@ def build_training_data(config: TrainConfig, context: distributed.Context, start
         input_config=config.model.input,
         max_image_pixels=data.max_image_pixels,
         keypoints=config.model.keypoints,
+        masks=config.model.masks,
     )
+    _check_instances(dataset, config, context)
     # The flip swaps left and right keypoints by their names, which only the file knows.
     keypoint_flip = dataset.keypoint_flip if dataset.has_keypoints else None
     dataset.transform = Compose(
@@ -110,6 +113,27 @@ def build_training_data(config: TrainConfig, context: distributed.Context, start
         worker_init_fn=ignore_stop_signals,
     )
     return dataset, loader
+
+
+def _check_instances(dataset: CocoDataset, config: TrainConfig, context) -> None:
+    """Refuse a training split with nothing to learn (every annotation dropped: say how many and
+    why); say when a box-only model trains on annotations kept by their boxes."""
+    instances = sum(len(record.instances) for record in dataset.records)
+    if instances == 0:
+        why = dataset.drop_summary or "it has no annotation"
+        need = "masks: polygons or RLE" if config.model.masks else "boxes"
+        hint = (
+            " (or model.masks=false to train boxes only)"
+            if config.model.masks and "segmentation" in why
+            else ""
+        )
+        raise ValueError(
+            f"{config.data.train_json}: no usable instance to train on ({why}); the model needs {need}{hint}"
+        )
+    if not config.model.masks and context.is_main:
+        tqdm.write(
+            f"model.masks false: training boxes only, on {instances} instances of {config.data.train_json}"
+        )
 
 
 def make_optimizer(
@@ -211,15 +235,40 @@ def _train(
     context: distributed.Context,
     cleanup: contextlib.ExitStack,
 ) -> MaskRCNN:
-    started = time.monotonic()  # a time budget covers the set-up too
+    started = time.monotonic() - process_seconds()  # a time budget covers the set-up too
     output_dir = Path(config.output_dir)
     last_path = output_dir / LAST_CHECKPOINT
     _clear_earlier_run(output_dir, resume, overwrite, context)
     checkpoint = None
+    if resume and not last_path.exists():
+        # Pre-empted before its first checkpoint (or never started): the same command again
+        # starts it, as a job requeued with --resume expects.
+        if context.is_main:
+            tqdm.write(
+                f"--resume: no {last_path} (stopped before its first checkpoint): starting from the beginning"
+            )
+        _clear_earlier_run(output_dir, resume=False, overwrite=True, context=context)
+        resume = False
     if resume:
-        if not last_path.exists():
-            raise FileNotFoundError(f"{last_path}: no checkpoint to resume from")
         checkpoint = torch.load(last_path, map_location="cpu", weights_only=True)
+        final = output_dir / FINAL_CHECKPOINT
+        budgeted = config.solver.budget_minutes > 0
+        if _is_complete(checkpoint, final) and (budgeted or _length_passed(config, checkpoint)):
+            if context.is_main:
+                # A budget's schedule has ended; a fixed one continues to a larger max_iter.
+                how = "" if budgeted else "resume with a larger solver.max_iter (--max-iter), or "
+                tqdm.write(
+                    f"{output_dir}: the run is complete ({FINAL_CHECKPOINT} at iteration "
+                    f"{checkpoint['iteration']}); nothing was written. To train longer, {how}start a new "
+                    f"run from its weights: --out NEW init_weights={final}"
+                )
+            return load_model(final, device=context.device)
+        if _length_passed(config, checkpoint):
+            raise ValueError(
+                f"{last_path}: the run stopped at iteration {checkpoint['iteration']}, past the "
+                f"{config.solver.max_iter} iterations this command asks for; give a length past it to "
+                "continue, or --overwrite to start over"
+            )
     start_iter = checkpoint["iteration"] if checkpoint else 0
     if context.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -375,6 +424,20 @@ def _train(
     return model.eval()
 
 
+def _is_complete(checkpoint: dict, final: Path) -> bool:
+    """Whether the run whose last.pt this is ended: its model_final.pt written at the same
+    iteration (a run that died after an earlier checkpoint did not, whatever files it left)."""
+    if not final.exists():
+        return False
+    saved = torch.load(final, map_location="cpu", weights_only=True, mmap=True)
+    return saved.get("iteration") == checkpoint["iteration"]
+
+
+def _length_passed(config: TrainConfig, checkpoint: dict) -> bool:
+    """A fixed-length run resumed with fewer iterations than it has already trained."""
+    return config.solver.budget_minutes <= 0 and checkpoint["iteration"] >= config.solver.max_iter
+
+
 def _to_device(batch, device: torch.device):
     images, targets = batch
     images = [image.to(device, non_blocking=True) for image in images]
@@ -482,6 +545,7 @@ def validation_data(config: TrainConfig) -> CocoDataset | None:
         input_config=config.model.input,
         max_image_pixels=data.max_image_pixels,
         keypoints=config.model.keypoints,
+        masks=config.model.masks,
     )
 
 

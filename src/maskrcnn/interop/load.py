@@ -47,6 +47,10 @@ def read_weights_file(path) -> object:
         raise CheckpointError(f"{path}: the file is empty, not a weights file")
     if head.startswith(_PICKLE_MAGIC) and _TORCH_LEGACY_MAGIC not in head:
         return read_pickle_file(path)
+    if head.startswith(b"PK"):  # a zip archive (an empty one starts with its end record)
+        problem = _zip_problem(path)
+        if problem:
+            raise CheckpointError(f"{path}: {problem}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a corrupt or foreign file fails in many ways inside pickle/zip
@@ -133,6 +137,27 @@ def _classifier_hint(payload) -> str:
             "which training takes as init_weights= for the trunk"
         )
     return ""
+
+
+def _zip_problem(path: Path) -> str | None:
+    """What a zip file holds when it is not torch.save's archive (which holds a data.pkl in
+    one folder, beside the tensors' records), or None."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [info.filename for info in archive.infolist() if not info.is_dir()]
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        return f"truncated or corrupt checkpoint, cannot be read (a zip archive: {_one_line(error)})"
+    if not names:
+        return "an empty zip archive, not a PyTorch weights file"
+    if any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
+        return None
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return (
+        f"a zip archive of {len(names)} file{'s' * (len(names) != 1)} ({shown}), not a PyTorch weights "
+        "file (torch.save's archive holds a data.pkl)"
+    )
 
 
 def _unreadable(error: Exception, head: bytes) -> str:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms, remove_small_boxes
 
-from maskrcnn.fast_path_switch import fast_paths_enabled
+from maskrcnn.fast_path_switch import fast_paths_enabled, ran
 from maskrcnn.modeling.roi_head import RoIHead
 from maskrcnn.ops import BoxCoder, MultiScaleRoIPooler, clip_boxes
 from maskrcnn.structures import Detections, RoIs
@@ -154,6 +154,7 @@ class FCBoxHead(BoxHead):
     def box_features(self, pooled: Tensor) -> Tensor:
         """(K, C, S, S) -> (K, fc_dim): fc6 and fc7 with ReLU."""
         if fast_paths_enabled():
+            ran("box_fc6_channels_last")
             hidden = self.fc6(pooled.permute(0, 2, 3, 1).flatten(1))
         else:
             weight = self._reorder_fc6(self.fc6.weight, to_checkpoint=True)

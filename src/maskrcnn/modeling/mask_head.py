@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from maskrcnn.choices import MASK_LOSSES, MASK_PASTES
-from maskrcnn.fast_path_switch import fast_paths_enabled
+from maskrcnn.fast_path_switch import fast_paths_enabled, ran
 from maskrcnn.modeling.paste import paste_masks
 from maskrcnn.modeling.roi_head import RoIHead
 from maskrcnn.ops import MultiScaleRoIPooler
@@ -151,6 +151,7 @@ class FCNMaskHead(MaskHead):
         """
         if not fast_paths_enabled():
             return super().class_logits(x, labels)
+        ran("mask_labelled_class_only")
         features = self.mask_features(x)
         num, depth, height, width = features.shape
         # weight (classes, D, 1, 1) -> (classes, 1, 1, D) -> (classes, D): a view of the
@@ -171,6 +172,7 @@ class FCNMaskHead(MaskHead):
             x = conv(x).relu_()
         if not fast_paths_enabled():
             return self.deconv(x).relu_()
+        ran("mask_upsample_product")
         return upsample_2x2(self.deconv, x, relu=True)
 
 

@@ -181,7 +181,7 @@ class MaskRCNN(nn.Module):
         of its window; `masks[i]` is mask i at full size). An image no larger than a tile is one
         tile: the same detections as without tiling.
         """
-        if tile is not None:
+        if tile is not None or tile_overlap is not None:
             check_tiling(tile, tile_overlap)
         if not isinstance(images, (list, tuple)):
             images = [images]

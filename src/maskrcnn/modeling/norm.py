@@ -5,7 +5,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from maskrcnn.fast_path_switch import fast_paths_enabled
+from maskrcnn.fast_path_switch import fast_paths_enabled, ran
 from maskrcnn.modeling.weight_cache import derived_weight
 from maskrcnn.ops.conv import conv2d
 
@@ -58,6 +58,7 @@ def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: Tensor) -> Tensor:
     if not fast_paths_enabled() or not isinstance(norm, FrozenBatchNorm2d):
         return norm(conv(x))
     weight, bias = derived_weight(norm, "_folded_conv", lambda: _fold(conv, norm))
+    ran("frozen_norm_fold")
     return conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
@@ -96,6 +97,7 @@ class GroupNorm(nn.GroupNorm):
             and x.is_contiguous(memory_format=torch.channels_last)
             and not x.is_contiguous()
         ):
+            ran("group_norm_backward")
             return _ChannelsLastGroupNorm.apply(x, self.weight, self.bias, self.num_groups, self.eps)
         return super().forward(x)
 

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms, box_iou, remove_small_boxes
 
 from maskrcnn.config import RPNConfig
-from maskrcnn.fast_path_switch import fast_paths_enabled
+from maskrcnn.fast_path_switch import fast_paths_enabled, ran
 from maskrcnn.modeling.anchors import AnchorGenerator
 from maskrcnn.ops import BoxCoder, clip_boxes
 from maskrcnn.ops.conv import Conv2d
@@ -40,6 +40,7 @@ class RPNHead(nn.Module):
             return [self.objectness(h).float() for h in hidden], [self.deltas(h).float() for h in hidden]
         # The two 1x1 predictors run as one conv: the hidden map is read once, and in
         # training its gradient comes back as one buffer instead of two to be summed.
+        ran("rpn_fused_predictors")
         num_anchors = self.objectness.out_channels
         weight = torch.cat((self.objectness.weight, self.deltas.weight))
         bias = torch.cat((self.objectness.bias, self.deltas.bias))

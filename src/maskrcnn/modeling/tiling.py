@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from maskrcnn.box_masks import BoxMasks
-from maskrcnn.choices import DEFAULT_TILE_OVERLAP, MIN_TILE
+from maskrcnn.choices import DEFAULT_TILE_OVERLAP, tiling_problem
 
 MATCH_IOU = 0.5  # masks of two tiles inside their overlap: at least this IoU = one object
 DEFAULT_TILE_BATCH = 4
@@ -57,13 +57,12 @@ def resolved_overlap(tile: int, overlap: int | None) -> int:
 
 def check_tiling(tile: int, overlap: int | None) -> None:
     """Raise ValueError naming the value when `tile` / `overlap` cannot tile an image."""
-    if isinstance(tile, bool) or not isinstance(tile, int) or tile < MIN_TILE:
-        raise ValueError(f"tile: expected a whole number of pixels >= {MIN_TILE}, got {tile!r}")
-    overlap = resolved_overlap(tile, overlap)
-    if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap <= tile // 2:
-        raise ValueError(
-            f"tile_overlap: expected a whole number from 0 to tile / 2 = {tile // 2}, got {overlap!r}"
-        )
+    for name, value in (("tile", tile), ("tile_overlap", overlap)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{name} {value!r}: expected a whole number of pixels")
+    problem = tiling_problem(tile, overlap)
+    if problem:
+        raise ValueError(problem)
 
 
 def tile_grid(height: int, width: int, tile: int, overlap: int) -> list[Tile]:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maskrcnn.fast_path_switch import fast_paths_enabled
+from maskrcnn.fast_path_switch import fast_paths_enabled, ran
 
 # Below this many padded rows (N * Hp * Wp) the native kernel is as fast (a 4x64x28x36
 # map gains 1.5 ms, 11 RoIs of 14x14 lose 0.6 ms).
@@ -154,6 +154,7 @@ class _ShiftWeightGradConv(torch.autograd.Function):
             )[0]
         if ctx.needs_input_grad[1]:
             grad_weight = weight_gradient(grad, x, weight.shape[2:], ctx.padding, ctx.stride)
+            ran("conv_weight_gradient")
             grad_weight = _in_strides_of(weight, grad_weight)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad.sum((0, 2, 3))

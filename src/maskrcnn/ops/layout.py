@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor
 
-from maskrcnn.fast_path_switch import fast_paths_enabled
+from maskrcnn.fast_path_switch import fast_paths_enabled, ran
 
 
 class _DenseGradient(torch.autograd.Function):
@@ -31,4 +31,5 @@ def dense_gradient(x: Tensor) -> Tensor:
         return x
     if not torch.is_grad_enabled() or not x.requires_grad:
         return x
+    ran("dense_gradient")
     return _DenseGradient.apply(x)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor
 
-from maskrcnn.fast_path_switch import fast_paths_enabled
+from maskrcnn.fast_path_switch import fast_paths_enabled, ran
 from maskrcnn.ops._rois import pair, rois_as_tensor, zeros_in_graph
 
 # PyTorch labels its CSR tensors "beta" on every first use; the operations used here
@@ -109,6 +109,7 @@ def roi_align_rows(
     # its sampling grid from the data, torchvision's has an ONNX mapping (RoiAlign).
     if not fast_paths_enabled() or torch.jit.is_tracing():
         return _torchvision_rows(input, boxes, output_size, spatial_scale, sampling_ratio, aligned)
+    ran("roi_align")
     out_h, out_w = pair(output_size)
     num_images, channels, height, width = input.shape
     coord_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32

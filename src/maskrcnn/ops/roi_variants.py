@@ -26,7 +26,7 @@ winning sample.
 import torch
 from torch import Tensor
 
-from maskrcnn.fast_path_switch import fast_paths_enabled
+from maskrcnn.fast_path_switch import fast_paths_enabled, ran
 from maskrcnn.ops._rois import pair, rois_as_tensor, zeros_in_graph
 from maskrcnn.ops.roi_align import WeightedGather, _accumulation_dtype, roi_align_rows, roi_geometry
 from maskrcnn.ops.roi_pool import round_half_away
@@ -244,6 +244,7 @@ def _max_of_samples(
 def _sample_values(features: Tensor, index: Tensor, weights: Tensor) -> Tensor:
     """features (cells, C), index (R, 4), weights (R, 4) -> (R, C): each sample's bilinear value."""
     if fast_paths_enabled() and not torch.jit.is_tracing():
+        ran("roi_sample_gather")
         return WeightedGather.apply(features, index, weights)
     # Plain PyTorch ops (the fast paths off): autograd's own backward of the gather. Traced, the
     # same ops become ONNX Gather, Mul and ReduceSum (an autograd.Function would trace as its

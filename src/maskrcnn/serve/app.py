@@ -26,13 +26,14 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from maskrcnn import choices  # read when the app is made: one default for every path
 from maskrcnn.data.images import to_image_tensor
 from maskrcnn.input_checks import one_line
 from maskrcnn.modeling.mask_rcnn import MaskRCNN
 from maskrcnn.serve.batching import Batcher, BatcherStopped
 from maskrcnn.serve.metrics import RequestMetricsMiddleware, ServerMetrics
 from maskrcnn.serve.responses import detections_json, keep_scoring, model_json
-from maskrcnn.serve.settings import DEFAULT_SCORE_THRESHOLD, ServeSettings, tile_problem
+from maskrcnn.serve.settings import ServeSettings, tile_problem
 from maskrcnn.serve.uploads import RequestError, decode_image, read_upload
 
 ERROR_KINDS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
@@ -85,7 +86,7 @@ def create_app(model: MaskRCNN, settings: ServeSettings | None = None) -> FastAP
     @app.post("/v1/predict")
     async def predict(
         request: Request,
-        score_threshold: float = Query(DEFAULT_SCORE_THRESHOLD, ge=0, le=1, allow_inf_nan=False),
+        score_threshold: float = Query(choices.PREDICT_SCORE_THRESHOLD, ge=0, le=1, allow_inf_nan=False),
         mask_format: Literal["rle", "polygons"] = "rle",
         tile: int = Query(0, ge=0),
         tile_overlap: int | None = Query(None, ge=0),

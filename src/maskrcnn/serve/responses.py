@@ -88,7 +88,8 @@ def model_json(model: MaskRCNN, limits: dict, device: str) -> dict:
         keypoints = {"names": names, "skeleton": [list(pair) for pair in head.skeleton]}
     return {
         "classes": classes,
-        "num_classes": config.num_classes,
+        "num_classes": len(classes),  # the classes listed, as a client counts them
+        "num_labels": config.num_classes,  # labels 0..num_labels-1; 0 is the background
         "keypoints": keypoints,
         "input": _plain(dataclasses.asdict(config.input)),
         "config": _plain(dataclasses.asdict(config)),

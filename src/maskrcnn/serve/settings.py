@@ -7,7 +7,7 @@ anything heavy is imported.
 from dataclasses import dataclass
 from pathlib import Path
 
-from maskrcnn.choices import MIN_TILE
+from maskrcnn.choices import tiling_problem
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 DEFAULT_HOST = "127.0.0.1"  # loopback: reachable from this machine only, unless --host says otherwise
@@ -21,8 +21,8 @@ MAX_BATCH = 64
 MEGABYTE = 1_000_000
 # SIGTERM: requests in flight get this long to finish before they are cancelled.
 GRACEFUL_SHUTDOWN_SECONDS = 30.0
-# The query options of POST /v1/predict.
-DEFAULT_SCORE_THRESHOLD = 0.5
+# The query options of POST /v1/predict (its score threshold's default is every prediction
+# path's: choices.PREDICT_SCORE_THRESHOLD).
 MASK_FORMATS = ("rle", "polygons")
 
 
@@ -70,14 +70,7 @@ class ServeSettings:
 
 
 def tile_problem(tile: int, overlap: int | None) -> str | None:
-    """What is wrong with a request's `tile` and `tile_overlap` (None: nothing).
-
-    tile 0 is no tiling; else it is at least MIN_TILE pixels, and neighbouring tiles share at
-    most half a tile (`modeling.tiling.check_tiling`'s rule)."""
-    if tile != 0 and tile < MIN_TILE:
-        return f"query parameter tile: expected 0 (no tiling) or a whole number >= {MIN_TILE}, got {tile}"
-    if overlap is not None and tile and overlap > tile // 2:
-        return (
-            f"query parameter tile_overlap: expected at most half of tile {tile} ({tile // 2}), got {overlap}"
-        )
-    return None
+    """What is wrong with a request's `tile` (0: no tiling) and `tile_overlap` (None: nothing),
+    by the rule the model and the command line follow (`choices.tiling_problem`)."""
+    problem = tiling_problem(tile, overlap, "tile", "tile_overlap")
+    return f"query parameter {problem}" if problem else None

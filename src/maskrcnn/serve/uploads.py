@@ -11,12 +11,11 @@ import io
 import re
 
 import numpy as np
-from PIL import Image
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
-from maskrcnn.data.images import read_tiff, read_with_pil
+from maskrcnn.data.images import ImageTooLargeError, read_tiff, read_with_pil
 
 FIELD = "file"  # the multipart field that holds the image
 TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
@@ -57,7 +56,7 @@ async def read_upload(request: Request, max_bytes: int) -> bytes:
         async for chunk in request.stream():
             body += chunk
             if len(body) > max_bytes:
-                raise _too_large(f"over {len(body) - len(chunk)} bytes", max_bytes)
+                raise _too_large(f"at least {len(body)} bytes (sent without a length)", max_bytes)
     except ClientDisconnect:
         raise RequestError(400, "bad_request", "the client went away before sending the whole body") from None
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -109,7 +108,9 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         return read(io.BytesIO(data), lambda w, h, planes: check_pixels(w, h, planes, max_pixels))
     except RequestError:
         raise
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
+    except ImageTooLargeError as error:  # over PIL's own guard, where the program keeps it
+        raise RequestError(413, "too_large", _one_line(error)) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise RequestError(400, "bad_request", f"{UNREADABLE}: {_one_line(error)}") from None
 
 
