@@ -25,10 +25,10 @@ import torch
 from maskrcnn.config import load_config
 from maskrcnn.data.coco import CocoDataset
 from maskrcnn.engine.budget import Budget, EndCost
-from maskrcnn.engine.evaluation import evaluate_results
-from maskrcnn.engine.results import detections_to_coco
+from maskrcnn.engine.optimizer import make_optimizer
 from maskrcnn.engine.schedule import Schedule
-from maskrcnn.engine.trainer import make_optimizer
+from maskrcnn.evaluation.coco import evaluate_results
+from maskrcnn.evaluation.results import detections_to_coco
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "shapes.yaml"

@@ -8,16 +8,19 @@ and with --max-batch 1 (none), and runs --clients threads against each for --war
 (not measured), then for --seconds, every client posting images in a loop over one keep-alive
 connection (at most --max-requests each per phase).
 Prints, per run, the requests answered, the throughput (images/s), the p50 and p99 latency,
-the errors, and the mean batch size (the server's maskrcnn_batch_size histogram over the
-timed window), and the machine. Every connection goes to 127.0.0.1.
+the errors, the mean batch size (the server's maskrcnn_batch_size histogram over the timed
+window) and the detections per answered image, and the machine. Every connection goes to
+127.0.0.1.
 
-Without --weights the packaged shapes config with random weights is served (its detections
-mean nothing, its cost per image is the trained model's); without --images, shapes validation
+A model that detects nothing never runs its mask head, pasting or RLE encoding, so the served
+model must detect: without --weights, the packaged shapes config is trained first on a shapes
+dataset for --train-minutes (a `maskrcnn train` run); without --images, shapes validation
 images (256x192 PNG) are written to a temporary folder.
 """
 
 import argparse
 import http.client
+import json
 import os
 import queue
 import re
@@ -30,14 +33,9 @@ import threading
 import time
 from pathlib import Path
 
-import torch
 from timing import machine
 
-from maskrcnn.builtin_configs import builtin_configs
-from maskrcnn.checkpoint import save_checkpoint
-from maskrcnn.config import load_config
 from maskrcnn.data.shapes import make_shapes
-from maskrcnn.modeling.mask_rcnn import build_model
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 START_SECONDS = 120
@@ -78,7 +76,7 @@ def batch_histogram(port: int) -> tuple[float, float]:
 
 def client(port: int, images: list[bytes], query: str, stop_at: float, limit: int, offset: int, out: list):
     """Post images (from the `offset`-th on, in turn) until `stop_at` or `limit` requests;
-    appends (latency seconds, status) per request to `out`."""
+    appends (latency seconds, status, detections) per request to `out`."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     headers = {"Content-Type": "application/octet-stream"}
     for n in range(limit):
@@ -89,20 +87,22 @@ def client(port: int, images: list[bytes], query: str, stop_at: float, limit: in
         try:
             connection.request("POST", f"/v1/predict?{query}", body=body, headers=headers)
             response = connection.getresponse()
-            response.read()
+            answer = response.read()
             status = response.status
+            detections = len(json.loads(answer)["detections"]) if status == 200 else 0
         except (OSError, http.client.HTTPException):
-            status = 0
+            status, detections = 0, 0
             connection.close()
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        out.append((time.perf_counter() - started, status))
+        out.append((time.perf_counter() - started, status, detections))
     connection.close()
 
 
-def load(args, port: int, images: list[bytes], seconds: float) -> tuple[list[tuple[float, int]], float]:
-    """--clients clients posting for `seconds`: (latency, status) of every request, and the wall time."""
+def load(args, port: int, images: list[bytes], seconds: float) -> tuple[list[tuple[float, int, int]], float]:
+    """--clients clients posting for `seconds`: (latency, status, detections) of every request,
+    and the wall time."""
     query = f"score_threshold={args.score_threshold}"
-    results: list[tuple[float, int]] = []
+    results: list[tuple[float, int, int]] = []
     stop_at = time.monotonic() + seconds
     threads = [
         threading.Thread(target=client, args=(port, images, query, stop_at, args.max_requests, i, results))
@@ -129,7 +129,8 @@ def run(args, weights: Path, images: list[bytes], max_batch: int) -> dict:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
         log.close()
-    latencies = sorted(seconds * 1000 for seconds, status in results if status == 200)
+    latencies = sorted(seconds * 1000 for seconds, status, _ in results if status == 200)
+    detections = [count for _, status, count in results if status == 200]
     passes = after[1] - before[1]
     return {
         "max_batch": max_batch,
@@ -137,16 +138,35 @@ def run(args, weights: Path, images: list[bytes], max_batch: int) -> dict:
         "images/s": len(latencies) / elapsed,
         "p50": statistics.median(latencies) if latencies else float("nan"),
         "p99": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else float("nan"),
-        "errors": sum(status != 200 for _, status in results),
+        "errors": sum(status != 200 for _, status, _ in results),
         "mean batch": (after[0] - before[0]) / passes if passes else float("nan"),
+        "detections/image": statistics.mean(detections) if detections else float("nan"),
     }
+
+
+def train_shapes(scratch: Path, minutes: float) -> Path:
+    """The shapes config trained on a shapes dataset for `minutes` (`maskrcnn train`): a model
+    whose detections exercise the mask head, pasting and encoding as a user's do."""
+    data = make_shapes(scratch / "train_shapes", 300, 20)
+    command = [sys.executable, "-m", "maskrcnn", "train", "shapes", "--out", str(scratch / "run")]
+    command += ["--train-json", str(data["train_annotations"]), "--train-images", str(data["train_images"])]
+    command += ["--budget-minutes", f"{minutes:g}", "--val-json", str(data["val_annotations"])]
+    command += ["--val-images", str(data["val_images"])]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return scratch / "run" / "model_final.pt"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--weights", help="a trained model (default: the shapes config, random weights)")
+    parser.add_argument("--weights", help="a trained model (default: the shapes config, trained first)")
+    parser.add_argument(
+        "--train-minutes",
+        type=float,
+        default=3.0,
+        help="without --weights: the shapes model's training budget",
+    )
     parser.add_argument("--images", help="a folder of images to send (default: 16 shapes images)")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20)
@@ -160,9 +180,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         weights = Path(args.weights) if args.weights else None
         if weights is None:
-            torch.manual_seed(0)
-            weights = Path(scratch) / "shapes_random.pt"
-            save_checkpoint(weights, build_model(load_config(str(builtin_configs()["shapes"])).model))
+            weights = train_shapes(Path(scratch), args.train_minutes)
         if args.images:
             folder = Path(args.images)
         else:
@@ -177,16 +195,18 @@ def main() -> None:
     print(
         f"{args.clients} clients x {args.seconds:g} s, {len(images)} images from {folder.name} "
         f"(first {files[0].name}), --max-wait-ms {args.max_wait_ms:g}, "
-        f"score_threshold {args.score_threshold:g}, weights: {args.weights or 'shapes config, random'}"
+        f"score_threshold {args.score_threshold:g}, weights: "
+        f"{args.weights or f'shapes config trained for {args.train_minutes:g} min'}"
     )
     print(
         f"{'--max-batch':>11} {'requests':>8} {'images/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'errors':>6} {'mean batch':>10}"
+        f"{'errors':>6} {'mean batch':>10} {'detections/image':>16}"
     )
     for row in rows:
         print(
             f"{row['max_batch']:>11} {row['requests']:>8} {row['images/s']:>8.2f} {row['p50']:>8.1f} "
-            f"{row['p99']:>8.1f} {row['errors']:>6} {row['mean batch']:>10.2f}"
+            f"{row['p99']:>8.1f} {row['errors']:>6} {row['mean batch']:>10.2f} "
+            f"{row['detections/image']:>16.1f}"
         )
 
 

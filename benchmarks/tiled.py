@@ -24,7 +24,7 @@ from maskrcnn.builtin_configs import builtin_configs
 from maskrcnn.config import load_config
 from maskrcnn.data.shapes import draw_placed_shapes, draw_shapes_image
 from maskrcnn.interop.load import load_model
-from maskrcnn.modeling.mask_rcnn import build_model
+from maskrcnn.modeling.build import build_model
 from maskrcnn.modeling.tiling import tile_grid
 from maskrcnn.visualize import draw_instances
 
@@ -40,9 +40,10 @@ def mosaic(size: int, block: int, seed: int) -> np.ndarray:
     return image
 
 
-def placed(size: int, spacing: int, seed: int) -> np.ndarray:
+def placed(size: int, spacing: int, seed: int) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
     """(size, size, 3) uint8: one background, a shape every `spacing` pixels (jittered), so the
-    tile borders cut shapes anywhere; for pictures (each shape is drawn on a full-size canvas)."""
+    tile borders cut shapes anywhere; for pictures (each shape is drawn on a full-size canvas).
+    Also returns each shape's (category id, (size, size) bool mask)."""
     rng = np.random.default_rng(seed)
     centres = np.arange(spacing // 2, size, spacing)
     placements = [
@@ -54,8 +55,38 @@ def placed(size: int, spacing: int, seed: int) -> np.ndarray:
         for y in centres
         for x in centres
     ]
-    pixels, _ = draw_placed_shapes(rng, size, size, placements)
-    return pixels
+    pixels, masks = draw_placed_shapes(rng, size, size, placements)
+    return pixels, [(category, mask) for (category, _, _), mask in zip(placements, masks)]
+
+
+def account(result: dict, shapes: list[tuple[int, np.ndarray]]) -> str:
+    """Where each detection went: pairs each with the shape its mask overlaps most (IoU), and
+    counts the shapes found once by their class, the extra detections of a found shape (of its
+    class: a merge that did not happen; of another class), the detections on no shape (IoU <
+    0.5 with every one) and the shapes missed."""
+    truth = np.stack([mask for _, mask in shapes]).reshape(len(shapes), -1)
+    areas = truth.sum(1)
+    found: dict[int, list[int]] = {}
+    stray = 0
+    for index in range(len(result["scores"])):
+        mask = np.asarray(result["masks"][index]).reshape(-1)
+        inter = truth[:, mask].sum(1) if mask.any() else np.zeros(len(shapes))
+        iou = inter / np.maximum(areas + mask.sum() - inter, 1)
+        best = int(iou.argmax())
+        if iou[best] < 0.5:
+            stray += 1
+        else:
+            found.setdefault(best, []).append(int(result["labels"][index]))
+    right_once = sum(1 for s, labels in found.items() if labels.count(shapes[s][0]) == 1)
+    same = sum(max(labels.count(shapes[s][0]) - 1, 0) for s, labels in found.items())
+    other = sum(sum(1 for label in labels if label != shapes[s][0]) for s, labels in found.items())
+    wrong_only = sum(1 for s, labels in found.items() if shapes[s][0] not in labels)
+    return (
+        f"{len(shapes)} shapes: {right_once} found once with their class, {wrong_only} found only as "
+        f"another class, {len(shapes) - len(found)} missed; {len(result['scores'])} detections: "
+        f"{len(found)} shapes' best, {same} more of a found shape's class (merges not made), "
+        f"{other - wrong_only} more of another class on a found shape, {stray} on no shape (IoU < 0.5)"
+    )
 
 
 def peak_rss_gb() -> float:
@@ -111,11 +142,11 @@ def main() -> None:
     else:
         torch.manual_seed(0)
         model = build_model(load_config(str(builtin_configs()["shapes"])).model).eval()
-    image = (
-        mosaic(args.size, args.block, args.seed)
-        if args.scene == "mosaic"
-        else placed(args.size, args.block // 2, args.seed)
-    )
+    shapes = None
+    if args.scene == "mosaic":
+        image = mosaic(args.size, args.block, args.seed)
+    else:
+        image, shapes = placed(args.size, args.block // 2, args.seed)
     before = peak_rss_gb()
     tiles = len(tile_grid(args.size, args.size, args.tile, args.overlap))
     start = time.perf_counter()
@@ -135,6 +166,8 @@ def main() -> None:
         f"({1000 * seconds / tiles:.0f} ms per tile)"
     )
     print(f"peak resident memory: {before:.2f} GiB before predicting, {after:.2f} GiB after")
+    if shapes is not None and "masks" in result:
+        print(account(result, shapes))
     if args.overlay:
         save_overlay(args, image, result, model.class_names)
 

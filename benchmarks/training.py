@@ -36,7 +36,7 @@ from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 import maskrcnn
 from maskrcnn.config import SolverConfig, load_config
 from maskrcnn.data.shapes import draw_shapes_image
-from maskrcnn.engine.trainer import make_optimizer
+from maskrcnn.engine.optimizer import make_optimizer
 from maskrcnn.precision import autocast_context, cpu_has_fast_bfloat16
 
 ROOT = Path(__file__).resolve().parents[1]

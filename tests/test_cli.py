@@ -13,7 +13,7 @@ from PIL import Image
 
 import maskrcnn
 from maskrcnn.checkpoint import save_checkpoint
-from maskrcnn.cli import main
+from maskrcnn.cli.main import main
 from maskrcnn.config import InputConfig, ModelConfig, RoIHeadsConfig
 
 SIZES = {"first.png": (64, 48), "second.png": (40, 72)}  # name -> (width, height)

@@ -13,13 +13,13 @@ import torch
 import yaml
 
 from maskrcnn.checkpoint import model_config_of
-from maskrcnn.cli import main
+from maskrcnn.cli.main import main
 from maskrcnn.config import load_config
-from maskrcnn.config_checks import WITHOUT_EFFECT
+from maskrcnn.config.validate import WITHOUT_EFFECT
 from maskrcnn.data.shapes import make_shapes
-from maskrcnn.engine.ablation_report import Stat, build_reports, csv_table, direction, markdown_table, shown
-from maskrcnn.engine.ablation_tables import TABLES, PaperFigures, Row, Table, row_overrides
 from maskrcnn.engine.stop import Interrupted
+from maskrcnn.experiments.report import Stat, build_reports, csv_table, direction, markdown_table, shown
+from maskrcnn.experiments.tables import TABLES, PaperFigures, Row, Table, row_overrides
 
 SHAPES = str(Path(__file__).resolve().parents[1] / "configs" / "shapes.yaml")
 ALL_ROWS = [(key, row) for key, table in TABLES.items() for row in table.rows]

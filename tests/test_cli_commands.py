@@ -9,7 +9,7 @@ from PIL import Image
 
 from maskrcnn import ModelConfig, build_model
 from maskrcnn.checkpoint import save_checkpoint
-from maskrcnn.cli import main
+from maskrcnn.cli.main import main
 from maskrcnn.config import InputConfig, RoIHeadsConfig
 
 SHAPES_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "shapes.yaml"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from maskrcnn.builtin_configs import builtin_configs, describe, first_sentence, resolve_config
-from maskrcnn.cli import main
-from maskrcnn.input_checks import OptionError
+from maskrcnn.cli.main import main
+from maskrcnn.errors import OptionError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,7 +22,7 @@ import torch
 
 import maskrcnn
 from maskrcnn.checkpoint import save_checkpoint
-from maskrcnn.cli import build_parser, main
+from maskrcnn.cli.main import build_parser, main
 from maskrcnn.data.shapes import make_shapes
 from maskrcnn.testing import tiny_model_config
 
@@ -82,6 +82,7 @@ BASE = {
     "configs": "configs",
     "ablate": "ablate 2c --rows pool,align --out {out}/ablation --data {out}/shapes --max-iter 2",
     "serve": "serve --weights {tiny} --port 0",
+    "convert": "convert masks {train_images} {train_images} --out {out}/c.json",
 }
 NUMBER = "expected a number from 0 to 1"
 DEVICES = "expected auto, cpu, cuda, cuda:N or mps"
@@ -124,6 +125,14 @@ def V(*args, **kwargs):
     return Case("serve", *args, **kwargs)
 
 
+def K(*args, **kwargs):
+    return Case("convert", *args, **kwargs)
+
+
+BEST = "expected one of auto, bbox_AP, bbox_AP50"
+DETECTIONS = "expected a whole number from 1 to 100000"
+
+
 CASES = [
     P(
         "IMAGE_OR_DIR",
@@ -159,6 +168,8 @@ CASES = [
     P("--max-image-pixels", "--max-image-pixels -1", "--max-image-pixels -1: expected a whole number >= 0"),
     P("--max-image-pixels", "--max-image-pixels 1.5", "--max-image-pixels 1.5: expected a whole number"),
     P("--max-image-pixels", "--max-image-pixels many", "--max-image-pixels many: expected a whole number"),
+    P("--max-detections", "--max-detections 0", f"--max-detections 0: {DETECTIONS}"),
+    P("--max-detections", "--max-detections lots", f"--max-detections lots: {DETECTIONS}"),
     P("--tile", "--tile 32", "--tile 32: expected a whole number >= 64"),
     P("--tile", "--tile big", "--tile big: expected a whole number >= 64"),
     P("--tile-overlap", "--tile-overlap -5", "--tile-overlap -5: expected a whole number >= 0"),
@@ -423,6 +434,18 @@ CASES = [
     V("--max-body-mb", "--max-body-mb 0", "--max-body-mb 0: expected a whole number from 1 to 100000"),
     V("--max-body-mb", "--max-body-mb 0.5", "--max-body-mb 0.5: expected a whole number from 1 to 100000"),
     V("--max-body-mb", "--max-body-mb lots", "--max-body-mb lots: expected a whole number from 1 to 100000"),
+    V(
+        "--shutdown-seconds",
+        "--shutdown-seconds -1",
+        "--shutdown-seconds -1: expected a number from 0 to 3600",
+    ),
+    V(
+        "--shutdown-seconds",
+        "--shutdown-seconds 1h",
+        "--shutdown-seconds 1h: expected a number from 0 to 3600",
+    ),
+    V("--max-detections", "--max-detections 0", f"--max-detections 0: {DETECTIONS}"),
+    V("--max-detections", "--max-detections 1e6", f"--max-detections 1e6: {DETECTIONS}"),
     V("--max-image-pixels", "--max-image-pixels -1", "--max-image-pixels -1: expected a whole number >= 0"),
     V("--max-image-pixels", "--max-image-pixels 5.5", "--max-image-pixels 5.5: expected a whole number >= 0"),
     V(
@@ -432,6 +455,90 @@ CASES = [
         usage=True,
     ),
     V("usage", "serve --port 0", "the following arguments are required: --weights", usage=True, whole=True),
+    T("--eval-period", "--eval-period -1", "--eval-period -1: expected auto or a whole number >= 0"),
+    T("--eval-period", "--eval-period often", "--eval-period often: expected auto or a whole number >= 0"),
+    T("--patience", "--patience -1", "--patience -1: expected a whole number >= 0"),
+    T("--patience", "--patience 2", "solver.patience=2 (from the command line) contradicts data.val_json"),
+    T("--best-metric", "--best-metric mask_ap", f"--best-metric mask_ap: {BEST}"),
+    T("--best-metric", "--best-metric AP", f"--best-metric AP: {BEST}"),
+    T(
+        "--best-metric",
+        "--best-metric segm_AP model.masks=false",
+        "solver.best_metric='segm_AP' (from the command line) contradicts model.masks=False",
+    ),
+    E("--metric", "--metric f1", "--metric f1: expected one of coco, accuracy"),
+    E("--metric", "--metric COCO", "--metric COCO: expected one of coco, accuracy"),
+    E("--match-score", "--match-score 2", "--match-score 2: expected a number from 0 to 1"),
+    E("--match-score", "--match-score high", "--match-score high: expected a number from 0 to 1"),
+    E("--match-iou", "--match-iou 0", "--match-iou 0: expected a number from 0.01 to 1"),
+    E("--match-iou", "--match-iou 1.5", "--match-iou 1.5: expected a number from 0.01 to 1"),
+    K(
+        "FORMAT",
+        "convert coco {train_json} --out {out}/c.json",
+        "FORMAT coco: expected one of masks, yolo, labelme",
+        whole=True,
+    ),
+    K(
+        "FORMAT",
+        "convert yolo {train_images} {train_images} --out {out}/c.json",
+        "convert yolo takes DATA.yaml, got 2 sources",
+        whole=True,
+    ),
+    K(
+        "SOURCE",
+        "convert masks {missing} {train_images} --out {out}/c.json",
+        "IMAGES_DIR {missing}: no such folder",
+        whole=True,
+    ),
+    K(
+        "SOURCE",
+        "convert yolo {missing}.yaml --out {out}/c.json",
+        "DATA.yaml {missing}.yaml: no such file",
+        whole=True,
+    ),
+    K("SOURCE", "convert labelme {notes} --out {out}/c.json", "DIR {notes}: ", whole=True),
+    K(
+        "--out",
+        "--out {notes}/c.json",
+        "--out {notes}/c.json: {notes} is a file, so no folder can be made in it",
+    ),
+    K("--out", "--out ''", "--out '': expected a file path"),
+    K("--out", "--out {root}", "--out {root}: is a folder; expected the file to write"),
+    K("--val-fraction", "--val-fraction 0.95", "--val-fraction 0.95: expected a number from 0 to 0.9"),
+    K("--val-fraction", "--val-fraction some", "--val-fraction some: expected a number from 0 to 0.9"),
+    K("--seed", "--seed -1", "--seed -1: expected a whole number >= 0"),
+    K("--seed", "--seed x", "--seed x: expected a whole number >= 0"),
+    K(
+        "--class-name",
+        "--class-name cell --classes {notes}",
+        "--class-name names the one class and --classes",
+    ),
+    K(
+        "--class-name",
+        "convert labelme {train_images} --out {out}/c.json --class-name cell",
+        "--class-name: an option of convert masks, not of convert labelme",
+        whole=True,
+    ),
+    K("--classes", "--classes {missing}.csv", "--classes {missing}.csv: no such file"),
+    K(
+        "--classes",
+        "convert labelme {train_images} --out {out}/c.json --classes {notes}",
+        "--classes: an option of convert masks, not of convert labelme",
+        whole=True,
+    ),
+    K("--split", "--split val", "--split: an option of convert yolo, not of convert masks"),
+    K(
+        "--split",
+        "convert labelme {train_images} --out {out}/c.json --split train",
+        "--split: an option of convert yolo, not of convert labelme",
+        whole=True,
+    ),
+    K(
+        "--require-masks",
+        "--require-masks",
+        "--require-masks: an option of convert yolo, not of convert masks",
+    ),
+    K("usage", "--val-fraktion 0.2", "did you mean --val-fraction?", usage=True),
 ]
 
 

@@ -5,7 +5,7 @@ import argparse
 
 import pytest
 
-from maskrcnn.cli import build_parser, main
+from maskrcnn.cli.main import build_parser, main
 
 COMMANDS = sorted(build_parser().subcommand_parsers)
 

@@ -9,7 +9,7 @@ import pytest
 
 from maskrcnn import build_model
 from maskrcnn.checkpoint import save_checkpoint
-from maskrcnn.cli import main, parse_args
+from maskrcnn.cli.main import main, parse_args
 from maskrcnn.data.shapes import KEYPOINT_NAMES, SHAPES_OKS_SIGMAS, make_shapes
 from maskrcnn.testing import tiny_model_config
 

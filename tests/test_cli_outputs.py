@@ -11,7 +11,7 @@ from PIL import Image
 
 import maskrcnn
 from maskrcnn.checkpoint import save_checkpoint
-from maskrcnn.cli import main
+from maskrcnn.cli.main import main
 from maskrcnn.data.shapes import make_shapes
 from maskrcnn.modeling.mask_rcnn import MaskRCNN
 from maskrcnn.testing import tiny_model_config
@@ -65,6 +65,8 @@ def test_eval_replaces_its_own_outputs_and_keeps_the_users(setup, tmp_path, caps
     assert (out / "results.json").read_text() == saved
     assert sorted(p.name for p in (out / "vis").iterdir()) == ["sketch.png"]
     assert sorted(p.name for p in out.iterdir()) == [
+        "confusion_matrix.json",
+        "confusion_matrix.png",
         "eval_files.json",
         "metrics.json",
         "notes.txt",
@@ -120,7 +122,8 @@ def test_json_outputs_are_strict_even_with_nan(setup, tmp_path, monkeypatch):
     assert run_eval(weights, {**shapes, "val_annotations": tmp_path / "val.json"}, tmp_path / "eval") == 0
     metrics = strict(tmp_path / "eval" / "metrics.json")
     strict(tmp_path / "eval" / "results.json")
-    assert metrics["per_class"]["bbox"]["hexagon"] is None and metrics["per_class"]["segm"]["hexagon"] is None
+    for kind in ("bbox", "segm"):
+        assert set(metrics["per_class"][kind]["hexagon"].values()) == {None}
     assert all(value is None or math.isfinite(value) for value in metrics["bbox"].values())
 
 

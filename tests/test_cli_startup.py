@@ -20,7 +20,7 @@ CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "shapes.yaml")
 # torch was imported.
 PROBE = (
     "import json, sys\n"
-    "from maskrcnn.cli import main\n"
+    "from maskrcnn.cli.main import main\n"
     "code = main(sys.argv[1:])\n"
     "print(json.dumps([code, 'torch' in sys.modules]))\n"
 )

@@ -204,7 +204,7 @@ def _default(dotted):
 
 
 def test_a_files_setting_under_a_design_chosen_on_the_command_line_is_a_warning(tmp_path):
-    from maskrcnn.config_checks import ConfigWarning
+    from maskrcnn.config.validate import ConfigWarning
 
     # the shapes file is written for FPN (fc_dim 512, fpn_channels 64): trained as C4, one warning each
     with pytest.warns(ConfigWarning) as caught:

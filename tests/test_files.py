@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from maskrcnn.checkpoint import atomic_save
-from maskrcnn.engine.results import write_json_atomic
+from maskrcnn.evaluation.results import write_json_atomic
 from maskrcnn.files import atomic_output
 
 

@@ -2,7 +2,7 @@
 
 The layers, lowest first: the base modules (maskrcnn/*.py: config, files, checkpoint,
 device, ...), then data and ops, modeling, interop and export, engine, and the command line
-(cli.py, cli_*.py, demo.py, __main__.py). A module may import its own layer and the layers
+(the cli package, demo.py, __main__.py). A module may import its own layer and the layers
 below it. The sources are parsed, not imported, and an import anywhere in a module counts:
 inside a function, under `if TYPE_CHECKING:`, relative or absolute.
 """
@@ -15,9 +15,21 @@ PACKAGE = "maskrcnn"
 SOURCE = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 
 # Subpackage -> rank; layers of the same rank may import each other.
-SUBPACKAGE_RANKS = {"data": 1, "ops": 1, "modeling": 2, "interop": 3, "export": 3, "engine": 4, "serve": 4}
+SUBPACKAGE_RANKS = {
+    "config": 0,  # the base layer's settings, a package of their own
+    "data": 1,
+    "ops": 1,
+    "modeling": 2,
+    "interop": 3,
+    "export": 3,
+    "engine": 4,
+    "evaluation": 4,
+    "experiments": 4,
+    "inference": 4,
+    "serve": 4,
+}
 BASE_RANK, CLI_RANK = 0, 5
-CLI_MODULES = {"cli", "demo", "__main__"}  # and every cli_*
+CLI_MODULES = {"cli", "demo", "__main__"}  # cli: the command line's package
 
 
 def layer_of(module: str) -> tuple[str, int]:
@@ -146,7 +158,7 @@ def test_layers_in_order():
         "maskrcnn.modeling.rpn",
         "maskrcnn.interop.load",
         "maskrcnn.engine.trainer",
-        "maskrcnn.cli_checks",
+        "maskrcnn.cli.checks",
     ]
     ranks = [layer_of(name)[1] for name in order]
     assert ranks == sorted(ranks)

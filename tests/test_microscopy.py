@@ -10,7 +10,7 @@ import tifffile
 import torch
 from PIL import Image
 
-from maskrcnn.cli import main
+from maskrcnn.cli.main import main
 from maskrcnn.config import load_config
 from maskrcnn.data.coco import CocoDataset
 from maskrcnn.engine.metrics import read_metrics

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import maskrcnn
-from maskrcnn.testing import match_near_ties
+from maskrcnn.structures import match_near_ties
 
 
 @pytest.fixture(scope="module")

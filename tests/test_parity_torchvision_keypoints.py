@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import maskrcnn
-from maskrcnn.testing import match_near_ties, torchvision_keypoint_model
+from maskrcnn.structures import match_near_ties
+from maskrcnn.testing import torchvision_keypoint_model
 
 
 @pytest.fixture(scope="module")

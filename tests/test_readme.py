@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskrcnn.cli import build_parser, parse_args
+from maskrcnn.cli.main import build_parser, parse_args
 from maskrcnn.config import InputConfig
 from maskrcnn.data.images import load_image
 from maskrcnn.export.onnx import graph_input

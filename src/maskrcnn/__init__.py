@@ -16,7 +16,7 @@ _PUBLIC = {
     "CheckpointError": "maskrcnn.interop.state_dicts",
     "MaskRCNN": "maskrcnn.modeling.mask_rcnn",
     "ModelConfig": "maskrcnn.config",
-    "build_model": "maskrcnn.modeling.mask_rcnn",
+    "build_model": "maskrcnn.modeling.build",
     "fast_paths": "maskrcnn.fast_path_switch",
     "from_detectron2": "maskrcnn.interop.detectron2",
     "fast_paths_enabled": "maskrcnn.fast_path_switch",

@@ -2,6 +2,6 @@
 
 import sys
 
-from maskrcnn.cli import main
+from maskrcnn.cli.main import main
 
 sys.exit(main())

@@ -11,7 +11,8 @@ Free of torch: the command line resolves CONFIG before any work.
 import difflib
 from pathlib import Path
 
-from maskrcnn.input_checks import OptionError, existing_file, shown
+from maskrcnn.errors import OptionError, shown
+from maskrcnn.path_checks import existing_file
 
 CONFIG_FOLDER = Path(__file__).resolve().parent / "configs"
 SUFFIX = ".yaml"

@@ -38,6 +38,22 @@ def tiling_problem(
     return None
 
 
+# model.backbone.norm: the trunk's normalization: BatchNorm frozen (statistics and affine from
+# the pre-trained weights), BatchNorm trained, or GroupNorm (32 groups).
+NORMS = ("frozen_bn", "bn", "gn")
+
+# Where a model runs (`device`, --device): CUDA when present else the CPU, the CPU, CUDA (one
+# GPU per process), GPU N, Apple's GPU.
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICES_ACCEPTED = "auto, cpu, cuda, cuda:N or mps"
+
+
+def is_device(text: str) -> bool:
+    """Whether `text` names a device as `device` and --device take it (DEVICES or cuda:N)."""
+    kind, colon, index = text.partition(":")
+    return (not colon and text in DEVICES) or (kind == "cuda" and index.isdigit())
+
+
 # Numeric precision of a run (precision.py): float32, bfloat16 or float16 autocast, or the
 # fastest of them on this hardware.
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
@@ -71,3 +87,35 @@ RESIZE_ROUNDINGS = ("floor", "round")
 # model.roi_heads.mask_paste: torchvision's paste (the mask padded by a cell and its box grown
 # to match, whole pixels) or detectron2's (bilinear samples at the pixel centres in the box).
 MASK_PASTES = ("torchvision", "detectron2")
+# model.roi_heads.empty_boxes: when the box head drops boxes that clipping made (nearly) empty:
+# before NMS and the cut to detections_per_image, those under 0.01 px ("torchvision"), or after
+# them, those of no width or height ("detectron2": the cut then keeps fewer detections).
+EMPTY_BOXES = ("torchvision", "detectron2")
+# model.keypoint_head.score: a keypoint's score is its heatmap's logit at the peak ("logit",
+# torchvision's keypoint_scores), or the peak's share of the heatmap's softmax ("probability":
+# 1 / sum over the cells of exp(logit - peak), detectron2's pred_keypoints[..., 2]).
+KEYPOINT_SCORES = ("logit", "probability")
+
+# COCOeval's summary figures (keypoints have no small objects: COCO labels no keypoints on them).
+AP_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+KEYPOINT_AP_NAMES = ("AP", "AP50", "AP75", "APm", "APl")
+# What a run keeps its best model by and patience watches (`solver.best_metric`): an AP as
+# results.csv names it, or the validation loss (the one figure where lower is better).
+VALIDATION_LOSS = "val_loss"
+BEST_METRICS = (
+    "auto",
+    *(f"bbox_{name}" for name in AP_NAMES),
+    *(f"segm_{name}" for name in AP_NAMES),
+    *(f"keypoints_{name}" for name in KEYPOINT_AP_NAMES),
+    VALIDATION_LOSS,
+)
+
+
+def best_metric(setting: str, masks: bool, keypoints: bool) -> str:
+    """`solver.best_metric` for a model: "auto" is mask AP, box AP for a box-only model and
+    keypoint AP for a keypoint-only one (masks off, keypoints on)."""
+    if setting != "auto":
+        return setting
+    if masks:
+        return "segm_AP"
+    return "keypoints_AP" if keypoints else "bbox_AP"

@@ -19,7 +19,7 @@ from pathlib import Path
 from maskrcnn.builtin_configs import builtin_configs, resolve_config
 from maskrcnn.config import load_config
 from maskrcnn.data.shapes import make_shapes, shapes_dataset_paths
-from maskrcnn.input_checks import OptionError
+from maskrcnn.errors import OptionError
 
 CONFIG = builtin_configs()["shapes"]  # packaged: the demo also runs from an installed wheel
 BUDGET_MINUTES = 10.0
@@ -46,9 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     except OptionError as error:
         parser.error(str(error))  # usage and the one line, exit code 2
 
-    from maskrcnn.engine.evaluate_run import write_side_by_side
-    from maskrcnn.engine.predict import predict_command
-    from maskrcnn.engine.trainer import FINAL_CHECKPOINT, train, validation_data
+    from maskrcnn.engine.run_folder import FINAL_CHECKPOINT
+    from maskrcnn.engine.trainer import train
+    from maskrcnn.engine.training_data import validation_data
+    from maskrcnn.evaluation.run import write_side_by_side
+    from maskrcnn.inference.predict import predict_command
 
     paths = shapes_dataset_paths(args.data)
     if not paths["val_annotations"].exists():

@@ -24,7 +24,9 @@ TEST_TIME = frozenset(
         "roi_heads.detections_per_image",
         "roi_heads.mask_threshold",
         "roi_heads.mask_paste",
+        "roi_heads.empty_boxes",
         "keypoint_head.oks_sigmas",
+        "keypoint_head.score",
     }
 )
 TRAINING_ONLY = frozenset(
@@ -140,7 +142,7 @@ def config_for_testing(
         for part in parents:
             node = node[part]
         node[leaf] = list(value) if isinstance(value, tuple) else value
-    from maskrcnn.config_checks import check_model_config
+    from maskrcnn.config.validate import check_model_config
 
     config = config_from_dict(ModelConfig, data)
     check_model_config(config)

@@ -97,3 +97,26 @@ def split_rows(values: Tensor, counts: list) -> list[Tensor]:
         pieces.append(values[start : start + count])
         start = start + count
     return pieces
+
+
+def match_near_ties(
+    reference: dict, other: dict, score_tolerance: float = 1e-5, box_tolerance: float = 1e-3
+) -> dict:
+    """`other`'s detections reordered where two of them have scores within `score_tolerance`
+    and their boxes match `reference`'s the other way round.
+
+    The order of near-equal scores depends on float rounding (kernels, summation order);
+    the detections themselves must not. reference, other: result dicts with "boxes" (D, 4)
+    and "scores" (D,); every entry of `other` is reordered alike.
+    """
+    order = list(range(len(other["boxes"])))
+    for i in range(min(len(order), len(reference["boxes"]))):
+        if (other["boxes"][order[i]] - reference["boxes"][i]).abs().max() <= box_tolerance:
+            continue
+        for j in range(i + 1, len(order)):
+            close_score = abs(other["scores"][order[j]] - reference["scores"][i]) <= score_tolerance
+            close_box = (other["boxes"][order[j]] - reference["boxes"][i]).abs().max() <= box_tolerance
+            if close_score and close_box:
+                order[i], order[j] = order[j], order[i]
+                break
+    return {key: value[order] for key, value in other.items()}

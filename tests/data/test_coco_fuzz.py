@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from maskrcnn.data.coco import AnnotationWarning, CocoDataset, _target
 from maskrcnn.data.coco_annotations import _compressed_runs, to_rle
-from maskrcnn.engine.evaluation import coco_ground_truth
+from maskrcnn.evaluation.coco import coco_ground_truth
 
 SIZES = {1: (10, 12), 2: (8, 9)}  # image id -> (height, width)
 

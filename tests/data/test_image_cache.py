@@ -14,7 +14,7 @@ from maskrcnn.data.coco import BadImageWarning, CocoDataset
 from maskrcnn.data.image_cache import estimated_bytes, fill_image_cache, memory_limit_bytes
 from maskrcnn.data.shapes import make_shapes
 from maskrcnn.engine import distributed
-from maskrcnn.engine.trainer import build_training_data
+from maskrcnn.engine.training_data import build_training_data
 from maskrcnn.testing import shapes_training_config
 
 

@@ -9,7 +9,7 @@ import tifffile
 import torch
 from PIL import Image, ImageFile
 
-from maskrcnn.cli import leave_size_limits_to_maskrcnn
+from maskrcnn.cli.main import leave_size_limits_to_maskrcnn
 from maskrcnn.config import InputConfig
 from maskrcnn.data.images import (
     ImageTooLargeError,
@@ -146,8 +146,16 @@ def test_channel_count_must_match_the_model():
         to_image_tensor(np.zeros((50, 50, 4), dtype=np.uint8), AUTO, "images[0]")
     message = str(error.value)
     assert "(50, 50, 4)" in message and "model.input.channels" in message and "4 channels" in message
+    assert message.endswith(
+        "convert RGBA to RGB first, or train a model on 4 channels (model.input.channels=4)"[-100:]
+    )
     with pytest.raises(ValueError, match=r"2 channels \(shape \(2, 20, 20\)\).*takes 1"):
         to_image_tensor(torch.rand(2, 20, 20), GRAY)
+    # two stains on an RGB model: no word of RGBA, the setting that takes them
+    with pytest.raises(ValueError) as error:
+        to_image_tensor(np.zeros((20, 20, 2), dtype=np.uint16), AUTO)
+    assert "RGBA" not in str(error.value)
+    assert str(error.value).endswith("for 2-channel images, train a model with model.input.channels=2")
     repeated = to_image_tensor(np.arange(20, dtype=np.uint16).reshape(4, 5), config(channels=4))
     assert repeated.shape == (4, 4, 5) and all(torch.equal(c, repeated[0]) for c in repeated)
     assert to_image_tensor(np.zeros((6, 7, 4), dtype=np.uint16), config(channels=4)).shape == (4, 6, 7)

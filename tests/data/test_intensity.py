@@ -6,7 +6,7 @@ import torch
 
 from maskrcnn import ModelConfig, build_model
 from maskrcnn.config import ConfigError, InputConfig
-from maskrcnn.config_checks import check_input_config
+from maskrcnn.config.validate import check_input_config
 from maskrcnn.data.intensity import channel_percentiles, normalize_channels
 
 

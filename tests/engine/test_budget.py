@@ -5,6 +5,7 @@ spells that take the time the test says."""
 import pytest
 
 from maskrcnn.config import SolverConfig
+from maskrcnn.engine import budget as budget_module
 from maskrcnn.engine.budget import Budget, EndCost, StepTime
 from maskrcnn.engine.schedule import Schedule
 
@@ -22,19 +23,22 @@ class Clock:
         return self.now
 
 
-def simulate(step_seconds, image_seconds, setup=5.0, shape=lambda i: (4, 7, 9)):
+def simulate(step_seconds, image_seconds, setup=5.0, shape=lambda i: (4, 7, 9), slow_first=1.0):
     """A budgeted run: step_seconds(i) is the wall time of step i (1-based); image_seconds(t)
     the validation inference per image at t seconds into the budget. Returns the iterations,
     the seconds of the budget at the last step's end, the end's real cost, and the
-    learning-rate factor of each step."""
+    learning-rate factor of each step. slow_first: the first image of each timing takes this
+    many times the others (the final evaluation's images do not)."""
     clock = Clock()
     started = clock.now
     schedule = Schedule.from_solver(SolverConfig(max_iter=2000, warmup_iters=100, steps=(1550, 1850)))
     end = EndCost(IMAGES)
 
     def time_images():
-        clock.now += 2 * image_seconds(clock.now - started)
-        return 2
+        seconds = image_seconds(clock.now - started)
+        times = [slow_first * seconds, seconds, seconds]
+        clock.now += sum(times)
+        return times
 
     budget = Budget(BUDGET, clock, started, schedule, end, time_images)
     clock.now += setup
@@ -92,6 +96,14 @@ def test_the_end_is_re_timed_as_an_untrained_models_slow_evaluation_gets_faster(
     assert_uses_the_budget(last, real_end)
     steady, *_ = simulate(lambda i: 0.15, lambda t: 0.05)
     assert iterations >= 0.97 * steady
+
+
+def test_a_slow_first_image_in_each_timing_does_not_inflate_the_end():
+    # 0.5 s per validation image (a 50 s end), the first image of each timing 4x that
+    steady, *_ = simulate(lambda i: 0.15, lambda t: 0.5)
+    iterations, last, real_end, factors = simulate(lambda i: 0.15, lambda t: 0.5, slow_first=4.0)
+    assert_uses_the_budget(last, real_end)
+    assert iterations >= steady - 15  # only the timings' own extra seconds
 
 
 def test_a_loaded_start_neither_wastes_the_budget_nor_pulls_the_drops_forward():
@@ -190,7 +202,8 @@ def test_the_end_follows_the_step_time_when_the_load_changes():
     loaded = end.inference_seconds(1.0)
     idle = end.inference_seconds(0.1)  # the load is gone: steps of 0.1 s
     assert idle < 0.2 * loaded
-    assert idle == pytest.approx(1.1 * 0.05 * 100 + 1.5 + 0.5)
+    scoring = budget_module.SCORING_SECONDS + budget_module.SCORING_SECONDS_PER_IMAGE * 100
+    assert idle == pytest.approx(budget_module.INFERENCE_SAFETY * 0.05 * 100 + scoring)
 
 
 def test_a_long_slow_spell_just_before_the_drops_does_not_squeeze_the_phases_after_them():

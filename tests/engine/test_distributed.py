@@ -16,8 +16,9 @@ from PIL import Image
 
 import maskrcnn
 from maskrcnn.checkpoint import save_checkpoint
-from maskrcnn.cli import main
-from maskrcnn.engine import distributed, predict
+from maskrcnn.cli.main import main
+from maskrcnn.engine import distributed
+from maskrcnn.inference import predict
 from maskrcnn.testing import tiny_model_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "shapes.yaml"

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from maskrcnn.config import SolverConfig
+from maskrcnn.engine.optimizer import make_optimizer, use_fused_sgd
 from maskrcnn.engine.schedule import Schedule
-from maskrcnn.engine.trainer import make_optimizer, use_fused_sgd
 
 
 def test_warmup_then_steps():

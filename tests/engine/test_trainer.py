@@ -102,7 +102,7 @@ def test_a_signal_to_the_process_group_saves_the_last_iteration_and_exits_as_a_s
     job, DataLoader workers included."""
     output = tmp_path / "interrupted"
     overrides = [str(CONFIG), *_override_args(shapes, output, "solver.max_iter=400", "data.num_workers=1")]
-    script = "import sys; from maskrcnn.cli import main; sys.exit(main(['train', *sys.argv[1:]]))"
+    script = "import sys; from maskrcnn.cli.main import main; sys.exit(main(['train', *sys.argv[1:]]))"
     process = subprocess.Popen(
         [sys.executable, "-c", script, *overrides], stderr=subprocess.PIPE, text=True, start_new_session=True
     )
@@ -207,7 +207,7 @@ def test_evaluations_use_the_weights_of_their_step(shapes, tmp_path, monkeypatch
     )
     model = train(config)
     monkeypatch.setattr(FPN, "forward", original)
-    assert len(recorded) == 4  # two validation images at iterations 2 and 4
+    assert len(recorded) == 8  # two validation images at iterations 2 and 4, for the loss and predicted
     fresh = load_model(tmp_path / "run" / "model_final.pt", device="cpu")
     final_state = fresh.state_dict()
     for state, images, pyramid in recorded:
@@ -456,3 +456,47 @@ def _stopped_run(shapes, output, stop_at):
         train(tiny_config(shapes, output, "solver.max_iter=20", "data.val_json=''", "solver.log_period=100"))
     finally:
         MaskRCNN.losses = original
+
+
+def test_a_budget_spent_on_set_up_trains_nothing_and_says_so(shapes, tmp_path, monkeypatch):
+    from maskrcnn.engine import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "process_seconds", lambda: 29.9)  # 29.9 of 30 s gone already
+    config = tiny_config(shapes, tmp_path / "run", "solver.budget_minutes=0.5", "data.val_json=''")
+    with pytest.raises(ValueError, match=r"budget was spent before the first step \(30 s of 30 s on set-up"):
+        train(config)
+    assert not (tmp_path / "run" / "model_final.pt").exists()
+
+
+def test_a_users_hook_sees_every_step_and_every_evaluation(shapes, tmp_path):
+    from maskrcnn.engine.hooks import HookBase
+
+    class Watcher(HookBase):
+        def __init__(self):
+            self.calls, self.losses, self.aps = [], [], []
+
+        def before_train(self, trainer):
+            self.calls.append(("before", trainer.iteration))
+
+        def after_step(self, trainer):
+            self.losses.append((trainer.iteration, float(trainer.loss), trainer.lr))
+
+        def after_evaluation(self, trainer, record, final):
+            assert trainer.metrics["segm"]["AP"] == record["segm_AP"]  # the figures in full, and flat
+            self.aps.append((trainer.iteration, record["segm_AP"], final))
+
+        def after_train(self, trainer):
+            self.calls.append(("after", trainer.iteration))
+
+        def close(self, trainer):
+            self.calls.append(("close", trainer.iteration))
+
+    watcher = Watcher()
+    config = tiny_config(shapes, tmp_path / "run", "solver.max_iter=4", "solver.eval_period=2")
+    train(config, hooks=[watcher])
+    assert [iteration for iteration, _, _ in watcher.losses] == [1, 2, 3, 4]
+    logged = {r["iteration"]: r["loss"] for r in logged_losses(tmp_path / "run")}
+    assert watcher.losses[-1][1] == pytest.approx(logged[4], rel=1e-6)  # the step the log saw
+    # the periodic evaluation at 2 (none at 4: the final one scores it), then the final one
+    assert [(i, final) for i, _, final in watcher.aps] == [(2, False), (4, True)]
+    assert watcher.calls == [("before", 0), ("after", 4), ("close", 4)]

@@ -12,11 +12,13 @@ import torch.multiprocessing as mp
 
 from maskrcnn.data.coco import AnnotationWarning, CocoDataset
 from maskrcnn.data.shapes import make_shapes
-from maskrcnn.engine import trainer
-from maskrcnn.engine.evaluation import evaluate_results, predict_dataset
+from maskrcnn.engine import training_data
+from maskrcnn.engine.hooks import evaluation as evaluation_hook
 from maskrcnn.engine.metrics import read_metrics
 from maskrcnn.engine.trainer import train
+from maskrcnn.evaluation.coco import evaluate_results, predict_dataset
 from maskrcnn.interop.load import load_model
+from maskrcnn.modeling.mask_rcnn import MaskRCNN
 from maskrcnn.testing import shapes_training_config as tiny_config
 
 
@@ -57,6 +59,7 @@ def test_a_broken_validation_split_trains_and_scores_as_the_hand_cleaned_one(sha
     with pytest.warns(AnnotationWarning, match="instances_val_broken.json: dropped 3 annotations"):
         train(tiny_config(shapes, run, "solver.max_iter=2", f"data.val_json={broken}"))
     written = json.loads((run / "metrics.json").read_text())
+    assert written.pop("best")["iteration"] == 2  # the one evaluation: the best model's
     assert written == one_process_evaluation(shapes, run)[0]
     assert read_metrics(run / "metrics.jsonl")[-1]["segm_AP"] == written["segm"]["AP"]
 
@@ -71,9 +74,9 @@ def test_a_bad_validation_split_fails_before_the_first_step(shapes, tmp_path, pr
     else:
         overrides, named = [f"data.val_images={tmp_path / 'no_images'}"], "no_images: validation image folder"
     steps = []
-    original = trainer.MaskRCNN.losses
+    original = MaskRCNN.losses
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trainer.MaskRCNN, "losses", lambda *a: steps.append(1) or original(*a))
+        patch.setattr(MaskRCNN, "losses", lambda *a: steps.append(1) or original(*a))
         with pytest.raises(ValueError, match=named):
             train(tiny_config(shapes, tmp_path / "run", "solver.max_iter=2", *overrides))
     assert steps == []
@@ -87,7 +90,7 @@ def test_the_validation_split_is_read_once_for_all_evaluations(shapes, tmp_path,
             opened.append(Path(annotation_file).name)
             super().__init__(annotation_file, *args, **kwargs)
 
-    monkeypatch.setattr(trainer, "CocoDataset", Counting)
+    monkeypatch.setattr(training_data, "CocoDataset", Counting)
     run = tmp_path / "run"
     train(tiny_config(shapes, run, "solver.max_iter=3", "solver.eval_period=1"))
     evaluations = [r for r in read_metrics(run / "metrics.jsonl") if "segm_AP" in r]
@@ -119,13 +122,13 @@ def _ddp_worker(rank: int, world_size: int, port: int, shapes: str, output: str,
         return original(self, item)
 
     CocoDataset.__getitem__ = recording  # a spawned process: nothing else runs in it
-    scored = trainer.evaluate_results
+    scored = evaluation_hook.evaluate_results
 
     def keeping(ground_truth, results, *args, **kwargs):
         Path(shares, "results.json").write_text(json.dumps(results))  # rank 0's, gathered
         return scored(ground_truth, results, *args, **kwargs)
 
-    trainer.evaluate_results = keeping
+    evaluation_hook.evaluate_results = keeping
     config = tiny_config(Path(shapes), Path(output), *DDP_OVERRIDES)
     train(config)
     # validation images are indexed plainly; training samples come as (index, seed)
@@ -136,9 +139,10 @@ def test_two_processes_share_the_validation_images_and_agree_with_one(shapes, tm
     output = tmp_path / "ddp"
     args = (2, _free_port(), str(shapes), str(output), str(tmp_path))
     mp.spawn(_ddp_worker, args=args, nprocs=2, join=True)
-    # each rank predicted its half of the 3 validation images at each of the 2 evaluations
+    # each rank scored the loss of its half of the 3 validation images, then predicted them,
+    # at each of the 2 evaluations
     shares = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert shares == [[0, 2, 0, 2], [1, 1]]
+    assert shares == [[0, 2, 0, 2, 0, 2, 0, 2], [1, 1, 1, 1]]
     evaluations = [r for r in read_metrics(output / "metrics.jsonl") if "segm_AP" in r]
     assert [r["iteration"] for r in evaluations] == [1, 2]  # logged once, by rank 0
     threads = torch.get_num_threads()
@@ -147,7 +151,9 @@ def test_two_processes_share_the_validation_images_and_agree_with_one(shapes, tm
         metrics, results = one_process_evaluation(shapes, output)
     finally:
         torch.set_num_threads(threads)
-    assert json.loads((output / "metrics.json").read_text()) == metrics
+    written = json.loads((output / "metrics.json").read_text())
+    assert written.pop("best")["iteration"] in (1, 2)  # the run's best model, beside the figures
+    assert written == metrics
     gathered = json.loads((tmp_path / "results.json").read_text())  # of the final evaluation
     assert len({r["image_id"] for r in results}) == 3  # detections in every validation image
     assert gathered == json.loads(json.dumps(results))  # the same detections, in the same order

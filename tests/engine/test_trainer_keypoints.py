@@ -9,7 +9,7 @@ import torch
 from maskrcnn.data.coco import CocoDataset
 from maskrcnn.data.shapes import make_shapes
 from maskrcnn.data.transforms import resized_size
-from maskrcnn.engine import trainer
+from maskrcnn.engine import trainer, training_data, training_setup
 from maskrcnn.engine.distributed import Context
 from maskrcnn.testing import shapes_training_config
 
@@ -28,7 +28,7 @@ def shapes(tmp_path_factory):
 
 def test_training_samples_have_keypoints_resized_and_flipped_with_their_boxes(shapes, tmp_path):
     config = shapes_training_config(shapes / "kp", tmp_path, *KEYPOINT_MODEL, "data.flip_probability=1.0")
-    dataset, _ = trainer.build_training_data(config, Context(0, 1, torch.device("cpu")), 0)
+    dataset, _ = training_data.build_training_data(config, Context(0, 1, torch.device("cpu")), 0)
     raw = CocoDataset(
         shapes / "kp" / "annotations" / "instances_train.json", shapes / "kp" / "train", keypoints=True
     )
@@ -46,19 +46,19 @@ def test_training_samples_have_keypoints_resized_and_flipped_with_their_boxes(sh
         torch.testing.assert_close(target["boxes"][:, 0], width - original["boxes"][:, 2] * scale[0])
         assert (after[:, LEFT, 0] == after[:, :, 0].min(dim=1).values).all()
     plain = shapes_training_config(shapes / "kp", tmp_path)
-    dataset, _ = trainer.build_training_data(plain, Context(0, 1, torch.device("cpu")), 0)
+    dataset, _ = training_data.build_training_data(plain, Context(0, 1, torch.device("cpu")), 0)
     assert "keypoints" not in dataset[(0, 0)][1]
 
 
 def test_a_training_set_without_keypoints_fails_before_the_first_step(shapes, tmp_path, monkeypatch):
-    monkeypatch.setattr(trainer, "build_model", lambda *a, **k: pytest.fail("the model was built"))
+    monkeypatch.setattr(training_setup, "build_model", lambda *a, **k: pytest.fail("the model was built"))
     config = shapes_training_config(shapes / "plain", tmp_path / "run", *KEYPOINT_MODEL)
     with pytest.raises(ValueError, match=r"instances_train\.json: no category has 'keypoints'"):
         trainer.train(config)
 
 
 def test_keypoints_without_their_sigmas_fail_before_the_first_step(shapes, tmp_path, monkeypatch):
-    monkeypatch.setattr(trainer, "build_model", lambda *a, **k: pytest.fail("the model was built"))
+    monkeypatch.setattr(training_setup, "build_model", lambda *a, **k: pytest.fail("the model was built"))
     config = shapes_training_config(shapes / "kp", tmp_path / "run", "model.keypoints=true")
     with pytest.raises(
         ValueError, match="COCO's person sigmas are for 17 keypoints, not 4: set model.keypoint_head"
@@ -67,7 +67,7 @@ def test_keypoints_without_their_sigmas_fail_before_the_first_step(shapes, tmp_p
 
 
 def test_a_validation_split_of_other_keypoints_fails_before_the_first_step(shapes, tmp_path, monkeypatch):
-    monkeypatch.setattr(trainer, "build_model", lambda *a, **k: pytest.fail("the model was built"))
+    monkeypatch.setattr(training_setup, "build_model", lambda *a, **k: pytest.fail("the model was built"))
     val = json.loads((shapes / "kp" / "annotations" / "instances_val.json").read_text())
     for category in val["categories"]:
         category["keypoints"] = ["north", "east", "south", "west"]

@@ -10,7 +10,7 @@ import torch
 
 from maskrcnn import ModelConfig, build_model
 from maskrcnn.checkpoint import save_checkpoint
-from maskrcnn.cli import main
+from maskrcnn.cli.main import main
 from maskrcnn.config import BackboneConfig, InputConfig, RoIHeadsConfig
 from maskrcnn.export.onnx import (
     compare_with_eager,

@@ -22,7 +22,7 @@ from maskrcnn.config import (
     config_to_dict,
     merge,
 )
-from maskrcnn.config_checks import check_input_config
+from maskrcnn.config.validate import check_input_config
 from maskrcnn.data.images import to_image_tensor
 from maskrcnn.data.transforms import resized_size
 from maskrcnn.interop.detectron2 import (
@@ -51,8 +51,14 @@ def detectron2_like(changes: dict | None = None) -> ModelConfig:
     conventions = {
         "backbone": {"norm": "frozen_bn", "freeze_at": 2, "stride_in_1x1": True},
         "anchors": {"round_to_integer": False},
-        "rpn": {"pre_nms_topk_train": 2000, "post_nms_topk_train": 1000},
-        "roi_heads": {"aligned": True, "sampling_ratio": 0, "mask_paste": "detectron2"},
+        # empty proposals and boxes dropped as detectron2 drops them (after NMS and the cap)
+        "rpn": {"pre_nms_topk_train": 2000, "post_nms_topk_train": 1000, "min_box_size": 0.0},
+        "roi_heads": {
+            "aligned": True,
+            "sampling_ratio": 0,
+            "mask_paste": "detectron2",
+            "empty_boxes": "detectron2",
+        },
         "input": {
             "channel_order": "bgr",
             "resize_rounding": "round",
@@ -72,7 +78,7 @@ C4 = {
 KEYPOINTS = {
     "masks": False,
     "keypoints": True,
-    "keypoint_head": {"num_keypoints": 5, "conv_dim": 16, "num_convs": 2},
+    "keypoint_head": {"num_keypoints": 5, "conv_dim": 16, "num_convs": 2, "score": "probability"},
     "rpn": {"post_nms_topk_train": 1500},
 }
 

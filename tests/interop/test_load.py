@@ -12,7 +12,7 @@ from PIL import Image
 
 import maskrcnn
 from maskrcnn.checkpoint import save_checkpoint
-from maskrcnn.cli import main
+from maskrcnn.cli.main import main
 from maskrcnn.interop.load import load_model
 from maskrcnn.testing import tiny_model_config
 
@@ -114,7 +114,8 @@ def test_a_checkpoint_with_the_keys_of_earlier_versions_loads_the_same_model(tmp
     """Files written before the trunk and FPN became one backbone and the box predictor part
     of the box head (keys trunk.*, fpn.*, roi_heads.box_predictor.*) still load."""
     from maskrcnn.checkpoint import save_checkpoint
-    from maskrcnn.modeling.mask_rcnn import LEGACY_KEY_PREFIXES, build_model
+    from maskrcnn.modeling.build import build_model
+    from maskrcnn.modeling.mask_rcnn import LEGACY_KEY_PREFIXES
     from maskrcnn.testing import tiny_model_config
 
     torch.manual_seed(0)

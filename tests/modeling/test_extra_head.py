@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from maskrcnn.modeling.box_head import matched_targets
-from maskrcnn.modeling.mask_rcnn import build_model
+from maskrcnn.modeling.build import build_model
 from maskrcnn.modeling.roi_head import RoIHead
 from maskrcnn.ops import MultiScaleRoIPooler
 from maskrcnn.testing import tiny_model_config

@@ -67,3 +67,17 @@ def test_decoding_is_torchvisions(count):
         torch.testing.assert_close(scores, expected_scores)
         inside = (keypoints[..., 0] >= boxes[:, None, 0] - 1) & (keypoints[..., 0] <= boxes[:, None, 2] + 1)
         assert inside.all()
+
+
+def test_a_probability_score_is_the_peaks_share_of_the_heatmaps_softmax():
+    generator = torch.Generator().manual_seed(3)
+    maps = torch.randn(2, 3, 56, 56, generator=generator) * 2
+    boxes = torch.tensor([[10.0, 20.0, 66.0, 76.0], [0.0, 0.0, 56.0, 56.0]])  # 56 px: no resizing
+    points, logits = heatmaps_to_keypoints(maps, boxes)
+    same, probabilities = heatmaps_to_keypoints(maps, boxes, probability=True)
+    assert torch.equal(points, same)
+    # at the map's own size the peak is the map's maximum: the softmax of the 56 x 56 cells there
+    expected = maps.flatten(2).softmax(dim=2).amax(dim=2)
+    torch.testing.assert_close(probabilities, expected)
+    torch.testing.assert_close(logits, maps.flatten(2).amax(dim=2))
+    assert ((probabilities > 0) & (probabilities <= 1)).all()

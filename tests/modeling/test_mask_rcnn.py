@@ -132,7 +132,7 @@ def test_one_default_threshold_for_the_api_and_the_commands():
     import inspect
 
     from maskrcnn.choices import PREDICT_SCORE_THRESHOLD
-    from maskrcnn.cli import build_parser
+    from maskrcnn.cli.main import build_parser
     from maskrcnn.export.onnx import export_onnx
     from maskrcnn.modeling.mask_rcnn import MaskRCNN
 

@@ -7,9 +7,9 @@ import torch
 
 from maskrcnn.box_masks import BoxMasks
 from maskrcnn.data.shapes import draw_placed_shapes
-from maskrcnn.engine.results import detections_to_coco, encode_masks, mask_to_polygons
+from maskrcnn.evaluation.results import detections_to_coco, encode_masks, mask_to_polygons
 from maskrcnn.interop.load import load_model
-from maskrcnn.modeling.mask_rcnn import build_model
+from maskrcnn.modeling.build import build_model
 from maskrcnn.modeling.tiling import check_tiling, predict_tiled, tile_grid
 from maskrcnn.testing import tiny_model_config
 from maskrcnn.visualize import draw_instances

@@ -14,8 +14,8 @@ from PIL import Image
 import maskrcnn
 from maskrcnn.config import KeypointHeadConfig
 from maskrcnn.data.images import load_image, to_image_tensor
-from maskrcnn.engine.evaluation import label_to_category
-from maskrcnn.engine.results import detections_to_coco
+from maskrcnn.evaluation.coco import label_to_category
+from maskrcnn.evaluation.results import detections_to_coco
 from maskrcnn.serve.app import create_app
 from maskrcnn.serve.settings import ServeSettings
 from maskrcnn.testing import tiny_model_config

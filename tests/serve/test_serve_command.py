@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from serve_helpers import encoded, picture
 
-from maskrcnn.cli import main, parse_args
+from maskrcnn.cli.main import main, parse_args
 from maskrcnn.serve.command import EXTRA_MISSING
 
 START_SECONDS = 120  # importing torch on a loaded 2-core machine, then the model

@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from maskrcnn.config import InputConfig
-from maskrcnn.config_checks import check_input_config
+from maskrcnn.config.validate import check_input_config
 from maskrcnn.data.coco_annotations import (
     AnnotationChecker,
     AnnotationWarning,

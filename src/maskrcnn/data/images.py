@@ -18,7 +18,7 @@ from PIL import Image, ImageOps
 from torch import Tensor
 
 from maskrcnn.config import DataConfig, InputConfig
-from maskrcnn.config_checks import check_input_config
+from maskrcnn.config.validate import check_input_config
 from maskrcnn.data.intensity import normalize_channels
 
 SUPPORTED = "a torch.Tensor (C, H, W), a numpy array (H, W, C) or (H, W), or a PIL.Image"
@@ -68,7 +68,10 @@ def _checked_pixels(image, channels: int, name: str) -> _Pixels:
     pixels = _channels_first(image, name)
     count, height, width = pixels.values.shape
     if count not in (1, channels):
-        hint = "; convert RGBA or other formats to RGB first" if channels == 3 else ""
+        if count == 4 and channels == 3:
+            hint = "; convert RGBA to RGB first, or train a model on 4 channels (model.input.channels=4)"
+        else:
+            hint = f"; for {count}-channel images, train a model with model.input.channels={count}"
         raise ValueError(
             f"{name}: image has {count} channels (shape {pixels.shape}) but the model takes "
             f"{channels} (model.input.channels), or 1 (repeated){hint}"

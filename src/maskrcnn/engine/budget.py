@@ -35,9 +35,9 @@ from maskrcnn.engine.schedule import Schedule
 
 # The end's inference is the estimate times this; scoring and plots add a part of their own
 # (the shapes model on an AVX2 EPYC: 100 images, 2,456 detections scored in 0.35 s, the two
-# plots 1.0 s).
+# plots 1.0 s; the confusion matrix and the two-panel curves add about as much).
 INFERENCE_SAFETY = 1.1
-SCORING_SECONDS = 1.5
+SCORING_SECONDS = 2.5
 SCORING_SECONDS_PER_IMAGE = 0.005
 # A checkpoint not yet timed is guessed at this rate from the bytes it holds.
 UNTIMED_SAVE_BYTES_PER_SECOND = 100e6
@@ -51,6 +51,10 @@ RETIME_CHEAP = 0.05  # of the end's estimate
 # for REPLAN_STEPS steps in a row (not on the step a median passes between two values).
 REPLAN_CHANGE = 0.15
 REPLAN_STEPS = 10
+# solver.eval_period "auto": evaluations take about this share of the training time, and
+# are dropped (the final one alone) when fewer than MIN_EVALUATIONS would fit.
+EVALUATION_SHARE = 0.1
+MIN_EVALUATIONS = 3
 
 
 class StepTime:
@@ -130,10 +134,12 @@ class Budget:
 
     seconds: the budget; clock: seconds, monotonic (time.monotonic); started: clock() when this
     process's share of the budget began; schedule: the config's shape (warm-up and drops as
-    fractions); end: the end's cost; time_images: runs the final evaluation's inference on a
-    few validation images and returns how many (None without a validation split);
+    fractions); end: the end's cost; time_images: runs an evaluation's work on a few
+    validation images and returns each one's seconds (None without a validation split);
     eval_period: a periodic evaluation every so many iterations (0: none), each costing the
-    end's inference.
+    end's inference; choose_eval_period: choose it once the steps and the evaluation are
+    timed, so that evaluations take EVALUATION_SHARE of the training time (0 when fewer than
+    MIN_EVALUATIONS would fit).
     """
 
     def __init__(
@@ -143,13 +149,15 @@ class Budget:
         started: float,
         schedule: Schedule,
         end: EndCost,
-        time_images: Callable[[], int] | None = None,
+        time_images: Callable[[], list[float]] | None = None,
         eval_period: int = 0,
         step_time: StepTime | None = None,
+        choose_eval_period: bool = False,
     ):
         self.seconds, self.clock, self.started = seconds, clock, started
         self.schedule, self.end, self.time_images = schedule, end, time_images
         self.eval_period = eval_period
+        self.eval_period_chosen = not choose_eval_period  # False: still to choose
         self.step_time = step_time or StepTime()
         self.spent_before = 0.0  # budget used by an earlier run of a resumed one
         self.trained = 0.0  # seconds spent in training steps, earlier runs included
@@ -172,6 +180,7 @@ class Budget:
             "progress": self.progress,
             "warmup_iters": self.warmup_iters,
             "total": self.total,
+            "eval_period": self.eval_period if self.eval_period_chosen else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -181,6 +190,8 @@ class Budget:
         warmup = state.get("warmup_iters")
         self.warmup_iters = None if warmup is None else int(warmup)
         self.total = int(state.get("total", self.total))
+        if state.get("eval_period") is not None and not self.eval_period_chosen:
+            self.eval_period, self.eval_period_chosen = int(state["eval_period"]), True
 
     def elapsed(self) -> float:
         """Seconds of the budget used so far, earlier runs of a resumed one included."""
@@ -207,15 +218,16 @@ class Budget:
         return max(left, 0.0)
 
     def time_end(self) -> None:
-        """Time the end's inference on a few validation images now."""
+        """Time the end's work on a few validation images now, and keep the median image's
+        seconds: one slow image does not move it."""
         if self.time_images is None:
             return
         began = self.clock()
-        count = self.time_images()
+        seconds = self.time_images()
         cost = self.clock() - began
-        if count:
+        if seconds:
             step = self.step_time.recent() if self.step_time.ready else None
-            self.end.timed(cost / count, step)
+            self.end.timed(statistics.median(seconds), step)
         wait = RETIME_EVERY * self.seconds
         if cost > RETIME_CHEAP * self.end_seconds():
             wait = max(wait, cost / RETIME_COST_SHARE)
@@ -231,11 +243,26 @@ class Budget:
         if not self.timed_since_ready or self.elapsed() >= self.next_timing:
             self.timed_since_ready = True
             self.time_end()
+        if not self.eval_period_chosen:
+            self._choose_eval_period()
         left = self.training_left()
         self.progress = max(self.progress, self.trained / max(self.trained + left, 1e-9))
         self.total = iteration + int(left // self.step_time.typical())
         if self.warmup_iters is None and iteration >= self.schedule.with_total(self.total).warmup_iters:
             self.warmup_iters = iteration
+
+    def _choose_eval_period(self) -> None:
+        """Every P steps an evaluation of cost E: E / (P * step + E) = EVALUATION_SHARE."""
+        self.eval_period_chosen = True
+        step = self.step_time.typical()
+        evaluation = self.end.inference_seconds(step)
+        if evaluation <= 0:
+            return
+        period = math.ceil(evaluation * (1 - EVALUATION_SHARE) / (EVALUATION_SHARE * step))
+        self.eval_period = period
+        steps = self.training_left() / step  # with evaluations every `period` steps
+        if steps / period < MIN_EVALUATIONS:
+            self.eval_period = 0
 
     def finished(self) -> bool:
         """True when the next step would end after the time left for training (a step as
@@ -260,9 +287,11 @@ class Budget:
         if self.announced_total is None:
             self._announce(step, end)
             schedule = self.schedule.with_total(self.total)
+            evaluations = f", an evaluation every {self.eval_period} iterations" if self.eval_period else ""
             return (
-                f"budget {budget_minutes:g} min: about {self._plan(schedule)} at {step:.2f} s per step, "
-                f"{end:.0f} s kept for the end (checkpoint and final evaluation, re-timed as the run goes)"
+                f"budget {budget_minutes:g} min: about {self._plan(schedule)} at {step:.2f} s per step"
+                f"{evaluations}, {end:.0f} s kept for the end (checkpoint and final evaluation, "
+                "re-timed as the run goes)"
             )
         change = abs(self.total - self.announced_total) / max(self.announced_total, 1)
         self.changed_steps = self.changed_steps + 1 if change > REPLAN_CHANGE else 0

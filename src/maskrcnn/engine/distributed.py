@@ -65,6 +65,15 @@ def all_gather(obj, context: Context) -> list:
     return gathered
 
 
+def from_main(obj, context: Context):
+    """Rank 0's picklable `obj` on every process (a decision rank 0 alone could take)."""
+    if not context.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def gather_to_main(obj, context: Context) -> list | None:
     """Every process's picklable `obj`, in rank order, on rank 0; None on the other ranks.
 

@@ -14,7 +14,7 @@ from maskrcnn.data.images import to_image_tensor, to_raw_tensor
 from maskrcnn.data.intensity import PER_IMAGE, normalize_channels
 from maskrcnn.files import atomic_output
 from maskrcnn.modeling.mask_rcnn import MaskRCNN
-from maskrcnn.testing import match_near_ties
+from maskrcnn.structures import match_near_ties
 
 INPUT_NAME = "image"
 # Each output's dynamic axes; a model exports those its heads give (no mask head: no masks).

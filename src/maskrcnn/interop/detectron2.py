@@ -41,7 +41,8 @@ from maskrcnn.config import (
 )
 from maskrcnn.data.coco_names import COCO_CATEGORY_NAMES, COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
 from maskrcnn.interop.state_dicts import CheckpointError, check_fit, load_strict, rename_key
-from maskrcnn.modeling.mask_rcnn import MaskRCNN, build_model
+from maskrcnn.modeling.build import build_model
+from maskrcnn.modeling.mask_rcnn import MaskRCNN
 
 # detectron2's pixel statistics on the 0-255 scale, in its B, G, R channel order: the MSRA
 # ResNets' (std 1) and the FAIR ResNeXts' of its X101 configs.
@@ -197,10 +198,50 @@ def detectron2_config(weights: dict, source: str = "detectron2 weights") -> Mode
             f"{source}: a detectron2 model neither FPN (backbone.fpn_lateral2-5) nor C4 (roi_heads.res5); "
             "only these two designs are read"
         )
+    shapes = _Shapes(weights)
+    backbone = _backbone_config(shapes, kind)
+    cls_score = shapes("roi_heads.box_predictor.cls_score.weight")
+    num_classes = cls_score[0] if cls_score else len(COCO_CONTIGUOUS_IDS) + 1
+    keypoints = shapes.any("roi_heads.keypoint_head.")
+    if num_classes == len(COCO_CONTIGUOUS_IDS) + 1:
+        class_names, category_ids = ("__background__", *COCO_CONTIGUOUS_NAMES), COCO_CONTIGUOUS_IDS
+    elif keypoints and num_classes == 2:
+        class_names, category_ids = ("__background__", "person"), (1,)
+    else:
+        class_names, category_ids = (), ()
+    return ModelConfig(
+        num_classes=num_classes,
+        class_names=class_names,
+        category_ids=category_ids,
+        backbone=backbone,
+        anchors=detectron2_config_anchors(),
+        rpn=_rpn_config(kind, keypoints),
+        roi_heads=_roi_heads_config(shapes, kind, backbone.fpn_channels, num_classes),
+        input=_input_config(weights, backbone.groups, kind, source),
+        masks=shapes.any("roi_heads.mask_head."),
+        keypoints=keypoints,
+        keypoint_head=_keypoint_head_config(shapes) if keypoints else KeypointHeadConfig(),
+    )
 
-    def shape(key: str) -> tuple[int, ...] | None:
-        return tuple(weights[key].shape) if key in weights else None
 
+class _Shapes:
+    """The shapes of a detectron2 state dict's tensors, by name."""
+
+    def __init__(self, weights: dict):
+        self.weights = weights
+
+    def __call__(self, key: str) -> tuple[int, ...] | None:
+        return tuple(self.weights[key].shape) if key in self.weights else None
+
+    def any(self, prefix: str) -> bool:
+        return any(k.startswith(prefix) for k in self.weights)
+
+    def indices(self, prefix: str, position: int) -> set[str]:
+        """The distinct `position`-th dotted parts of the names under `prefix`."""
+        return {k.split(".")[position] for k in self.weights if k.startswith(prefix)}
+
+
+def _backbone_config(shape: _Shapes, kind: str) -> BackboneConfig:
     trunk = "backbone.bottom_up." if kind == "fpn" else "backbone."
     stages = [f"{trunk}res{s}." for s in (2, 3, 4)] + [
         f"{trunk}res5." if kind == "fpn" else "roi_heads.res5."
@@ -208,7 +249,7 @@ def detectron2_config(weights: dict, source: str = "detectron2 weights") -> Mode
     default_blocks = (3, 4, 6, 3)
     blocks, channels = [], []
     for index, stage in enumerate(stages):
-        found = {int(m[1]) for k in weights if (m := re.match(rf"{re.escape(stage)}(\d+)\.", k))}
+        found = {int(m[1]) for k in shape.weights if (m := re.match(rf"{re.escape(stage)}(\d+)\.", k))}
         blocks.append(max(found) + 1 if found else default_blocks[index])
         conv3 = shape(f"{stage}0.conv3.weight")
         channels.append(conv3[0] if conv3 else BackboneConfig.stage_channels[index])
@@ -216,15 +257,12 @@ def detectron2_config(weights: dict, source: str = "detectron2 weights") -> Mode
     depth = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101}.get(blocks)
     conv2 = shape(f"{trunk}res2.0.conv2.weight")
     groups = conv2[0] // conv2[1] if conv2 and len(conv2) == 4 and conv2[1] else 1
-    width = conv2[0] // groups if conv2 else BackboneConfig.width_per_group
-    stem = shape(f"{trunk}stem.conv1.weight")
-    lateral = shape("backbone.fpn_lateral2.weight")
-    fpn_channels = lateral[0] if lateral else BackboneConfig.fpn_channels
-    backbone = BackboneConfig(
+    stem, lateral = shape(f"{trunk}stem.conv1.weight"), shape("backbone.fpn_lateral2.weight")
+    return BackboneConfig(
         depth=depth or 50,
         stage_blocks=None if depth else blocks,
         groups=groups,
-        width_per_group=width,
+        width_per_group=conv2[0] // groups if conv2 else BackboneConfig.width_per_group,
         stage_channels=tuple(channels),
         stem_channels=stem[0] if stem else BackboneConfig.stem_channels,
         norm="frozen_bn",
@@ -233,15 +271,12 @@ def detectron2_config(weights: dict, source: str = "detectron2 weights") -> Mode
         # MSRA's ResNets put the stride in the first 1x1 conv, the ResNeXts of detectron2's
         # configs in the 3x3 (STRIDE_IN_1X1 false): the weights' shapes are the same.
         stride_in_1x1=groups == 1,
-        fpn_channels=fpn_channels,
+        fpn_channels=lateral[0] if lateral else BackboneConfig.fpn_channels,
         kind=kind,
     )
 
-    cls_score = shape("roi_heads.box_predictor.cls_score.weight")
-    num_classes = cls_score[0] if cls_score else len(COCO_CONTIGUOUS_IDS) + 1
-    masks = any(k.startswith("roi_heads.mask_head.") for k in weights)
-    keypoints = any(k.startswith("roi_heads.keypoint_head.") for k in weights)
-    mask_fcns = {k.split(".")[2] for k in weights if k.startswith("roi_heads.mask_head.mask_fcn")}
+
+def _roi_heads_config(shape: _Shapes, kind: str, fpn_channels: int, num_classes: int) -> RoIHeadsConfig:
     deconv = shape("roi_heads.mask_head.deconv.weight")
     mask_predictor = shape("roi_heads.mask_head.predictor.weight")
     fc1 = shape("roi_heads.box_head.fc1.weight")
@@ -249,7 +284,8 @@ def detectron2_config(weights: dict, source: str = "detectron2 weights") -> Mode
     if kind == "fpn" and fc1 and len(fc1) == 2:
         side = round((fc1[1] / fpn_channels) ** 0.5)
         box_resolution = side if side * side * fpn_channels == fc1[1] else box_resolution
-    roi_heads = RoIHeadsConfig(
+    agnostic = mask_predictor and mask_predictor[0] == 1 and num_classes > 2
+    return RoIHeadsConfig(
         pooler="align",
         sampling_ratio=0,
         aligned=True,
@@ -257,8 +293,8 @@ def detectron2_config(weights: dict, source: str = "detectron2 weights") -> Mode
         mask_resolution=14,
         fc_dim=fc1[0] if fc1 else RoIHeadsConfig.fc_dim,
         mask_conv_dim=deconv[1] if deconv and len(deconv) == 4 else RoIHeadsConfig.mask_conv_dim,
-        mask_num_convs=len(mask_fcns) if kind == "fpn" else 0,
-        mask_loss="agnostic" if mask_predictor and mask_predictor[0] == 1 and num_classes > 2 else "sigmoid",
+        mask_num_convs=len(shape.indices("roi_heads.mask_head.mask_fcn", 2)) if kind == "fpn" else 0,
+        mask_loss="agnostic" if agnostic else "sigmoid",
         batch_size_per_image=512,
         positive_fraction=0.25,
         score_threshold=0.05,
@@ -266,58 +302,41 @@ def detectron2_config(weights: dict, source: str = "detectron2 weights") -> Mode
         detections_per_image=100,
         mask_threshold=0.5,
         mask_paste="detectron2",
+        empty_boxes="detectron2",  # kept through NMS and the cap, dropped after
     )
+
+
+def _rpn_config(kind: str, keypoints: bool) -> RPNConfig:
     if kind == "fpn":  # Base-RCNN-FPN.yaml (Base-Keypoint-RCNN-FPN: 1500 proposals in training)
-        rpn = RPNConfig(
+        return RPNConfig(
             pre_nms_topk_train=2000,
             pre_nms_topk_test=1000,
             post_nms_topk_train=1500 if keypoints else 1000,
             post_nms_topk_test=1000,
+            min_box_size=0.0,  # PROPOSAL_GENERATOR.MIN_SIZE: only empty proposals are dropped
         )
-    else:  # Base-RCNN-C4.yaml and detectron2's defaults
-        rpn = RPNConfig(
-            pre_nms_topk_train=12000,
-            pre_nms_topk_test=6000,
-            post_nms_topk_train=2000,
-            post_nms_topk_test=1000,
-        )
+    return RPNConfig(  # Base-RCNN-C4.yaml and detectron2's defaults
+        pre_nms_topk_train=12000,
+        pre_nms_topk_test=6000,
+        post_nms_topk_train=2000,
+        post_nms_topk_test=1000,
+        min_box_size=0.0,
+    )
 
-    if num_classes == len(COCO_CONTIGUOUS_IDS) + 1:
-        class_names, category_ids = ("__background__", *COCO_CONTIGUOUS_NAMES), COCO_CONTIGUOUS_IDS
-    elif keypoints and num_classes == 2:
-        class_names, category_ids = ("__background__", "person"), (1,)
-    else:
-        class_names, category_ids = (), ()
 
-    head = KeypointHeadConfig()
-    if keypoints:
-        score = shape("roi_heads.keypoint_head.score_lowres.weight")
-        first = shape("roi_heads.keypoint_head.conv_fcn1.weight")
-        count = score[1] if score and len(score) == 4 else head.num_keypoints
-        person = count == len(COCO_PERSON_KEYPOINTS)
-        head = KeypointHeadConfig(
-            num_keypoints=count,
-            names=COCO_PERSON_KEYPOINTS if person else (),
-            skeleton=COCO_PERSON_SKELETON if person else (),
-            resolution=14,
-            conv_dim=first[0] if first else head.conv_dim,
-            num_convs=len(
-                {k.split(".")[2] for k in weights if k.startswith("roi_heads.keypoint_head.conv_fcn")}
-            ),
-        )
-
-    return ModelConfig(
-        num_classes=num_classes,
-        class_names=class_names,
-        category_ids=category_ids,
-        backbone=backbone,
-        anchors=detectron2_config_anchors(),
-        rpn=rpn,
-        roi_heads=roi_heads,
-        input=_input_config(weights, groups, kind, source),
-        masks=masks,
-        keypoints=keypoints,
-        keypoint_head=head,
+def _keypoint_head_config(shape: _Shapes) -> KeypointHeadConfig:
+    score = shape("roi_heads.keypoint_head.score_lowres.weight")
+    first = shape("roi_heads.keypoint_head.conv_fcn1.weight")
+    count = score[1] if score and len(score) == 4 else KeypointHeadConfig.num_keypoints
+    person = count == len(COCO_PERSON_KEYPOINTS)
+    return KeypointHeadConfig(
+        num_keypoints=count,
+        names=COCO_PERSON_KEYPOINTS if person else (),
+        skeleton=COCO_PERSON_SKELETON if person else (),
+        resolution=14,
+        conv_dim=first[0] if first else KeypointHeadConfig.conv_dim,
+        num_convs=len(shape.indices("roi_heads.keypoint_head.conv_fcn", 2)),
+        score="probability",  # pred_keypoints[..., 2], the score detectron2 publishes
     )
 
 

@@ -16,7 +16,8 @@ from maskrcnn.interop.detectron2 import detectron2_weights_of, from_detectron2
 from maskrcnn.interop.safe_pickle import read_pickle_file
 from maskrcnn.interop.state_dicts import CheckpointError, load_strict
 from maskrcnn.interop.torchvision import from_torchvision, is_torchvision_state_dict
-from maskrcnn.modeling.mask_rcnn import MaskRCNN, build_model, upgrade_state_dict
+from maskrcnn.modeling.build import build_model
+from maskrcnn.modeling.mask_rcnn import MaskRCNN, upgrade_state_dict
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
 _PICKLE_MAGIC = b"\x80"  # the older format starts with a pickle of protocol 2 or later

@@ -9,7 +9,8 @@ from torch import Tensor
 from maskrcnn.config import AnchorConfig, BackboneConfig, KeypointHeadConfig, ModelConfig
 from maskrcnn.data.coco_names import COCO_CATEGORY_NAMES, COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
 from maskrcnn.interop.state_dicts import CheckpointError, load_strict, rename_key, rename_keys
-from maskrcnn.modeling.mask_rcnn import MaskRCNN, build_model
+from maskrcnn.modeling.build import build_model
+from maskrcnn.modeling.mask_rcnn import MaskRCNN
 
 # torchvision key pattern -> this project's key. Legacy files (before torchvision 0.13)
 # name the FPN and RPN convs without the ".0" of their Conv2dNormActivation wrappers and

@@ -37,7 +37,7 @@ class BoxHead(RoIHead, metaclass=abc.ABCMeta):
         score_threshold: float = 0.05,
         nms_threshold: float = 0.5,
         detections_per_image: int = 100,
-        min_box_size: float = 1e-2,
+        empty_boxes: str = "torchvision",
     ):
         super().__init__(pooler, in_features)
         self.cls_score = nn.Linear(feature_dim, num_classes)
@@ -50,7 +50,7 @@ class BoxHead(RoIHead, metaclass=abc.ABCMeta):
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.detections_per_image = detections_per_image
-        self.min_box_size = min_box_size
+        self.empty_boxes = empty_boxes  # choices.EMPTY_BOXES
 
     def forward(self, pooled: Tensor, rois: RoIs | None = None) -> tuple[Tensor, Tensor]:
         """pooled (K, C, S, S), either memory layout -> class_logits (K, num_classes) and
@@ -111,12 +111,20 @@ class BoxHead(RoIHead, metaclass=abc.ABCMeta):
         scores = scores[:, 1:].reshape(-1)
         labels = labels[:, 1:].reshape(-1)
         keep = torch.where(scores > self.score_threshold)[0]
-        keep = keep[remove_small_boxes(boxes[keep], self.min_box_size)]
+        if self.empty_boxes == "torchvision":  # boxes clipping left under 0.01 px take no place
+            keep = keep[remove_small_boxes(boxes[keep], 1e-2)]
         keep = keep[batched_nms(boxes[keep], scores[keep], labels[keep], self.nms_threshold)]
         keep = keep[: self.detections_per_image]
+        if self.empty_boxes == "detectron2":  # they count in NMS and the cap, then go
+            keep = keep[_nonempty(boxes[keep])]
         # The caller's threshold before any other head spends time on what it drops.
         keep = keep[scores[keep] >= score_threshold]
         return Detections(boxes[keep], scores[keep], labels[keep])
+
+
+def _nonempty(boxes: Tensor) -> Tensor:
+    """Indices of the boxes (N, 4) xyxy of positive width and height."""
+    return torch.where((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))[0]
 
 
 class FCBoxHead(BoxHead):

@@ -33,6 +33,7 @@ class KeypointHead(RoIHead):
         num_keypoints: int,
         conv_dim: int = 512,
         num_convs: int = 8,
+        score: str = "logit",
     ):
         super().__init__(pooler, in_features)
         self.convs = nn.ModuleList(
@@ -45,6 +46,7 @@ class KeypointHead(RoIHead):
             nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(layer.bias)
         self.num_keypoints = num_keypoints
+        self.score = score  # choices.KEYPOINT_SCORES
 
     def forward(self, pooled: Tensor, rois: RoIs | None = None) -> Tensor:
         """(K, C, S, S) -> (K, num_keypoints, 4S, 4S) float32 logits."""
@@ -67,7 +69,7 @@ class KeypointHead(RoIHead):
 
     def predict(self, raw: Tensor, rois: RoIs) -> dict[str, Tensor]:
         """{"keypoints": (D, P, 3) [x, y, 1] in the input's pixels, "keypoint_scores": (D, P)}."""
-        keypoints, scores = heatmaps_to_keypoints(raw, rois.boxes)
+        keypoints, scores = heatmaps_to_keypoints(raw, rois.boxes, probability=self.score == "probability")
         return {"keypoints": keypoints, "keypoint_scores": scores}
 
     def to_image(
@@ -101,21 +103,23 @@ def keypoint_targets(keypoints: Tensor, boxes: Tensor, size: int) -> tuple[Tenso
     return torch.where(valid, row * size + column, 0), valid
 
 
-def heatmaps_to_keypoints(maps: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
+def heatmaps_to_keypoints(maps: Tensor, boxes: Tensor, probability: bool = False) -> tuple[Tensor, Tensor]:
     """maps (D, P, M, M) logits, boxes (D, 4) xyxy -> keypoints (D, P, 3) [x, y, 1] and scores (D, P).
 
     Each RoI's maps are resized (bicubic) to the box's size rounded up to whole pixels; a
     keypoint is the centre of its map's best pixel, mapped back into the box, and its score
-    the map's value there (torchvision's decoding). A traced model keeps this a loop over the
-    detections (`_script_if_tracing`), so the graph serves any number of them.
+    the map's value there (torchvision's decoding), or with `probability` that peak's share
+    of the softmax over the map's M x M cells, 1 / sum(exp(map - peak)) (detectron2's). A traced
+    model keeps this a loop over the detections (`_script_if_tracing`), so the graph serves any
+    number of them.
     """
     if maps.shape[0] == 0:
         return maps.new_zeros((0, maps.shape[1], 3)), maps.new_zeros((0, maps.shape[1]))
-    return _decode_each(maps.float(), boxes.float())
+    return _decode_each(maps.float(), boxes.float(), probability)
 
 
 @torch.jit._script_if_tracing
-def _decode_each(maps: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
+def _decode_each(maps: Tensor, boxes: Tensor, probability: bool) -> tuple[Tensor, Tensor]:
     num_keypoints = maps.shape[1]
     widths = (boxes[:, 2] - boxes[:, 0]).clamp(min=1)
     heights = (boxes[:, 3] - boxes[:, 1]).clamp(min=1)
@@ -139,5 +143,8 @@ def _decode_each(maps: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
         y = (row.to(maps.dtype) + 0.5) * (heights[index] / heights_ceil[index]) + boxes[index, 1]
         point = torch.stack((x, y, torch.ones_like(x)), dim=1)
         keypoints = torch.cat((keypoints, point[None]), dim=0)
-        scores = torch.cat((scores, flat.gather(1, best[:, None]).reshape(1, num_keypoints)), dim=0)
+        peak = flat.gather(1, best[:, None]).reshape(num_keypoints)
+        if probability:  # normalized over the map's own cells, the peak read at the box's size
+            peak = 1.0 / (maps[index] - peak[:, None, None]).exp().sum(dim=(1, 2))
+        scores = torch.cat((scores, peak.reshape(1, num_keypoints)), dim=0)
     return keypoints, scores

@@ -1,5 +1,6 @@
 """The meta-architecture: preprocess -> backbone -> RPN -> RoI heads -> postprocess."""
 
+import warnings
 from dataclasses import replace
 
 import torch
@@ -7,25 +8,12 @@ from torch import Tensor, nn
 
 from maskrcnn.choices import PREDICT_SCORE_THRESHOLD
 from maskrcnn.config import ModelConfig
-from maskrcnn.config_checks import check_model_config
 from maskrcnn.data.images import to_image_tensor
-from maskrcnn.modeling.anchors import AnchorGenerator
-from maskrcnn.modeling.backbone import ResNet, SingleMapBackbone, res5_stage
-from maskrcnn.modeling.box_head import FCBoxHead
-from maskrcnn.modeling.fpn import FPN, RPN_ONLY_FEATURES
-from maskrcnn.modeling.keypoint_head import KeypointHead
-from maskrcnn.modeling.mask_head import FCNMaskHead
-from maskrcnn.modeling.mlp_mask_head import MLPMaskHead
 from maskrcnn.modeling.preprocess import Preprocessor
-from maskrcnn.modeling.res5_box_head import Res5BoxHead
-from maskrcnn.modeling.roi_head import RoIHead
 from maskrcnn.modeling.roi_heads import RoIHeads
-from maskrcnn.modeling.rpn import RPN, RPNHead
+from maskrcnn.modeling.rpn import RPN
 from maskrcnn.modeling.tiling import DEFAULT_TILE_BATCH, check_tiling, predict_tiled
 from maskrcnn.modeling.weight_cache import inference_pass
-from maskrcnn.ops import BoxCoder, MultiScaleRoIPooler
-from maskrcnn.ops.matcher import Matcher
-from maskrcnn.ops.sampler import BalancedSampler
 from maskrcnn.precision import autocast_context
 from maskrcnn.structures import Detections
 
@@ -48,6 +36,10 @@ def upgrade_state_dict(state_dict: dict) -> dict:
                 break
         upgraded[key] = value
     return upgraded
+
+
+class DetectionCapWarning(UserWarning):
+    """An image's detections reached `roi_heads.detections_per_image`: more may have been cut."""
 
 
 class MaskRCNN(nn.Module):
@@ -197,7 +189,9 @@ class MaskRCNN(nn.Module):
         self.eval()
         try:
             if tile is None:
-                return self(tensors, precision, score_threshold)
+                results = self(tensors, precision, score_threshold)
+                self._warn_if_capped(results)
+                return results
             return [
                 predict_tiled(self, t, tile, tile_overlap, precision, score_threshold, tile_batch)
                 for t in tensors
@@ -205,120 +199,26 @@ class MaskRCNN(nn.Module):
         finally:
             self.train(was_training)
 
-
-def build_backbone(config: ModelConfig) -> nn.Module:
-    """The trunk and what the RPN and RoI heads read from it (`model.backbone.kind`): FPN's
-    P2-P6, C4's res4 or C5's res5."""
-    trunk = config.backbone
-    channels = config.input.channels
-    if trunk.kind == "fpn":
-        return FPN(ResNet(trunk, in_channels=channels), trunk.fpn_channels)
-    if trunk.kind == "c4":
-        return SingleMapBackbone(ResNet(trunk, stages=3, in_channels=channels), "res4")
-    return SingleMapBackbone(ResNet(trunk, stages=4, in_channels=channels), "res5")
-
-
-def build_model(config: ModelConfig, extra_heads: dict[str, RoIHead] | None = None) -> MaskRCNN:
-    """Wire Mask R-CNN from its config, following the paper's Figure 1 and 4 and FPN's design.
-
-    extra_heads: further RoI heads by name (e.g. a keypoint head), run after the box and
-    mask heads on the same RoIs; each reads the backbone maps its `in_features` names.
-    """
-    check_model_config(config)  # before any layer is sized by it
-    backbone = build_backbone(config)
-    shapes = backbone.output_shape()
-
-    rpn_features = tuple(shapes)
-    anchors = AnchorGenerator(config.anchors, tuple(shapes[name].stride for name in rpn_features))
-    channels = shapes[rpn_features[0]].channels
-    rpn_head = RPNHead(channels, anchors.num_anchors_per_location)
-    rpn = RPN(config.rpn, anchors, rpn_head, rpn_features)
-
-    heads = config.roi_heads
-    roi_features = tuple(name for name in shapes if name not in RPN_ONLY_FEATURES)
-
-    def pooler(resolution: int) -> MultiScaleRoIPooler:
-        strides = tuple(shapes[name].stride for name in roi_features)
-        return MultiScaleRoIPooler(resolution, strides, heads.sampling_ratio, heads.aligned, heads.pooler)
-
-    inference = {
-        "score_threshold": heads.score_threshold,
-        "nms_threshold": heads.nms_threshold,
-        "detections_per_image": heads.detections_per_image,
-    }
-    coder = BoxCoder(heads.box_weights)
-    if config.backbone.kind == "fpn":  # Figure 4, right: 2 fc for boxes, 4 convs for masks
-        box_head = FCBoxHead(
-            pooler(heads.box_resolution),
-            roi_features,
-            channels,
-            config.num_classes,
-            coder,
-            heads.fc_dim,
-            **inference,
+    def set_detections_per_image(self, count: int) -> None:
+        """The most detections an image (a tile, with tiling) keeps: `roi_heads.detections_per_image`."""
+        if count < 1:
+            raise ValueError(f"detections per image: expected a whole number >= 1, got {count}")
+        self.roi_heads.box_head.detections_per_image = count
+        self.config = replace(
+            self.config, roi_heads=replace(self.config.roi_heads, detections_per_image=count)
         )
-        res5, mask_channels = None, channels
-        mask_convs, mask_side = heads.mask_num_convs, heads.mask_resolution
-    else:  # Figure 4, left: res5 (C4 runs it on the RoIs) and average pooling for boxes
-        res5 = res5_stage(config.backbone) if config.backbone.kind == "c4" else None
-        mask_channels = config.backbone.stage_channels[3]
-        box_head = Res5BoxHead(
-            pooler(heads.box_resolution),
-            roi_features,
-            res5,
-            mask_channels,
-            config.num_classes,
-            coder,
-            **inference,
-        )
-        # res5's first block has stride 2: the mask head sees half the pooled side
-        mask_convs = 0
-        mask_side = (heads.mask_resolution + 1) // 2 if res5 is not None else heads.mask_resolution
-    other_heads: dict[str, RoIHead] = {}
-    if config.masks:
-        mask = {
-            "threshold": heads.mask_threshold,
-            "loss": heads.mask_loss,
-            "roi_transform": res5,
-            "paste": heads.mask_paste,
-        }
-        if heads.mask_head == "mlp":  # Table 2e's baseline
-            other_heads["mask"] = MLPMaskHead(
-                pooler(heads.mask_resolution),
-                roi_features,
-                mask_channels,
-                config.num_classes,
-                heads.mask_fc_dim,
-                resolution=mask_side,
-                **mask,
+
+    def _warn_if_capped(self, results: list[dict[str, Tensor]]) -> None:
+        # Once per process (Python shows a warning of the same text and place once): cells,
+        # bacteria and crowds have more than the COCO cap of 100 objects per image. Counted at
+        # the prediction threshold: evaluation keeps low scores too, and a COCO model fills its
+        # 100 places with them on almost any image.
+        cap = self.roi_heads.box_head.detections_per_image
+        if any(int((r["scores"] >= PREDICT_SCORE_THRESHOLD).sum()) >= cap for r in results):
+            warnings.warn(
+                f"an image has {cap} detections, as many as roi_heads.detections_per_image allows: it "
+                "may hold more objects; raise the cap (predict and serve: --max-detections N; train "
+                "and eval: roi_heads.detections_per_image=N)",
+                DetectionCapWarning,
+                stacklevel=3,
             )
-        else:
-            other_heads["mask"] = FCNMaskHead(
-                pooler(heads.mask_resolution),
-                roi_features,
-                mask_channels,
-                config.num_classes,
-                heads.mask_conv_dim,
-                mask_convs,
-                **mask,
-            )
-    if config.keypoints:  # the paper's section 5: K one-hot masks per RoI
-        keypoint = config.keypoint_head
-        other_heads["keypoint"] = KeypointHead(
-            pooler(keypoint.resolution),
-            roi_features,
-            channels,
-            keypoint.num_keypoints,
-            keypoint.conv_dim,
-            keypoint.num_convs,
-        )
-    other_heads.update(extra_heads or {})
-    roi_heads = RoIHeads(
-        box_head,
-        other_heads,
-        Matcher(heads.foreground_iou, heads.foreground_iou),
-        BalancedSampler(heads.batch_size_per_image, heads.positive_fraction),
-    )
-    model = MaskRCNN(config, Preprocessor(config.input), backbone, rpn, roi_heads)
-    # Convolution weights in the layout the features use: no reorder on every call.
-    return model.to(memory_format=torch.channels_last)

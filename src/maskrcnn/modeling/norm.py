@@ -5,6 +5,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from maskrcnn.choices import NORMS
 from maskrcnn.fast_path_switch import fast_paths_enabled, ran
 from maskrcnn.modeling.weight_cache import derived_weight
 from maskrcnn.ops.conv import conv2d
@@ -156,4 +157,4 @@ def make_norm(kind: str, channels: int, eps: float) -> nn.Module:
         return nn.BatchNorm2d(channels, eps=eps)
     if kind == "gn":
         return GroupNorm(math.gcd(32, channels), channels, eps=eps)
-    raise ValueError(f"backbone.norm must be 'frozen_bn', 'bn' or 'gn', got {kind!r}")
+    raise ValueError(f"backbone.norm must be one of {', '.join(NORMS)}, got {kind!r}")

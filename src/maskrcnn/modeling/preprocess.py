@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from maskrcnn.config import InputConfig
-from maskrcnn.config_checks import check_input_config
+from maskrcnn.config.validate import check_input_config
 from maskrcnn.data.transforms import resized_size
 from maskrcnn.structures import ImageList
 

@@ -137,7 +137,7 @@ class RPN(nn.Module):
         proposals = []
         for image_boxes, image_scores, image_size in zip(boxes, scores, image_sizes):
             image_boxes = clip_boxes(image_boxes, (image_size[0], image_size[1]))
-            keep = remove_small_boxes(image_boxes, self.config.min_box_size)
+            keep = _kept_by_size(image_boxes, self.config.min_box_size)
             keep = keep[
                 batched_nms(image_boxes[keep], image_scores[keep], levels[keep], self.config.nms_threshold)
             ]
@@ -230,3 +230,11 @@ def rpn_loss(
     box_loss = F.smooth_l1_loss(deltas[positive], targets, beta=1 / 9, reduction="sum")
     objectness_loss = F.binary_cross_entropy_with_logits(objectness[sampled], labels.flatten()[sampled])
     return {"loss_rpn_objectness": objectness_loss, "loss_rpn_box": box_loss / max(sampled.numel(), 1)}
+
+
+def _kept_by_size(boxes: Tensor, min_size: float) -> Tensor:
+    """Indices of the proposals (N, 4) whose sides are at least `min_size` (torchvision's rule),
+    or, for 0, of those of positive width and height (detectron2's: only empty ones go)."""
+    if min_size > 0:
+        return remove_small_boxes(boxes, min_size)
+    return torch.where((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))[0]

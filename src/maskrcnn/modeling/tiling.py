@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from maskrcnn import choices
 from maskrcnn.box_masks import BoxMasks
-from maskrcnn.choices import DEFAULT_TILE_OVERLAP, tiling_problem
+from maskrcnn.choices import DEFAULT_TILE_OVERLAP
 
 MATCH_IOU = 0.5  # masks of two tiles inside their overlap: at least this IoU = one object
 DEFAULT_TILE_BATCH = 4
@@ -60,7 +61,7 @@ def check_tiling(tile: int, overlap: int | None) -> None:
     for name, value in (("tile", tile), ("tile_overlap", overlap)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise ValueError(f"{name} {value!r}: expected a whole number of pixels")
-    problem = tiling_problem(tile, overlap)
+    problem = choices.tiling_problem(tile, overlap)
     if problem:
         raise ValueError(problem)
 

@@ -202,16 +202,8 @@ def _max_of_samples(
 
     dtype = _accumulation_dtype(input.dtype)
     features = input.permute(0, 2, 3, 1).reshape(-1, channels)
-    num_rois = rois.shape[0]
-    if tracing:
-        chunks = [slice(None)]
-    else:
-        # The samples' values (K, PH, PW, Gy * Gx, C) are the big tensor (4 times that as gathered
-        # taps without the fast path): pooled a few RoIs at a time, at most one chunk of them
-        # exists at once (the maximum keeps only its (k, PH, PW, C) indices for the backward).
-        per_roi = out_h * out_w * samples_h * samples_w * channels * (1 if fast_paths_enabled() else 4)
-        chunk = max(1, _MAX_CHUNK_ELEMENTS // per_roi)
-        chunks = [slice(begin, begin + chunk) for begin in range(0, num_rois, chunk)]
+    per_roi = out_h * out_w * samples_h * samples_w * channels
+    chunks = [slice(None)] if tracing else _roi_chunks(rois.shape[0], per_roi)
     outputs = []
     with torch.autocast(input.device.type, enabled=False):
         features = features.to(dtype)
@@ -239,6 +231,15 @@ def _max_of_samples(
             outputs.append(pooled)
     pooled = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=0)
     return pooled.to(input.dtype)
+
+
+def _roi_chunks(num_rois: int, samples_per_roi: int) -> list[slice]:
+    """The samples' values (K, PH, PW, Gy * Gx, C) are the big tensor (4 times that as gathered
+    taps without the fast path): pooled a few RoIs at a time, at most one chunk of them exists at
+    once (the maximum keeps only its (k, PH, PW, C) indices for the backward)."""
+    per_roi = samples_per_roi * (1 if fast_paths_enabled() else 4)
+    chunk = max(1, _MAX_CHUNK_ELEMENTS // per_roi)
+    return [slice(begin, begin + chunk) for begin in range(0, num_rois, chunk)]
 
 
 def _sample_values(features: Tensor, index: Tensor, weights: Tensor) -> Tensor:

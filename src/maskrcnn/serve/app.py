@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from maskrcnn import choices  # read when the app is made: one default for every path
 from maskrcnn.data.images import to_image_tensor
-from maskrcnn.input_checks import one_line
+from maskrcnn.errors import one_line
 from maskrcnn.modeling.mask_rcnn import MaskRCNN
 from maskrcnn.serve.batching import Batcher, BatcherStopped
 from maskrcnn.serve.metrics import RequestMetricsMiddleware, ServerMetrics
@@ -42,12 +42,39 @@ ERROR_KINDS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 
 def create_app(model: MaskRCNN, settings: ServeSettings | None = None) -> FastAPI:
     """The app serving `model` (in eval mode, on its device) within `settings`' limits.
 
-    The batcher's thread starts with the app's lifespan and stops, after finishing the images
-    already queued, when the app shuts down (uvicorn: after the requests in flight are answered).
-    `app.state` holds `metrics` (ServerMetrics) and `batcher`.
+    The batcher's thread starts with the app's lifespan. `app.state.begin_shutdown()` (the
+    serve command calls it when a stop signal arrives) lets the open connections' images run
+    until shortly before `settings.shutdown_seconds` have passed, then answers those still
+    waiting (and any later one) 503 while their connections are open; when the app shuts
+    down, the batcher is stopped without waiting for a pass still running. `app.state` also
+    holds `metrics` (ServerMetrics) and `batcher`.
     """
     settings = settings or ServeSettings()
     metrics = ServerMetrics(settings.max_batch)
+    batcher = Batcher(_model_runner(model, settings), settings.max_batch, settings.max_wait_ms, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(batcher.stop, 1.0)
+
+    # No /docs or /redoc: their pages load scripts from a CDN.
+    app = FastAPI(title="maskrcnn serve", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.metrics, app.state.batcher = metrics, batcher
+    # The waiting images are answered a second before uvicorn cuts the connections off.
+    app.state.begin_shutdown = lambda: batcher.begin_shutdown(max(settings.shutdown_seconds - 1.0, 0.0))
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    _add_error_handlers(app, metrics)
+    _add_predict(app, model, settings, batcher)
+    _add_pages(app, model, settings, metrics)
+    return app
+
+
+def _model_runner(model: MaskRCNN, settings: ServeSettings):
+    """What the batcher's thread runs on a batch: the model's predict, its results on the host."""
 
     def run_model(images, score_threshold, tile, tile_overlap):
         tiling = {} if tile is None else {"tile": tile, "tile_overlap": tile_overlap}
@@ -57,21 +84,12 @@ def create_app(model: MaskRCNN, settings: ServeSettings | None = None) -> FastAP
         # Host copies now, in the model's thread: the encoding threads never touch the device.
         return [{key: _on_host(value) for key, value in result.items()} for result in results]
 
-    batcher = Batcher(run_model, settings.max_batch, settings.max_wait_ms, metrics)
+    return run_model
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        batcher.start()
-        try:
-            yield
-        finally:
-            await run_in_threadpool(batcher.stop)
 
-    # No /docs or /redoc: their pages load scripts from a CDN.
-    app = FastAPI(title="maskrcnn serve", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.metrics, app.state.batcher = metrics, batcher
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
-    _add_error_handlers(app, metrics)
+def _add_predict(app: FastAPI, model: MaskRCNN, settings: ServeSettings, batcher: Batcher) -> None:
+    """POST /v1/predict: read and decode the upload (in the thread pool), wait for the batcher,
+    encode the detections (in the thread pool), answer with the timing of each part."""
 
     def decode(data: bytes) -> torch.Tensor:
         pixels = decode_image(data, settings.max_image_pixels)
@@ -130,6 +148,9 @@ def create_app(model: MaskRCNN, settings: ServeSettings | None = None) -> FastAP
         }
         return JSONResponse(answer)
 
+
+def _add_pages(app: FastAPI, model: MaskRCNN, settings: ServeSettings, metrics: ServerMetrics) -> None:
+    """GET /v1/model, /healthz, /metrics, the web page and its static files."""
     description = model_json(model, settings.limits(), settings.device)
 
     @app.get("/v1/model")
@@ -155,7 +176,6 @@ def create_app(model: MaskRCNN, settings: ServeSettings | None = None) -> FastAP
 
     if settings.static_dir.is_dir():
         app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")
-    return app
 
 
 def _add_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:

@@ -105,13 +105,43 @@ class Batcher:
         self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Take no more images, finish those already queued, and end the worker (blocking)."""
+        """Take no more images, finish those already queued, and end the worker (blocking for
+        at most `timeout` seconds: a pass that runs longer is left to the daemon thread)."""
         with self._lock:
             if self._accepting:
                 self._accepting = False
                 self._queue.put(_STOP)
         if self._thread.is_alive():
             self._thread.join(timeout)
+
+    def begin_shutdown(self, drop_after: float) -> None:
+        """A stop signal arrived (the server takes no new connections): images of the
+        connections still open are run as they come for `drop_after` seconds; then every image
+        still waiting, and any that comes later, is answered with BatcherStopped (the server's
+        503) instead of running; the pass that is running then ends as it ends."""
+        timer = threading.Timer(drop_after, self._drop_waiting, args=(drop_after,))
+        timer.daemon = True
+        timer.start()
+
+    def _drop_waiting(self, seconds: float) -> None:
+        with self._lock:
+            self._accepting = False
+            waiting = list(self._pending)
+            self._pending.clear()
+            while True:
+                try:
+                    waiting.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._queue.put(_STOP)  # the worker ends after the pass it runs
+        dropped = [job for job in waiting if job is not _STOP]
+        if self._metrics is not None and dropped:
+            self._metrics.queue_depth.dec(len(dropped))
+        error = BatcherStopped(
+            f"the server shut down before this image's turn came ({seconds:g} s after the stop signal)"
+        )
+        for job in dropped:
+            job.settle(None, error)
 
     async def submit(
         self,

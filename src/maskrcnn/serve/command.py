@@ -6,9 +6,11 @@ this machine does not have is one `error:` line (exit code 2), and so that with 
 port the system picked is known: the command prints `serving on http://HOST:PORT` once the
 socket accepts connections (requests that arrive before uvicorn runs wait in its backlog).
 
-SIGTERM (or Ctrl-C) stops it gracefully: uvicorn stops accepting connections, lets the requests
-in flight finish (up to GRACEFUL_SHUTDOWN_SECONDS), then the app's lifespan stops the batcher
-once its queue is empty; the command then exits with code 0.
+SIGTERM (or Ctrl-C) stops it within `--shutdown-seconds` (30): uvicorn stops accepting
+connections and new images are answered 503; the requests in flight get that long to finish;
+images still waiting for the model a second before it are answered 503 and dropped, and a pass
+still running at the end is cut off with its connection (uvicorn's graceful timeout); the
+command then exits with code 0.
 """
 
 import errno
@@ -17,7 +19,7 @@ import ipaddress
 import socket
 import sys
 
-from maskrcnn.input_checks import OptionError, one_line
+from maskrcnn.errors import OptionError, one_line
 from maskrcnn.serve.settings import GRACEFUL_SHUTDOWN_SECONDS, MEGABYTE, ServeSettings
 
 EXTRA_MISSING = "maskrcnn serve needs the serve extra: pip install 'maskrcnn[serve]'"
@@ -44,12 +46,13 @@ def serve_command(
     precision: str,
     max_body_mb: int,
     max_image_pixels: int,
+    shutdown_seconds: float = GRACEFUL_SHUTDOWN_SECONDS,
+    max_detections: int | None = None,
 ) -> int:
     """Run `maskrcnn serve`; returns the exit code (0 after a signal stopped it gracefully).
+    max_detections: the model's `roi_heads.detections_per_image` (None: the file's).
     Raises OptionError (exit code 2) for what stops it before it serves."""
     check_serve_extra()
-    import uvicorn
-
     from maskrcnn.device import resolve_device
     from maskrcnn.engine.stop import StopRequest, signal_name
     from maskrcnn.interop.load import load_model
@@ -69,6 +72,8 @@ def serve_command(
         model = load_model(weights, device=chosen)
     except CheckpointError as error:
         raise OptionError(one_line(error)) from None
+    if max_detections is not None:
+        model.set_detections_per_image(max_detections)
     settings = ServeSettings(
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
@@ -76,6 +81,7 @@ def serve_command(
         max_image_pixels=max_image_pixels,
         precision=precision,
         device=str(chosen),
+        shutdown_seconds=shutdown_seconds,
     )
     app = create_app(model, settings)
     listener = bind(host, port)
@@ -88,10 +94,7 @@ def serve_command(
         )
     shown = f"[{address[0]}]" if listener.family == socket.AF_INET6 else address[0]
     print(f"serving on http://{shown}:{address[1]}", flush=True)
-    config = uvicorn.Config(
-        app, lifespan="on", log_level="info", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS
-    )
-    server = uvicorn.Server(config)
+    server = _uvicorn_server(app, shutdown_seconds)
     # uvicorn handles SIGTERM and SIGINT while it runs and raises them again once it has shut
     # down; recorded here, they end the command with code 0: stopping is how a server ends.
     with StopRequest() as stop:
@@ -101,6 +104,22 @@ def serve_command(
             f"stopped by {signal_name(stop.signum)} after answering the requests in flight", file=sys.stderr
         )
     return 0
+
+
+def _uvicorn_server(app, shutdown_seconds: float):
+    """uvicorn's server for `app`, which also tells the app when the first stop signal
+    arrives (`app.state.begin_shutdown`: from then on new images are refused, and those still
+    waiting are answered 503 before `shutdown_seconds` have passed)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            if not self.should_exit:
+                app.state.begin_shutdown()
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(app, lifespan="on", log_level="info", timeout_graceful_shutdown=shutdown_seconds)
+    return Server(config)
 
 
 def bind(host: str, port: int) -> socket.socket:

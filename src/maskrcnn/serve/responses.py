@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from maskrcnn.box_masks import BoxMasks
-from maskrcnn.engine.evaluation import label_to_category
-from maskrcnn.engine.results import detections_to_coco
+from maskrcnn.evaluation.coco import label_to_category
+from maskrcnn.evaluation.results import detections_to_coco
 from maskrcnn.modeling.mask_rcnn import MaskRCNN
 
 

@@ -7,7 +7,7 @@ anything heavy is imported.
 from dataclasses import dataclass
 from pathlib import Path
 
-from maskrcnn.choices import tiling_problem
+from maskrcnn import choices
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 DEFAULT_HOST = "127.0.0.1"  # loopback: reachable from this machine only, unless --host says otherwise
@@ -39,6 +39,9 @@ class ServeSettings:
     device: where the model runs, as reported by GET /v1/model.
     static_dir: the web page's folder (index.html, its scripts and styles); a missing folder
         makes / answer 404.
+    shutdown_seconds: after a stop signal, how long the requests in flight have: images still
+        waiting for the model then are answered 503 and dropped, and a pass still running is
+        cut off with its connections (uvicorn's graceful timeout).
     """
 
     max_batch: int = DEFAULT_MAX_BATCH
@@ -48,6 +51,7 @@ class ServeSettings:
     precision: str = "fp32"
     device: str = "cpu"
     static_dir: Path = STATIC_DIR
+    shutdown_seconds: float = GRACEFUL_SHUTDOWN_SECONDS
 
     def __post_init__(self):
         if self.max_batch < 1:
@@ -56,6 +60,8 @@ class ServeSettings:
             raise ValueError(f"max_wait_ms: expected a number >= 0, got {self.max_wait_ms}")
         if self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes: expected a whole number >= 1, got {self.max_body_bytes}")
+        if self.shutdown_seconds < 0:
+            raise ValueError(f"shutdown_seconds: expected a number >= 0, got {self.shutdown_seconds}")
         if self.max_image_pixels < 0:
             raise ValueError(f"max_image_pixels: expected a whole number >= 0, got {self.max_image_pixels}")
 
@@ -72,5 +78,5 @@ class ServeSettings:
 def tile_problem(tile: int, overlap: int | None) -> str | None:
     """What is wrong with a request's `tile` (0: no tiling) and `tile_overlap` (None: nothing),
     by the rule the model and the command line follow (`choices.tiling_problem`)."""
-    problem = tiling_problem(tile, overlap, "tile", "tile_overlap")
+    problem = choices.tiling_problem(tile, overlap, "tile", "tile_overlap")
     return f"query parameter {problem}" if problem else None
