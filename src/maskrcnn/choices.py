@@ -96,6 +96,10 @@ EMPTY_BOXES = ("torchvision", "detectron2")
 # 1 / sum over the cells of exp(logit - peak), detectron2's pred_keypoints[..., 2]).
 KEYPOINT_SCORES = ("logit", "probability")
 
+# data.augment presets (data/augment.py): the paper's multi-scale resize or large-scale
+# jitter, each alone or with Simple Copy-Paste.
+AUGMENT_PRESETS = ("paper", "paper+copy_paste", "lsj", "lsj+copy_paste", "auto")
+
 # COCOeval's summary figures (keypoints have no small objects: COCO labels no keypoints on them).
 AP_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 KEYPOINT_AP_NAMES = ("AP", "AP50", "AP75", "APm", "APl")

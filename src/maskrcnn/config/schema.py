@@ -37,7 +37,9 @@ class BackboneConfig:
 
 @dataclass
 class AnchorConfig:
-    sizes: tuple[int, ...] = (32, 64, 128, 256, 512)  # one per FPN level P2-P6
+    # one per FPN level P2-P6; "auto": fitted to the training boxes before training
+    # (modeling/anchor_fit.py), the fitted sizes kept in the run's config
+    sizes: tuple[int, ...] | str = (32, 64, 128, 256, 512)
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # height / width
     round_to_integer: bool = True  # round cell anchors to whole pixels
     # Spacing of each level's anchor grid: "backbone", the stride of the feature map (from the
@@ -170,6 +172,21 @@ class DataConfig:
     min_sizes_train: tuple[int, ...] = (800,)  # short side drawn from these per image
     max_size_train: int = 1333
     flip_probability: float = 0.5
+    # Augmentation (data/augment.py): "paper" (the short side drawn from min_sizes_train),
+    # "lsj" (large-scale jitter: fit into a square of lsj_size times a factor drawn from
+    # lsj_scale_range, then a random lsj_size square crop); "paper+copy_paste" and
+    # "lsj+copy_paste": and instances of another training image pasted on top; "auto":
+    # "paper+copy_paste" for a training set of at most 200 images (data.augment.SMALL_DATA_IMAGES),
+    # "paper" for a larger one.
+    augment: str = "paper"
+    lsj_size: int = 0  # 0: model.input.max_size
+    lsj_scale_range: tuple[float, float] = (0.1, 2.0)
+    vertical_flip: float = 0.0  # probability; for data without a preferred orientation
+    rotate90: bool = False  # a random quarter turn (0-3 of them)
+    photometric: float = 0.0  # strength of brightness/contrast/gamma jitter (0: none)
+    # > 0: repeat-factor sampling (LVIS): images of classes in fewer than this share of the
+    # images are repeated sqrt(threshold / share) times per epoch (0.001 in the LVIS paper)
+    repeat_factor_threshold: float = 0.0
     images_per_batch: int = 2  # per process
     num_workers: int = 2
     group_by_aspect_ratio: bool = True
@@ -313,6 +330,8 @@ def _coerce(hint, value, dotted: str):
         for option in args:
             if option is type(None):
                 continue
+            if typing.get_origin(option) is tuple and isinstance(value, (list, tuple)):
+                return _coerce(option, value, dotted)  # a list is meant as the list type
             try:
                 return _coerce(option, value, dotted)
             except ConfigError as error:

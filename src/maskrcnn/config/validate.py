@@ -77,6 +77,13 @@ SIDE = _number(low=1, high=MAX_SIDE, integer=True)
 
 MODEL_RULES = {
     "num_classes": _number(low=2, integer=True),
+    "anchors.sizes": (
+        lambda sizes: (
+            sizes == "auto"
+            or (not isinstance(sizes, str) and len(sizes) > 0 and all(1 <= s <= MAX_SIDE for s in sizes))
+        ),
+        '"auto" or a non-empty list of sizes in pixels, each >= 1',
+    ),
     "backbone.depth": _choice(50, 101),
     "backbone.groups": COUNT,
     "backbone.width_per_group": COUNT,
@@ -88,7 +95,6 @@ MODEL_RULES = {
     "backbone.freeze_at": _number(low=0, high=5, integer=True),
     "backbone.fpn_channels": COUNT,
     "backbone.kind": _choice(*BACKBONE_KINDS),
-    "anchors.sizes": _each(POSITIVE),
     "anchors.aspect_ratios": _each(POSITIVE),
     "anchors.strides_from": _choice("backbone", "image"),
     "rpn.pre_nms_topk_train": COUNT,
@@ -148,6 +154,15 @@ TRAIN_RULES = {
     "data.min_sizes_train": _each(SIDE),
     "data.max_size_train": SIDE,
     "data.flip_probability": FRACTION,
+    "data.augment": _choice(*choices.AUGMENT_PRESETS),
+    "data.lsj_size": _number(low=0, high=MAX_SIDE, integer=True),
+    "data.lsj_scale_range": (
+        lambda r: len(r) == 2 and 0 < r[0] <= r[1] <= 10,
+        "two numbers low <= high in (0, 10]",
+    ),
+    "data.vertical_flip": FRACTION,
+    "data.photometric": _number(low=0, below=1),
+    "data.repeat_factor_threshold": FRACTION,
     "data.images_per_batch": _number(low=1, high=1024, integer=True),  # per process
     "data.num_workers": _number(low=0, high=256, integer=True),  # each one a process
     "data.max_image_pixels": _number(low=0, integer=True),
@@ -329,6 +344,14 @@ def check_train_config(config: TrainConfig, origin: Origin = lambda key: "") -> 
             data.max_size_train,
             "every training image would be limited by the maximum size, so the larger training "
             "sizes have no effect; raise data.max_size_train or lower the sizes",
+        )
+    if data.augment in ("auto", "paper+copy_paste", "lsj+copy_paste") and not config.model.masks:
+        _fail(
+            origin,
+            "data.augment",
+            data.augment,
+            "paper or lsj: pasting (of copy_paste and of auto on small data) needs the instances' "
+            "masks, and model.masks is false",
         )
     steps = config.solver.steps
     if list(steps) != sorted(steps):

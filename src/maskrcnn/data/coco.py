@@ -162,6 +162,14 @@ class CocoDataset(Dataset):
     def __getitem__(self, item):
         index, seed = item if isinstance(item, tuple) else (item, None)
         index = range(len(self.records))[index]
+        sample = self.load(index)
+        if sample is None or self.transform is None:
+            return sample
+        return self.transform(*sample, _generator(index, seed))
+
+    def load(self, index: int) -> "tuple[Tensor, dict] | None":
+        """Image `index` and its target before the transform (from the cache when it holds
+        them); None for a bad image under skip_bad_images."""
         record = self.records[index]
         path = self.image_dir / record.file_name
         cached = self.image_cache.get(index)
@@ -179,12 +187,7 @@ class CocoDataset(Dataset):
                 self._warned_files.add(str(path))
                 warnings.warn(f"skipping image: {error}", BadImageWarning, stacklevel=2)
             return None
-
-        if target is None:
-            target = self.target(index)
-        if self.transform is not None:
-            image, target = self.transform(image, target, _generator(index, seed))
-        return image, target
+        return image, target if target is not None else self.target(index)
 
     def target(self, index: int) -> dict:
         """The annotations of image `index` as tensors (see the class docstring)."""

@@ -47,6 +47,12 @@ MARGIN = 0.01  # of the budget, kept free after the end's estimate
 RETIME_EVERY = 0.05
 RETIME_COST_SHARE = 0.01
 RETIME_CHEAP = 0.05  # of the end's estimate
+# Image timings made while the step time stays within this factor are pooled, up to
+# POOL_IMAGES of them; each timing's first image is left out (it follows a training step and
+# pays for the switch: caches, allocations).
+LOAD_CHANGE = 1.3
+POOL_IMAGES = 12
+OUTLIER = 10.0  # an image counts at most this many times the pool's median image
 # A new plan is said in the log when the predicted length moved by more than this share
 # for REPLAN_STEPS steps in a row (not on the step a median passes between two values).
 REPLAN_CHANGE = 0.15
@@ -94,21 +100,46 @@ class EndCost:
     model alone), inference on this process's share of the validation images, COCO scoring
     and the plots.
 
-    The inference is timed on a few images as the run goes; each timing is also kept as a
-    multiple of the step time at that moment, so that when the machine's load changes the
-    estimate follows the steps without a new timing.
+    The inference is timed on a few images at a time as the run goes. Each image's seconds
+    are kept as a multiple of the step time at that moment (so that when the machine's load
+    changes the estimate follows the steps without a new timing), pooled over the timings
+    made under the same load: under load single images vary 6x, and three of them alone
+    misjudge the end by 2x. A change of the step time by LOAD_CHANGE starts a new pool.
+    The estimate is the pool's mean (the end costs the images' sum, not their median).
     """
 
     def __init__(self, images: int, checkpoint_bytes: int = 0):
         self.images = images
         self.per_image: float | None = None  # seconds, at the last timing
-        self.in_steps: float | None = None  # per_image / the step time around that timing
+        self.ratios: deque[float] = deque(maxlen=POOL_IMAGES)  # image seconds / step seconds
+        self.pool_step: float | None = None  # the step time the pooled timings were made at
         # until a checkpoint is timed: a guess from its size
         self.save_seconds = 0.1 + checkpoint_bytes / UNTIMED_SAVE_BYTES_PER_SECOND
 
-    def timed(self, per_image: float, step_seconds: float | None) -> None:
-        self.per_image = per_image
-        self.in_steps = per_image / step_seconds if step_seconds else None
+    @property
+    def in_steps(self) -> float | None:
+        """An image's inference in step times: the pool's mean (the end costs the sum of
+        its images, and a few slow ones among many fast ones are part of that sum), each image
+        counted at most OUTLIER times the median one (a garbage collection, a page fault)."""
+        if not self.ratios:
+            return None
+        cap = OUTLIER * statistics.median(self.ratios)
+        return sum(min(ratio, cap) for ratio in self.ratios) / len(self.ratios)
+
+    def timed(self, per_image: list[float], step_seconds: float | None) -> None:
+        """Images timed now (seconds each) while steps took `step_seconds` (None: not known)."""
+        if not per_image:
+            return
+        self.per_image = sum(per_image) / len(per_image)
+        if not step_seconds:
+            self.ratios.clear()
+            self.pool_step = None
+            return
+        pooled = self.pool_step
+        if pooled is None or max(step_seconds, pooled) > LOAD_CHANGE * min(step_seconds, pooled):
+            self.ratios.clear()
+            self.pool_step = step_seconds
+        self.ratios.extend(seconds / step_seconds for seconds in per_image)
 
     def saved(self, seconds: float) -> None:
         """A checkpoint was written in `seconds`."""
@@ -118,8 +149,9 @@ class EndCost:
         """The validation split's inference and scoring (also a periodic evaluation's cost)."""
         if self.images == 0:
             return 0.0
-        if self.in_steps is not None and step_seconds:
-            per_image = self.in_steps * step_seconds
+        in_steps = self.in_steps
+        if in_steps is not None and step_seconds:
+            per_image = in_steps * step_seconds
         else:
             per_image = self.per_image or 0.0
         scoring = SCORING_SECONDS + SCORING_SECONDS_PER_IMAGE * self.images
@@ -218,8 +250,9 @@ class Budget:
         return max(left, 0.0)
 
     def time_end(self) -> None:
-        """Time the end's work on a few validation images now, and keep the median image's
-        seconds: one slow image does not move it."""
+        """Time the end's work on a few validation images now and add them to the end's
+        estimate (the first image of a timing pays for the switch from training and is left
+        out)."""
         if self.time_images is None:
             return
         began = self.clock()
@@ -227,9 +260,12 @@ class Budget:
         cost = self.clock() - began
         if seconds:
             step = self.step_time.recent() if self.step_time.ready else None
-            self.end.timed(statistics.median(seconds), step)
+            self.end.timed(seconds[1:] if len(seconds) > 1 else seconds, step)
         wait = RETIME_EVERY * self.seconds
-        if cost > RETIME_CHEAP * self.end_seconds():
+        # cheap beside the end at the pace of the last steps too: when a load has just begun,
+        # the median step (and the end in step times) still lags behind it
+        pace = self.step_time.recent() if self.step_time.ready else None
+        if cost > RETIME_CHEAP * max(self.end_seconds(), self.end.seconds(pace)):
             wait = max(wait, cost / RETIME_COST_SHARE)
         self.next_timing = self.elapsed() + wait
 

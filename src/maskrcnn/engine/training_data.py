@@ -1,16 +1,18 @@
 """The data a run trains and is scored on: the training split with its transforms, sampler and
 loader, and the split AP is scored on (the validation split, or `maskrcnn eval`'s)."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from maskrcnn.config import DataConfig, InputConfig, TrainConfig
+from maskrcnn.data.augment import describe, resolve_preset, training_transform
 from maskrcnn.data.coco import CocoDataset, collate
 from maskrcnn.data.image_cache import fill_image_cache, memory_limit_bytes
+from maskrcnn.data.repeat_factors import repeat_factors
 from maskrcnn.data.samplers import TrainingBatchSampler
-from maskrcnn.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestSide
 from maskrcnn.engine import distributed
 from maskrcnn.engine.stop import ignore_stop_signals
 
@@ -31,14 +33,11 @@ def build_training_data(config: TrainConfig, context: distributed.Context, start
     _check_instances(dataset, config, context)
     # The flip swaps left and right keypoints by their names, which only the file knows.
     keypoint_flip = dataset.keypoint_flip if dataset.has_keypoints else None
-    dataset.transform = Compose(
-        [
-            ResizeShortestSide(
-                tuple(data.min_sizes_train), data.max_size_train, config.model.input.resize_rounding
-            ),
-            RandomHorizontalFlip(data.flip_probability, keypoint_flip),
-        ]
-    )
+    preset, why = resolve_preset(data.augment, len(dataset))
+    data = replace(data, augment=preset)
+    dataset.transform = training_transform(data, config.model.input, dataset, keypoint_flip)
+    if context.is_main:
+        tqdm.write(describe(data, config.model.input) + (f" ({why})" if why else ""))
     if data.cache_images:  # before the workers start: they share the decoded images
         message = fill_image_cache(dataset, memory_limit_bytes(data.cache_images_max_mb))
         if context.is_main:
@@ -51,6 +50,7 @@ def build_training_data(config: TrainConfig, context: distributed.Context, start
         context.world_size,
         data.group_by_aspect_ratio,
         start_iter,
+        _repeat_factors(dataset, data.repeat_factor_threshold, context),
     )
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -61,6 +61,22 @@ def build_training_data(config: TrainConfig, context: distributed.Context, start
         worker_init_fn=ignore_stop_signals,
     )
     return dataset, loader
+
+
+def _repeat_factors(dataset: CocoDataset, threshold: float, context) -> list[float] | None:
+    """Each image's repeat factor under data.repeat_factor_threshold (None when it is 0), said
+    in one line."""
+    if threshold <= 0:
+        return None
+    labels = [[instance.label for instance in record.instances] for record in dataset.records]
+    factors = repeat_factors(labels, threshold)
+    if context.is_main:
+        repeated = sum(f > 1 for f in factors)
+        tqdm.write(
+            f"repeat-factor sampling (threshold {threshold:g}): {repeated} of {len(factors)} images "
+            f"repeated, up to {max(factors):.2f}x; an epoch is {sum(factors):.0f} images, not {len(factors)}"
+        )
+    return factors
 
 
 def _check_instances(dataset: CocoDataset, config: TrainConfig, context) -> None:

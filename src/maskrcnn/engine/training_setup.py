@@ -1,6 +1,7 @@
 """What a run is made of before its first step: the model the training data asks for, its
 optimizer and loss scaler, the batches, the validation split, and a resumed run's state."""
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -9,7 +10,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from maskrcnn.config import TrainConfig
+from maskrcnn.config import AnchorConfig, TrainConfig
 from maskrcnn.data.coco import CocoDataset
 from maskrcnn.engine import distributed
 from maskrcnn.engine.optimizer import make_optimizer, use_fused_sgd
@@ -18,9 +19,22 @@ from maskrcnn.engine.stop import shut_down_workers
 from maskrcnn.engine.training_data import build_training_data, validation_data
 from maskrcnn.evaluation.keypoints import keypoint_head_for_dataset, resolve_oks_sigmas
 from maskrcnn.interop.init_weights import load_initial_weights
+from maskrcnn.modeling.anchor_fit import (
+    COVERED_IOU,
+    POOR_COVERAGE,
+    anchor_strides,
+    box_sizes,
+    coverage,
+    fit_anchor_sizes,
+    small_object_note,
+)
 from maskrcnn.modeling.build import build_model
 from maskrcnn.modeling.mask_rcnn import MaskRCNN, upgrade_state_dict
 from maskrcnn.precision import autocast_dtype
+
+
+class AnchorWarning(UserWarning):
+    """The configured anchor sizes cover the training boxes poorly."""
 
 
 class _LossesOnly(torch.nn.Module):
@@ -68,7 +82,9 @@ def prepare_run(
     seed_everything(config.seed)
     dataset, loader = build_training_data(config, context, start_iter)
     validation = validation_data(config)  # read now: a broken file fails before the first step
-    config = replace(config, model=_model_config_of_the_data(config, dataset, validation, context))
+    config = replace(
+        config, model=_model_config_of_the_data(config, dataset, validation, context, checkpoint)
+    )
     model = build_model(config.model)
     if config.init_weights and checkpoint is None:
         load_initial_weights(model, config.init_weights)
@@ -104,19 +120,70 @@ def prepare_run(
     )  # fmt: skip
 
 
-def _model_config_of_the_data(config: TrainConfig, dataset: CocoDataset, validation, context):
+def _anchors_of_the_data(config: TrainConfig, dataset: CocoDataset, context, checkpoint=None) -> AnchorConfig:
+    """model.anchors with sizes "auto" fitted to the training boxes (one line says what was
+    fitted and the share of boxes covered before and after; a resumed run keeps the sizes its
+    checkpoint was trained with); fixed sizes that cover the boxes poorly get a warning naming
+    what "auto" would cover."""
+    anchors, model = config.model.anchors, config.model
+    auto = anchors.sizes == "auto"
+    if auto and checkpoint is not None:
+        return replace(anchors, sizes=tuple(checkpoint["config"]["anchors"]["sizes"]))
+    boxes = box_sizes(dataset.records, model.input.min_size, model.input.max_size)
+    base = AnchorConfig().sizes if auto else tuple(anchors.sizes)
+    strides = anchor_strides(model.backbone.kind, base)
+    if not auto:
+        covered = coverage(boxes, base, anchors.aspect_ratios, strides)
+        if covered < POOR_COVERAGE and context.is_main:
+            fitted, _, after = fit_anchor_sizes(boxes, base, anchors.aspect_ratios, strides)
+            if after > covered + 0.05:
+                warnings.warn(
+                    f"model.anchors.sizes {_listed(base)} give {100 * covered:.1f} % of the "
+                    f"training boxes an anchor at IoU >= {COVERED_IOU:g}; {_listed(fitted)} would "
+                    f"give {100 * after:.1f} % (model.anchors.sizes=auto fits them)",
+                    AnchorWarning,
+                    stacklevel=2,
+                )
+        _say_small_objects(boxes, model.input.min_size, context)
+        return anchors
+    fitted, before, after = fit_anchor_sizes(boxes, base, anchors.aspect_ratios, strides)
+    if context.is_main:
+        tqdm.write(
+            f"model.anchors.sizes auto: {_listed(fitted)} from {len(boxes)} training boxes at "
+            f"model.input.min_size={model.input.min_size}; boxes with an anchor at IoU >= "
+            f"{COVERED_IOU:g}: {100 * after:.1f} % ({100 * before:.1f} % with {_listed(base)})"
+        )
+    _say_small_objects(boxes, model.input.min_size, context)
+    return replace(anchors, sizes=fitted)
+
+
+def _listed(sizes) -> str:
+    return ", ".join(str(s) for s in sizes)
+
+
+def _say_small_objects(boxes, min_size: int, context) -> None:
+    note = small_object_note(boxes, min_size)
+    if note and context.is_main:
+        tqdm.write(f"note: {note}")
+
+
+def _model_config_of_the_data(
+    config: TrainConfig, dataset: CocoDataset, validation, context, checkpoint=None
+):
     """The model config with the classes (their number, names and ids) and the keypoints the
     training set has, each difference from the config said in one line."""
     if config.model.num_classes != dataset.num_classes and context.is_main:
         tqdm.write(
             f"model.num_classes: {dataset.num_classes} from {config.data.train_json} "
-            f"({dataset.num_classes - 1} categories and the background), not {config.model.num_classes}"
+            f"({dataset.num_classes - 1} {'category' if dataset.num_classes == 2 else 'categories'} "
+            f"and the background), not {config.model.num_classes}"
         )
     model_config = replace(
         config.model,
         num_classes=dataset.num_classes,
         class_names=tuple(dataset.class_names),
         category_ids=tuple(dataset.category_ids),
+        anchors=_anchors_of_the_data(config, dataset, context, checkpoint),
     )
     if not config.model.keypoints:
         return model_config

@@ -36,6 +36,11 @@ class AnchorGenerator(nn.Module):
     def __init__(self, config: AnchorConfig, strides: tuple[int, ...]):
         super().__init__()
         num_levels = len(strides)
+        if isinstance(config.sizes, str):
+            raise ValueError(
+                f"anchors.sizes is {config.sizes!r}: fit the sizes to the training boxes first "
+                "(maskrcnn train does, modeling.anchor_fit.fit_anchor_sizes)"
+            )
         if num_levels == 1:
             per_level = [tuple(config.sizes)]
         elif len(config.sizes) == num_levels:

@@ -137,7 +137,7 @@ def _batch_shape(images: list[torch.Tensor]) -> tuple[int, int, int]:
     return (len(images), *(-(-max(image.shape[dim] for image in images) // 32) for dim in (-2, -1)))
 
 
-def _end_timer(model, validation, config, count: int = 3):
+def _end_timer(model, validation, config, count: int = 4):
     """A function that runs an evaluation's work (inference and the validation loss) on the
     next `count` validation images (other ones each time) and returns each one's seconds
     (None: no validation split)."""
