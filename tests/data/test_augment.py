@@ -277,6 +277,7 @@ def test_auto_pastes_on_small_training_sets_and_says_why():
     assert resolve_preset("auto", 50) == ("paper+copy_paste", "auto: 50 training images, at most 200")
     assert resolve_preset("auto", 201)[0] == "paper"
     assert resolve_preset("lsj", 50) == ("lsj", "")
+    assert resolve_preset("auto", 50, masks=False)[0] == "paper"
 
 
 def test_pasting_without_masks_is_refused_by_name():

@@ -345,13 +345,12 @@ def check_train_config(config: TrainConfig, origin: Origin = lambda key: "") -> 
             "every training image would be limited by the maximum size, so the larger training "
             "sizes have no effect; raise data.max_size_train or lower the sizes",
         )
-    if data.augment in ("auto", "paper+copy_paste", "lsj+copy_paste") and not config.model.masks:
+    if data.augment.endswith("+copy_paste") and not config.model.masks:
         _fail(
             origin,
             "data.augment",
             data.augment,
-            "paper or lsj: pasting (of copy_paste and of auto on small data) needs the instances' "
-            "masks, and model.masks is false",
+            "paper, lsj or auto: pasting needs the instances' masks, and model.masks is false",
         )
     steps = config.solver.steps
     if list(steps) != sorted(steps):

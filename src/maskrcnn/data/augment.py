@@ -30,11 +30,13 @@ from maskrcnn.data.transforms import Compose, RandomHorizontalFlip, ResizeShorte
 SMALL_DATA_IMAGES = 200
 
 
-def resolve_preset(preset: str, images: int) -> tuple[str, str]:
+def resolve_preset(preset: str, images: int, masks: bool = True) -> tuple[str, str]:
     """(the preset to train with, why) for data.augment `preset` and a training set of
-    `images` images: "auto" chooses by the set's size."""
+    `images` images: "auto" chooses by the set's size (and never pastes without masks)."""
     if preset != "auto":
         return preset, ""
+    if not masks:
+        return "paper", "auto: a model without masks has nothing to paste"
     if images <= SMALL_DATA_IMAGES:
         return "paper+copy_paste", f"auto: {images} training images, at most {SMALL_DATA_IMAGES}"
     return "paper", f"auto: {images} training images, more than {SMALL_DATA_IMAGES}"

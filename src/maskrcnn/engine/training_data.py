@@ -33,7 +33,7 @@ def build_training_data(config: TrainConfig, context: distributed.Context, start
     _check_instances(dataset, config, context)
     # The flip swaps left and right keypoints by their names, which only the file knows.
     keypoint_flip = dataset.keypoint_flip if dataset.has_keypoints else None
-    preset, why = resolve_preset(data.augment, len(dataset))
+    preset, why = resolve_preset(data.augment, len(dataset), config.model.masks)
     data = replace(data, augment=preset)
     dataset.transform = training_transform(data, config.model.input, dataset, keypoint_flip)
     if context.is_main:
