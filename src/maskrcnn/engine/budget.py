@@ -258,13 +258,13 @@ class Budget:
         began = self.clock()
         seconds = self.time_images()
         cost = self.clock() - began
-        if seconds:
-            step = self.step_time.recent() if self.step_time.ready else None
-            self.end.timed(seconds[1:] if len(seconds) > 1 else seconds, step)
-        wait = RETIME_EVERY * self.seconds
-        # cheap beside the end at the pace of the last steps too: when a load has just begun,
-        # the median step (and the end in step times) still lags behind it
+        # the pace of the last steps: the end in step times is measured at it, and a timing
+        # is judged cheap beside the end at it too (when a load has just begun, the median
+        # step, and the end in step times, still lag behind it)
         pace = self.step_time.recent() if self.step_time.ready else None
+        if seconds:
+            self.end.timed(seconds[1:] if len(seconds) > 1 else seconds, pace)
+        wait = RETIME_EVERY * self.seconds
         if cost > RETIME_CHEAP * max(self.end_seconds(), self.end.seconds(pace)):
             wait = max(wait, cost / RETIME_COST_SHARE)
         self.next_timing = self.elapsed() + wait
