@@ -13,7 +13,8 @@ Data sets (made under --data on first use):
 
 Presets (each a list of config overrides on configs/shapes.yaml): `paper` (today's
 defaults), `lsj`, `lsj+copy_paste`, `paper+copy_paste`, `orient` (paper + vertical flips, quarter turns and
-photometric jitter), `lsj+copy_paste+orient`.
+photometric jitter), `lsj+copy_paste+orient`, `shipped` (the config as shipped: no sizes set
+by hand for hela).
 
     python benchmarks/augment.py --minutes 5 --sets shapes50-1 --presets paper,lsj --seeds 0,1,2
 
@@ -35,6 +36,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "shapes.yaml"
 ORIENT = ["data.vertical_flip=0.5", "data.rotate90=true", "data.photometric=0.2"]
+# sizes picked by hand for the hela tiles (native 256 px); the `shipped` preset leaves them out
+HAND_SET = [
+    "model.input.min_size=256", "model.input.max_size=256",
+    "data.min_sizes_train=[224,240,256]", "data.max_size_train=256",
+]  # fmt: skip
 PRESETS = {
     "paper": [],
     "lsj": ["data.augment=lsj"],
@@ -42,6 +48,9 @@ PRESETS = {
     "paper+copy_paste": ["data.augment=paper+copy_paste"],
     "orient": ORIENT,
     "lsj+copy_paste+orient": ["data.augment=lsj+copy_paste", *ORIENT],
+    # the config as shipped: the default augmentation, and for hela the sizes of configs/shapes.yaml
+    # instead of the hand-set ones
+    "shipped": [],
 }
 
 
@@ -70,22 +79,24 @@ def hela_files() -> tuple[Path, Path]:
 
 
 def make_hela_set(out: Path, tile: int = 256) -> None:
-    """Tiles of frames 0-3 (training) and 16-19 (validation) as 16-bit PNGs with label PNGs,
-    converted by `maskrcnn convert masks` as a user would."""
+    """Tiles of frames 0-3 (training) and 16-19 (validation) as 16-bit PNGs, with label PNGs of
+    the same names in a folder beside them, converted by `maskrcnn convert masks` as a user
+    would."""
     import tifffile
 
     images_path, labels_path = hela_files()
     images, labels = tifffile.imread(images_path), tifffile.imread(labels_path)
     for split, frames in (("train", range(0, 4)), ("val", range(16, 20))):
-        folder = out / split
+        folder, label_folder = out / split, out / f"{split}_labels"
         folder.mkdir(parents=True, exist_ok=True)
+        label_folder.mkdir(parents=True, exist_ok=True)
         for frame in frames:
             for top in range(0, images.shape[1] - tile + 1, tile):
                 for left in range(0, images.shape[2] - tile + 1, tile):
                     window = (frame, slice(top, top + tile), slice(left, left + tile))
                     name = f"f{frame:02d}_{top}_{left}"
                     Image.fromarray(images[window].astype(np.uint16)).save(folder / f"{name}.png")
-                    Image.fromarray(labels[window].astype(np.uint16)).save(folder / f"{name}_masks.png")
+                    Image.fromarray(labels[window].astype(np.uint16)).save(label_folder / f"{name}.png")
         command = [
             sys.executable,
             "-m",
@@ -93,6 +104,7 @@ def make_hela_set(out: Path, tile: int = 256) -> None:
             "convert",
             "masks",
             str(folder),
+            str(label_folder),
             "--class-name",
             "nucleus",
         ]
@@ -108,8 +120,7 @@ def data_overrides(name: str, root: Path) -> list[str]:
             f"data.train_json={folder / 'train.json'}", f"data.train_images={folder / 'train'}",
             f"data.val_json={folder / 'val.json'}", f"data.val_images={folder / 'val'}",
             "model.input.channels=1", "model.input.pixel_mean=[0.5]", "model.input.pixel_std=[0.25]",
-            "model.input.intensity=percentile", "model.input.min_size=256", "model.input.max_size=256",
-            "data.min_sizes_train=[224,240,256]", "data.max_size_train=256",
+            "model.input.intensity=percentile", *HAND_SET,
         ]  # fmt: skip
     if not (folder / "annotations" / "instances_val.json").exists():
         make_shapes_set(folder, 50 if name.startswith("shapes50") else 1000, one_class=name.endswith("-1"))
@@ -126,6 +137,8 @@ def run(name: str, preset: str, seed: int, minutes: float, root: Path, out: Path
     metrics = folder / "metrics.json"
     if not metrics.exists():
         overrides = [*data_overrides(name, root), *PRESETS[preset], f"seed={seed}"]
+        if preset == "shipped":
+            overrides = [o for o in overrides if o not in HAND_SET]
         command = [sys.executable, "-m", "maskrcnn", "train", str(CONFIG), "--budget-minutes", str(minutes)]
         command += ["--out", str(folder), "--overwrite", *overrides]
         with open(out / f"{name}-{preset}-s{seed}.log", "w") as log:

@@ -28,6 +28,7 @@ def test_every_option_has_a_description_and_its_default(command):
         text = help_of(parser, action)
         assert len(text) > 10, f"{command} {name}: no description"
         assert "default: None" not in text and "default: False" not in text, f"{command} {name}: {text}"
+        assert text.count("(default") <= 1, f"{command} {name} says its default twice: {text}"
         if not action.option_strings or action.required or action.nargs == 0:
             continue  # positionals and required options have no default; flags are off unless given
         if action.default is None:

@@ -183,6 +183,8 @@ def test_numbers_as_people_write_them_in_files_and_on_the_command_line(tmp_path)
             "MLP",
         ),
         (["model.roi_heads.mask_fc_dim=512"], "model.roi_heads.mask_fc_dim=512", "FCN mask head"),
+        (["data.augment=paper", "data.lsj_size=160"], "data.lsj_size=160", "square"),
+        (["data.augment=auto", "data.lsj_scale_range=[0.5,1.5]"], "data.lsj_scale_range=[0.5, 1.5]", "scale"),
     ],
 )
 def test_a_setting_the_chosen_design_does_not_read_is_refused(overrides, key, why):
@@ -195,12 +197,12 @@ def test_a_setting_the_chosen_design_does_not_read_is_refused(overrides, key, wh
 
 
 def _default(dotted):
-    from maskrcnn.config import ModelConfig
+    from maskrcnn.config import TrainConfig
 
-    value = ModelConfig()
-    for part in dotted.split(".")[1:]:
+    value = TrainConfig()
+    for part in dotted.split("."):
         value = getattr(value, part)
-    return value
+    return list(value) if isinstance(value, tuple) else value
 
 
 def test_a_files_setting_under_a_design_chosen_on_the_command_line_is_a_warning(tmp_path):

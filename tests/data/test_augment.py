@@ -134,6 +134,20 @@ def test_copy_paste_occludes_what_it_covers_and_keeps_the_rest_consistent():
     assert pasted_instances >= 30
 
 
+def test_an_instance_without_a_pixel_at_this_size_keeps_its_box_through_pasting():
+    # a tiny object whose mask the resize emptied is kept by its annotated box, as without pasting
+    image, target = random_sample(3)
+    target["masks"] = torch.cat((target["masks"], torch.zeros_like(target["masks"][:1])))
+    target["boxes"] = torch.cat((target["boxes"], torch.tensor([[60.0, 2.0, 62.0, 3.0]])))
+    target["labels"] = torch.cat((target["labels"], torch.tensor([2])))
+    target["keypoints"] = torch.cat((target["keypoints"], torch.zeros_like(target["keypoints"][:1])))
+    source_image, source = random_sample(7)
+    _, out = paste(image, target, source_image, source, torch.Generator().manual_seed(0))
+    empty = ~out["masks"].flatten(1).any(dim=1).bool()
+    assert int(empty.sum()) == 1
+    assert out["boxes"][empty].tolist() == [[60.0, 2.0, 62.0, 3.0]] and out["labels"][empty].tolist() == [2]
+
+
 def test_a_vertical_flip_is_a_horizontal_flip_after_half_a_turn():
     # the keypoints' left/right swap included: a half turn keeps them, a mirror swaps them
     for seed in range(10):

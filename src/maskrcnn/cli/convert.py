@@ -45,12 +45,9 @@ def add(subcommands) -> argparse.ArgumentParser:
         type=Number(0.0, 0.9),
         default=0.0,
         metavar="F",
-        help="write F_train.json and F_val.json instead, this share of the images in the second "
-        "(default: 0, one file)",
+        help="write F_train.json and F_val.json instead, this share of the images in the second; 0: one file",
     )
-    parser.add_argument(
-        "--seed", type=WholeNumber(0), default=0, metavar="S", help="the split's random seed (default: 0)"
-    )
+    parser.add_argument("--seed", type=WholeNumber(0), default=0, metavar="S", help="the split's random seed")
     parser.add_argument(
         "--class-name", metavar="NAME", help="masks: the class of every instance (default: object)"
     )
@@ -114,5 +111,6 @@ def run(args: argparse.Namespace) -> int:
             images = args.sources[0]
             builder = labelme.convert_labelme(images)
         written = write_coco(builder, Path(args.out), args.val_fraction, args.seed)
-    print(f"{builder.summary()} -> {', '.join(map(str, written))} (images: --train-images {images})")
+    files = ", ".join(map(str, written))
+    print(f"{builder.summary()} -> {files} (images folder for --train-images or --val-images: {images})")
     return 0

@@ -46,12 +46,13 @@ class CommandParser(argparse.ArgumentParser):
 
 class HelpFormatter(argparse.HelpFormatter):
     """Each option's help ends with its default, when it has one worth saying (not None, not
-    the False of a flag); options without one say in words what happens when they are not given."""
+    the False of a flag); options without one say in words what happens when they are not given,
+    and an option whose help already says its default is not told twice."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         help_text = action.help or ""
         default = action.default
-        if not action.option_strings or "%(default)" in help_text or action.required:
+        if not action.option_strings or "(default" in help_text or action.required:
             return help_text
         if default is None or default is False or default is argparse.SUPPRESS:
             return help_text

@@ -26,7 +26,14 @@ from maskrcnn.choices import (
     PRECISIONS,
     RESIZE_ROUNDINGS,
 )
-from maskrcnn.config.schema import COMMAND_LINE, ConfigError, InputConfig, ModelConfig, TrainConfig
+from maskrcnn.config.schema import (
+    COMMAND_LINE,
+    ConfigError,
+    DataConfig,
+    InputConfig,
+    ModelConfig,
+    TrainConfig,
+)
 
 Origin = Callable[[str], str]  # dotted key -> "the command line", a YAML path, or "" (a default)
 
@@ -295,6 +302,19 @@ WITHOUT_EFFECT = (
 )
 
 
+# The same for the data section: the square crop's keys are read by the lsj presets alone.
+DATA_WITHOUT_EFFECT = (
+    (
+        "augment",
+        ("paper", "paper+copy_paste", "auto"),
+        {
+            "lsj_size": "only the lsj presets crop to a square (auto never picks them)",
+            "lsj_scale_range": "only the lsj presets draw a scale factor (auto never picks them)",
+        },
+    ),
+)
+
+
 class ConfigWarning(UserWarning):
     """A config value that is accepted but changes nothing (said once, in one line)."""
 
@@ -305,12 +325,17 @@ def _value(config, dotted: str):
     return config
 
 
-def check_settings_without_effect(model: ModelConfig, origin: Origin, prefix: str = "model") -> None:
+def check_settings_without_effect(
+    model, origin: Origin, prefix: str = "model", rules=WITHOUT_EFFECT, defaults=None
+) -> None:
     """Raise ConfigError for a setting (not at its default) that the chosen design does not
     read. A file's setting under a design chosen on the command line (a config for FPN
-    trained as C4) is a warning instead: the file was written for another design."""
-    defaults = ModelConfig()
-    for chooser, designs, settings in WITHOUT_EFFECT:
+    trained as C4) is a warning instead: the file was written for another design.
+
+    model: the config section the `rules` name keys of (ModelConfig by default; DataConfig
+    with DATA_WITHOUT_EFFECT), `defaults` that section's defaults."""
+    defaults = defaults if defaults is not None else ModelConfig()
+    for chooser, designs, settings in rules:
         design = _value(model, chooser)
         if design not in designs:
             continue
@@ -333,6 +358,7 @@ def check_train_config(config: TrainConfig, origin: Origin = lambda key: "") -> 
     """check_model_config and the training keys; raises ConfigError naming key and origin."""
     check_model_config(config.model, origin)
     check_settings_without_effect(config.model, origin)
+    check_settings_without_effect(config.data, origin, "data", DATA_WITHOUT_EFFECT, DataConfig())
     _apply(config, TRAIN_RULES, origin, "")
     data = config.data
     if max(data.min_sizes_train) > data.max_size_train:

@@ -66,11 +66,16 @@ def paste(image: Tensor, target: Target, source_image: Tensor, source: Target, g
     image[:, :sh, :sw] = torch.where(region, source_image[:, :sh, :sw].to(image.dtype), image[:, :sh, :sw])
 
     kept = dict(target)
+    # an instance too small to keep a pixel at this size (its mask emptied by the resize) keeps
+    # its annotated box, as it would without pasting; one that had pixels loses them only to
+    # the pasted instances, and is dropped when none is left
+    had_pixels = target["masks"].flatten(1).any(dim=1).bool()
     kept["masks"] = target["masks"] * (~alpha).to(target["masks"].dtype)
     if "keypoints" in kept:
         kept["keypoints"] = _hide_covered(kept["keypoints"], alpha)
     kept = recompute_boxes(kept)
-    kept = keep_instances(kept, kept["masks"].flatten(1).any(dim=1).bool())
+    kept["boxes"] = torch.where(had_pixels[:, None], kept["boxes"], target["boxes"].to(kept["boxes"].dtype))
+    kept = keep_instances(kept, kept["masks"].flatten(1).any(dim=1).bool() | ~had_pixels)
 
     added = {"masks": pasted, "labels": source["labels"][chosen]}
     if "keypoints" in kept:

@@ -65,7 +65,7 @@ def load_model(path, device: str | torch.device | None = None, config: ModelConf
     device: "auto" or None (CUDA when present, else the CPU), "cpu", "cuda", "cuda:N".
     config: for detectron2 files only, the model to build (e.g. with another
     `backbone.stride_in_1x1`); by default the model is read from the file's names and shapes,
-    with detectron2's conventions (`interop.detectron2.detectron2_config`). The other kinds of
+    with detectron2's conventions (`interop.detectron2_config.detectron2_config`). The other kinds of
     file say their model themselves.
 
     torchvision files may hold the state dict itself or wrap it under "model" or "state_dict".
