@@ -139,6 +139,9 @@ def run(name: str, preset: str, seed: int, minutes: float, root: Path, out: Path
         overrides = [*data_overrides(name, root), *PRESETS[preset], f"seed={seed}"]
         if preset == "shipped":
             overrides = [o for o in overrides if o not in HAND_SET]
+        elif preset.startswith("lsj"):  # large-scale jitter reads no training sizes (and refuses them)
+            sizes = ("data.min_sizes_train", "data.max_size_train")
+            overrides = [o for o in overrides if not o.startswith(sizes)]
         command = [sys.executable, "-m", "maskrcnn", "train", str(CONFIG), "--budget-minutes", str(minutes)]
         command += ["--out", str(folder), "--overwrite", *overrides]
         with open(out / f"{name}-{preset}-s{seed}.log", "w") as log:

@@ -185,6 +185,8 @@ def test_numbers_as_people_write_them_in_files_and_on_the_command_line(tmp_path)
         (["model.roi_heads.mask_fc_dim=512"], "model.roi_heads.mask_fc_dim=512", "FCN mask head"),
         (["data.augment=paper", "data.lsj_size=160"], "data.lsj_size=160", "square"),
         (["data.augment=auto", "data.lsj_scale_range=[0.5,1.5]"], "data.lsj_scale_range=[0.5, 1.5]", "scale"),
+        (["data.augment=lsj", "data.min_sizes_train=[160]"], "data.min_sizes_train=[160]", "lsj_size square"),
+        (["data.augment=lsj+copy_paste", "data.max_size_train=640"], "data.max_size_train=640", "crops to"),
     ],
 )
 def test_a_setting_the_chosen_design_does_not_read_is_refused(overrides, key, why):
@@ -203,6 +205,31 @@ def _default(dotted):
     for part in dotted.split("."):
         value = getattr(value, part)
     return list(value) if isinstance(value, tuple) else value
+
+
+def test_a_files_training_sizes_under_lsj_chosen_on_the_command_line_are_a_warning(tmp_path):
+    from maskrcnn.config.validate import ConfigWarning
+
+    # the shapes file sets the paper's resize (sizes 160-208, long side 288): under large-scale
+    # jitter they are not read, which is said once each; the same keys in a file that also
+    # asks for lsj are refused
+    with pytest.warns(ConfigWarning) as caught:
+        config = load_config("configs/shapes.yaml", ["data.augment=lsj"])
+    messages = sorted(str(w.message) for w in caught)
+    assert [m.split("=")[0] for m in messages] == ["data.max_size_train", "data.min_sizes_train"]
+    assert all("the file's value is not used" in m for m in messages)
+    assert config.data.augment == "lsj"
+    path = tmp_path / "lsj.yaml"
+    path.write_text("data:\n  augment: lsj\n  min_sizes_train: [160, 176]\n")
+    refused = r"data.min_sizes_train=\[160, 176\] \(from .*lsj.yaml\) has no effect"
+    with pytest.raises(ConfigError, match=refused):
+        load_config(str(path), [])
+    # a maximum below the sizes is no contradiction where neither is read
+    path.write_text("data:\n  min_sizes_train: [1000]\n  max_size_train: 900\n")
+    with pytest.raises(ConfigError, match="data.min_sizes_train"):
+        load_config(str(path), [])
+    with pytest.warns(ConfigWarning):
+        assert load_config(str(path), ["data.augment=lsj"]).data.augment == "lsj"
 
 
 def test_a_files_setting_under_a_design_chosen_on_the_command_line_is_a_warning(tmp_path):

@@ -34,24 +34,42 @@ def randomize_for_parity(model: torch.nn.Module, seed: int = 1234) -> None:
             mask_logits.bias.fill_(0.3)
 
 
+def frozen_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with every nn.BatchNorm2d replaced by torchvision's FrozenBatchNorm2d of the same
+    statistics, parameters and eps: the model torchvision builds with pre-trained weights, whose
+    state dict has no `num_batches_tracked` (which says BatchNorm eps 1e-5 to `from_torchvision`)."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, torch.nn.BatchNorm2d):
+                frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+                for key in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(frozen, key).copy_(getattr(child, key).detach())
+                setattr(parent, name, frozen)
+    return model
+
+
 def torchvision_reference_model(seed: int = 0) -> torch.nn.Module:
-    """torchvision's maskrcnn_resnet50_fpn in eval mode with random informative weights."""
+    """torchvision's maskrcnn_resnet50_fpn in eval mode with random informative weights, its
+    BatchNorm frozen with eps 0 as in the COCO_V1 checkpoint."""
     from torchvision.models.detection import maskrcnn_resnet50_fpn
 
     torch.manual_seed(seed)
     model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval()
     randomize_for_parity(model)
-    return model
+    return frozen_batchnorm(model)
 
 
 def torchvision_keypoint_model(seed: int = 0) -> torch.nn.Module:
-    """torchvision's keypointrcnn_resnet50_fpn in eval mode with random informative weights."""
+    """torchvision's keypointrcnn_resnet50_fpn in eval mode with random informative weights, its
+    BatchNorm frozen with eps 0 as in the COCO_V1 checkpoint."""
     from torchvision.models.detection import keypointrcnn_resnet50_fpn
 
     torch.manual_seed(seed)
     model = keypointrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval()
     randomize_for_parity(model)
-    return model
+    return frozen_batchnorm(model)
 
 
 def tiny_model_config(
@@ -100,6 +118,9 @@ def shapes_training_config(shapes, output, *overrides: str):
     from maskrcnn.builtin_configs import builtin_configs
 
     config = builtin_configs()["shapes"]  # the packaged file: an installed wheel has it too
+    # large-scale jitter reads no training sizes (and refuses them)
+    lsj = any(o.startswith("data.augment=lsj") for o in overrides)
+    sizes = [] if lsj else ["data.min_sizes_train=[128]", "data.max_size_train=176"]
     return load_config(
         str(config),
         [
@@ -110,8 +131,7 @@ def shapes_training_config(shapes, output, *overrides: str):
             f"output_dir={output}",
             "data.num_workers=0",
             "data.images_per_batch=2",
-            "data.min_sizes_train=[128]",
-            "data.max_size_train=176",
+            *sizes,
             "solver.log_period=1",
             "solver.warmup_iters=2",
             "solver.base_lr=0.01",

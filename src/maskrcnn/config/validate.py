@@ -312,6 +312,14 @@ DATA_WITHOUT_EFFECT = (
             "lsj_scale_range": "only the lsj presets draw a scale factor (auto never picks them)",
         },
     ),
+    (
+        "augment",
+        ("lsj", "lsj+copy_paste"),
+        {
+            "min_sizes_train": "large-scale jitter draws a scale of the data.lsj_size square instead",
+            "max_size_train": "large-scale jitter crops to the data.lsj_size square instead",
+        },
+    ),
 )
 
 
@@ -361,7 +369,7 @@ def check_train_config(config: TrainConfig, origin: Origin = lambda key: "") -> 
     check_settings_without_effect(config.data, origin, "data", DATA_WITHOUT_EFFECT, DataConfig())
     _apply(config, TRAIN_RULES, origin, "")
     data = config.data
-    if max(data.min_sizes_train) > data.max_size_train:
+    if data.augment.startswith("paper") and max(data.min_sizes_train) > data.max_size_train:
         _contradiction(
             origin,
             "data.min_sizes_train",
