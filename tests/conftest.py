@@ -55,7 +55,8 @@ def any_size(monkeypatch):
     """Small test maps take the convolution's matrix-product path too (ops/conv.py)."""
     from maskrcnn.ops import conv as conv_module
 
-    monkeypatch.setattr(conv_module, "MIN_ROWS", 0)
+    for limit in ("MIN_ROWS", "MIN_CELLS", "MIN_CHANNELS"):
+        monkeypatch.setattr(conv_module, limit, 0)
 
 
 # Long enough for clear detections on shapes images (mask AP about 30 on 2 CPU cores), short

@@ -78,18 +78,21 @@ def test_weight_gradient_wraps_nothing_across_image_edges():
 
 
 def test_other_convolutions_are_f_conv2d():
-    x = channels_last(2, 4, 48, 48, seed=4)  # 2 * 50 * 50 padded rows: above MIN_ROWS
-    weight = torch.randn(4, 4, 3, 3, requires_grad=True)
+    x = channels_last(2, 64, 48, 48, seed=4)  # 50 * 50 padded cells per image, 64 channels: the products
+    weight = torch.randn(4, 64, 3, 3, requires_grad=True)
     assert ours_ran(lambda: conv2d(x, weight, padding=1))
+    # maps where oneDNN's own gradient is as fast: few channels, small images (many RoIs)
+    assert not ours_ran(lambda: conv2d(channels_last(2, 32, 48, 48, seed=6), weight[:, :32], padding=1))
+    assert not ours_ran(lambda: conv2d(channels_last(32, 64, 14, 14, seed=7), weight, padding=1))
     for kwargs, source in (
         (dict(padding=1, groups=2), x),
         (dict(padding=1, dilation=2), x),
         (dict(padding=1), x.contiguous()),
     ):
-        w = weight if kwargs.get("groups", 1) == 1 else weight[:, :2]
+        w = weight if kwargs.get("groups", 1) == 1 else weight[:, :32]
         assert not ours_ran(lambda: conv2d(source, w, None, **kwargs)), kwargs  # noqa: B023
         torch.testing.assert_close(conv2d(source, w, None, **kwargs), F.conv2d(source, w, None, **kwargs))
-    small = channels_last(1, 4, 8, 8, seed=6)
+    small = channels_last(1, 64, 8, 8, seed=6)
     assert not ours_ran(lambda: conv2d(small, weight, padding=1))
     frozen = weight.detach()
     assert not ours_ran(lambda: conv2d(x, frozen, padding=1))
