@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -20,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from serve_helpers import encoded, picture
 
 from maskrcnn.cli.main import main, parse_args
-from maskrcnn.serve.command import EXTRA_MISSING
+from maskrcnn.serve.command import EXTRA_MISSING, stopped_line
 
 START_SECONDS = 120  # importing torch on a loaded 2-core machine, then the model
 WAIT_SECONDS = 60
@@ -64,13 +65,13 @@ def test_a_port_in_use_is_one_error_line(weights, capsys):
 
 
 class Server:
-    """`python -m maskrcnn serve --port 0` in a subprocess, its output drained by threads."""
+    """`python -m maskrcnn serve --port 0` in a subprocess, its output drained by threads (the
+    stdout lines also queued in `lines`). python: how Python runs the CLI (`-c CODE` instead)."""
 
-    def __init__(self, weights, *options):
+    def __init__(self, weights, *options, python=("-m", "maskrcnn")):
         command = [
             sys.executable,
-            "-m",
-            "maskrcnn",
+            *python,
             "serve",
             "--weights",
             str(weights),
@@ -82,7 +83,8 @@ class Server:
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
-        self.out, self.err, lines = [], [], queue.Queue()
+        self.out, self.err, self.lines = [], [], queue.Queue()
+        lines = self.lines
         self.drains = [
             threading.Thread(target=self._drain, args=(self.process.stdout, self.out, lines), daemon=True),
             threading.Thread(target=self._drain, args=(self.process.stderr, self.err, None), daemon=True),
@@ -131,12 +133,16 @@ def server(weights):
         started.close()
 
 
-def _in_progress(server: Server) -> float:
+def _sample(server: Server, name: str, **labels) -> float:
     for family in text_string_to_metric_families(server.get("/metrics")):
         for sample in family.samples:
-            if sample.name == "maskrcnn_requests_in_progress" and sample.labels["endpoint"] == "/v1/predict":
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return sample.value
     return 0
+
+
+def _in_progress(server: Server) -> float:
+    return _sample(server, "maskrcnn_requests_in_progress", endpoint="/v1/predict")
 
 
 def _wait_until(condition, what: str):
@@ -186,3 +192,74 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(server):
     server.drained()
     assert "stopped by SIGTERM after answering the requests in flight\n" in server.err
     assert not [line for line in server.err if "Traceback" in line]
+
+
+# `maskrcnn serve` with a model whose forward pass outlasts any shutdown time. It runs inside
+# torch, as a real pass does: if the command let the interpreter exit under it, torch's threads
+# would be torn down mid-work (std::terminate: SIGABRT, exit code -6).
+SLOW_MODEL = """
+import sys
+import torch
+from maskrcnn.cli.main import main
+from maskrcnn.modeling.mask_rcnn import MaskRCNN
+
+def endless_predict(self, images, *args, **kwargs):
+    print("pass started", flush=True)
+    x = torch.ones(512, 512)
+    while True:
+        x = torch.tanh(x @ x)
+
+MaskRCNN.predict = endless_predict
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _post(port: int, data: bytes, answers: dict, key: str) -> None:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/predict", data=data, method="POST")
+    try:
+        with _local.open(request, timeout=WAIT_SECONDS) as response:
+            answers[key] = (response.status, json.loads(response.read()))
+    except urllib.error.HTTPError as error:
+        answers[key] = (error.code, json.loads(error.read()))
+
+
+def test_sigterm_while_a_pass_outlasts_the_shutdown_time_answers_json_503_and_exits_0(weights):
+    server = Server(weights, "--shutdown-seconds", "1", python=("-c", SLOW_MODEL))
+    answers, data = {}, encoded(picture(31))
+    try:
+        posts = {
+            key: threading.Thread(target=_post, args=(server.port, data, answers, key))
+            for key in ("running", "waiting")
+        }
+        posts["running"].start()
+        while server.lines.get(timeout=WAIT_SECONDS) != "pass started\n":
+            pass
+        posts["waiting"].start()
+        _wait_until(lambda: _sample(server, "maskrcnn_queue_depth") == 1, "the second image waits")
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=WAIT_SECONDS) == 0
+        for post in posts.values():
+            post.join(WAIT_SECONDS)
+        server.drained()
+    finally:
+        server.close()
+    status, body = answers["running"]
+    assert status == 503 and body["error"].startswith("the server shut down before this request was answered")
+    status, body = answers["waiting"]
+    assert status == 503 and body["error"].startswith("the server shut down before this image's turn came")
+    assert server.err[-1] == (
+        "stopped by SIGTERM; answered 503 instead of detections: 1 request still waiting for the model "
+        "and 1 request cut off when --shutdown-seconds ran out\n"
+    )
+    assert not [line for line in server.err if "Traceback" in line or "terminate called" in line]
+
+
+def test_the_last_line_counts_the_requests_that_got_no_detections():
+    assert stopped_line("SIGINT", 0, 0) == "stopped by SIGINT after answering the requests in flight"
+    assert stopped_line("SIGTERM", 2, 0) == (
+        "stopped by SIGTERM; answered 503 instead of detections: 2 requests still waiting for the model"
+    )
+    assert stopped_line("SIGTERM", 0, 3) == (
+        "stopped by SIGTERM; answered 503 instead of detections: 3 requests cut off when "
+        "--shutdown-seconds ran out"
+    )

@@ -14,6 +14,9 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from serve_helpers import encoded, picture, serving
 
+from maskrcnn.serve.app import create_app
+from maskrcnn.serve.settings import PREDICT_OPTIONS
+
 
 def _still_serving(client, data: bytes) -> None:
     response = client.post("/v1/predict?score_threshold=0", content=data)
@@ -67,6 +70,31 @@ def test_bad_query_values_are_400_naming_the_field(model, image):
             message = _error(client.post(f"/v1/predict?{query}", content=image), 400)
             assert message.startswith(expected), (query, message)
         _still_serving(client, image)
+
+
+UNKNOWN_QUERIES = {
+    "score_treshold=0": "query parameter score_treshold: unknown; did you mean score_threshold?",
+    "maskformat=polygons": "query parameter maskformat: unknown; did you mean mask_format?",
+    "score_threshold=0.2&tile_size=256": "query parameter tile_size: unknown; did you mean tile?",
+    "format=json": "query parameter format: unknown; did you mean mask_format?",
+    "callback=x": (
+        "query parameter callback: unknown; the options are score_threshold, mask_format, tile, tile_overlap"
+    ),
+}
+
+
+def test_unknown_query_parameters_are_400_naming_the_closest_option(model, image):
+    # Ignored, a misspelt option would be answered 200 at the default it meant to change.
+    with serving(model) as client:
+        for query, expected in UNKNOWN_QUERIES.items():
+            assert _error(client.post(f"/v1/predict?{query}", content=image), 400) == expected, query
+        _still_serving(client, image)
+
+
+def test_every_option_of_the_predict_handler_is_a_known_one(model):
+    app = create_app(model)
+    (route,) = [route for route in app.routes if getattr(route, "path", None) == "/v1/predict"]
+    assert tuple(param.name for param in route.dependant.query_params) == PREDICT_OPTIONS
 
 
 def test_what_is_no_image_is_400(model, image):

@@ -6,14 +6,16 @@
   GET  /metrics      Prometheus text format (serve/metrics.py)
   GET  /             the web page (serve/static/index.html); /static/<name> its files
 
-Every error is JSON {"error": "<one line naming the problem>"}: 400 for a bad image or query
-value, 413 for a body or image over the limits, 500 when inference fails, 503 while shutting
-down. A request moves through: the body read within its limit (on the event loop, which only
+Every error is JSON {"error": "<one line naming the problem>"}: 400 for a bad image, query
+value or unknown query parameter, 413 for a body or image over the limits, 500 when inference
+fails, 503 while shutting down (a request still running when the shutdown time runs out
+included). A request moves through: the body read within its limit (on the event loop, which only
 waits for bytes), decoding in the thread pool, the batcher's model thread (serve/batching.py),
 and encoding the masks back in the thread pool, so that decoding and encoding of some requests
 overlap with the inference of others.
 """
 
+import asyncio
 import time
 from contextlib import asynccontextmanager
 from typing import Literal
@@ -33,7 +35,7 @@ from maskrcnn.modeling.mask_rcnn import MaskRCNN
 from maskrcnn.serve.batching import Batcher, BatcherStopped
 from maskrcnn.serve.metrics import RequestMetricsMiddleware, ServerMetrics
 from maskrcnn.serve.responses import detections_json, keep_scoring, model_json
-from maskrcnn.serve.settings import ServeSettings, tile_problem
+from maskrcnn.serve.settings import ServeSettings, tile_problem, unknown_option_problem
 from maskrcnn.serve.uploads import RequestError, decode_image, read_upload
 
 ERROR_KINDS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
@@ -59,7 +61,9 @@ def create_app(model: MaskRCNN, settings: ServeSettings | None = None) -> FastAP
         try:
             yield
         finally:
-            await run_in_threadpool(batcher.stop, 1.0)
+            # Once a request was cut off, the shutdown time is over: a pass still running has
+            # nobody left to answer, so waiting for it would only delay the exit.
+            await run_in_threadpool(batcher.stop, 0.0 if batcher.cut_off else 1.0)
 
     # No /docs or /redoc: their pages load scripts from a CDN.
     app = FastAPI(title="maskrcnn serve", lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -88,8 +92,39 @@ def _model_runner(model: MaskRCNN, settings: ServeSettings):
 
 
 def _add_predict(app: FastAPI, model: MaskRCNN, settings: ServeSettings, batcher: Batcher) -> None:
-    """POST /v1/predict: read and decode the upload (in the thread pool), wait for the batcher,
-    encode the detections (in the thread pool), answer with the timing of each part."""
+    """POST /v1/predict: check the query, then answer (`_predict_answer`); a request the
+    server's shutdown cuts off is answered 503 like any other error."""
+    answer = _predict_answer(model, settings, batcher)
+
+    @app.post("/v1/predict")
+    async def predict(
+        request: Request,
+        score_threshold: float = Query(choices.PREDICT_SCORE_THRESHOLD, ge=0, le=1, allow_inf_nan=False),
+        mask_format: Literal["rle", "polygons"] = "rle",
+        tile: int = Query(0, ge=0),
+        tile_overlap: int | None = Query(None, ge=0),
+    ):
+        started = time.perf_counter()
+        problem = unknown_option_problem(request.query_params.keys()) or tile_problem(tile, tile_overlap)
+        if problem:
+            raise RequestError(400, "bad_request", problem)
+        try:
+            return await answer(request, started, score_threshold, mask_format, tile or None, tile_overlap)
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still running when --shutdown-seconds runs out; left
+            # to propagate, that is its plain-text 500 and a traceback in the log.
+            error = batcher.shutdown_cut_off()
+            if error is None:
+                raise
+            task = asyncio.current_task()
+            if hasattr(task, "uncancel"):  # handled: the task goes on to send the answer (3.11+ counts)
+                task.uncancel()
+            raise RequestError(503, "unavailable", str(error)) from None
+
+
+def _predict_answer(model: MaskRCNN, settings: ServeSettings, batcher: Batcher):
+    """The answer of a valid POST /v1/predict: read and decode the upload (in the thread pool),
+    wait for the batcher, encode the detections (in the thread pool), with each part's timing."""
 
     def decode(data: bytes) -> torch.Tensor:
         pixels = decode_image(data, settings.max_image_pixels)
@@ -101,24 +136,13 @@ def _add_predict(app: FastAPI, model: MaskRCNN, settings: ServeSettings, batcher
     def encode(detections: dict, score_threshold: float, polygons: bool) -> list[dict]:
         return detections_json(model, keep_scoring(detections, score_threshold), polygons)
 
-    @app.post("/v1/predict")
-    async def predict(
-        request: Request,
-        score_threshold: float = Query(choices.PREDICT_SCORE_THRESHOLD, ge=0, le=1, allow_inf_nan=False),
-        mask_format: Literal["rle", "polygons"] = "rle",
-        tile: int = Query(0, ge=0),
-        tile_overlap: int | None = Query(None, ge=0),
-    ):
-        started = time.perf_counter()
-        problem = tile_problem(tile, tile_overlap)
-        if problem:
-            raise RequestError(400, "bad_request", problem)
+    async def answer(request, started, score_threshold, mask_format, tile, tile_overlap):
         data = await read_upload(request, settings.max_body_bytes)
         decode_start = time.perf_counter()
         image = await run_in_threadpool(decode, data)
         decoded = time.perf_counter()
         try:
-            result = await batcher.submit(image, score_threshold, tile or None, tile_overlap)
+            result = await batcher.submit(image, score_threshold, tile, tile_overlap)
         except BatcherStopped as error:
             raise RequestError(503, "unavailable", str(error)) from None
         except Exception as error:  # the model raised for this image's batch
@@ -135,18 +159,21 @@ def _add_predict(app: FastAPI, model: MaskRCNN, settings: ServeSettings, batcher
         finished = time.perf_counter()
         height, width = image.shape[-2:]
         # A JSONResponse as it is: FastAPI's encoder would walk every number of every polygon again.
-        answer = {
-            "image": {"width": int(width), "height": int(height)},
-            "timing": {
-                "decode_ms": _ms(decoded - decode_start),
-                "queue_ms": round(result.queue_ms, 2),
-                "inference_ms": round(result.inference_ms, 2),
-                "encode_ms": _ms(finished - inferred),
-                "total_ms": _ms(finished - started),
-            },
-            "detections": detections,
-        }
-        return JSONResponse(answer)
+        return JSONResponse(
+            {
+                "image": {"width": int(width), "height": int(height)},
+                "timing": {
+                    "decode_ms": _ms(decoded - decode_start),
+                    "queue_ms": round(result.queue_ms, 2),
+                    "inference_ms": round(result.inference_ms, 2),
+                    "encode_ms": _ms(finished - inferred),
+                    "total_ms": _ms(finished - started),
+                },
+                "detections": detections,
+            }
+        )
+
+    return answer
 
 
 def _add_pages(app: FastAPI, model: MaskRCNN, settings: ServeSettings, metrics: ServerMetrics) -> None:

@@ -9,9 +9,10 @@ both) and double the memory. Decoding uploads and encoding answers happen elsewh
 app's thread pool), so they overlap with inference.
 
 Only images of one size share a pass, so that a request's detections are those of its image
-alone, whatever else was waiting. A batch runs at the lowest score threshold among its
-requests; each request filters its own result afterwards (`responses.keep_scoring`). A tiled
-request runs alone: its tiles are its batch.
+alone, whatever else was waiting (to within float rounding: a pass of several images sums in
+another order than a pass of one, README "Dynamic batching"). A batch runs at the lowest
+score threshold among its requests; each request filters its own result afterwards
+(`responses.keep_scoring`). A tiled request runs alone: its tiles are its batch.
 """
 
 import asyncio
@@ -98,6 +99,14 @@ class Batcher:
         self._lock = threading.Lock()
         self._accepting = False
         self._thread = threading.Thread(target=self._work, name="maskrcnn-batcher", daemon=True)
+        self._signalled: float | None = None  # time.monotonic() of the stop signal
+        self.dropped = 0  # images answered BatcherStopped while they waited (the deadline's drop)
+        self.cut_off = 0  # requests the server's shutdown cancelled (`shutdown_cut_off`)
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker thread is alive (after `stop`: a pass it could not finish in time)."""
+        return self._thread.is_alive()
 
     def start(self) -> None:
         with self._lock:
@@ -106,7 +115,9 @@ class Batcher:
 
     def stop(self, timeout: float | None = None) -> None:
         """Take no more images, finish those already queued, and end the worker (blocking for
-        at most `timeout` seconds: a pass that runs longer is left to the daemon thread)."""
+        at most `timeout` seconds: a pass that runs longer is left to the daemon thread, and
+        `running` says so: the serve command then ends the process without the interpreter's
+        exit, which would abort under it)."""
         with self._lock:
             if self._accepting:
                 self._accepting = False
@@ -118,7 +129,9 @@ class Batcher:
         """A stop signal arrived (the server takes no new connections): images of the
         connections still open are run as they come for `drop_after` seconds; then every image
         still waiting, and any that comes later, is answered with BatcherStopped (the server's
-        503) instead of running; the pass that is running then ends as it ends."""
+        503) instead of running; the pass that is running then ends as it ends, and a request
+        of it still open when the server's time runs out is answered by `shutdown_cut_off`."""
+        self._signalled = time.monotonic()
         timer = threading.Timer(drop_after, self._drop_waiting, args=(drop_after,))
         timer.daemon = True
         timer.start()
@@ -135,6 +148,7 @@ class Batcher:
                     break
             self._queue.put(_STOP)  # the worker ends after the pass it runs
         dropped = [job for job in waiting if job is not _STOP]
+        self.dropped += len(dropped)
         if self._metrics is not None and dropped:
             self._metrics.queue_depth.dec(len(dropped))
         error = BatcherStopped(
@@ -142,6 +156,21 @@ class Batcher:
         )
         for job in dropped:
             job.settle(None, error)
+
+    def shutdown_cut_off(self) -> BatcherStopped | None:
+        """A request was cancelled (on the event loop): if a stop signal came first, this is the
+        server's shutdown cutting it off at its deadline (uvicorn cancels the requests still
+        running then), whether its image waits for the model or is in a pass that cannot be
+        interrupted: count it, and return the error to answer it with (503), since every answer
+        is JSON. None: the cancellation is someone else's, to propagate."""
+        if self._signalled is None:
+            return None
+        self.cut_off += 1
+        seconds = time.monotonic() - self._signalled
+        return BatcherStopped(
+            f"the server shut down before this request was answered ({seconds:.1f} s after the stop "
+            "signal, its shutdown time ran out)"
+        )
 
     async def submit(
         self,

@@ -8,14 +8,16 @@ socket accepts connections (requests that arrive before uvicorn runs wait in its
 
 SIGTERM (or Ctrl-C) stops it within `--shutdown-seconds` (30): uvicorn stops accepting
 connections and new images are answered 503; the requests in flight get that long to finish;
-images still waiting for the model a second before it are answered 503 and dropped, and a pass
-still running at the end is cut off with its connection (uvicorn's graceful timeout); the
-command then exits with code 0.
+images still waiting for the model a second before it are answered 503 and dropped, and a
+request still running at the end (uvicorn's graceful timeout) is answered 503 too; the command
+then prints how many requests were answered 503 and exits with code 0, at once (os._exit) if a
+forward pass it cut off still runs: torch cannot interrupt it.
 """
 
 import errno
 import importlib.util
 import ipaddress
+import os
 import socket
 import sys
 
@@ -99,11 +101,35 @@ def serve_command(
     # down; recorded here, they end the command with code 0: stopping is how a server ends.
     with StopRequest() as stop:
         server.run(sockets=[listener])
+    batcher = app.state.batcher
     if stop.requested:
-        print(
-            f"stopped by {signal_name(stop.signum)} after answering the requests in flight", file=sys.stderr
-        )
+        print(stopped_line(signal_name(stop.signum), batcher.dropped, batcher.cut_off), file=sys.stderr)
+    if batcher.running:
+        # A pass the shutdown cut off still runs in the model's thread, and torch cannot interrupt
+        # it. The interpreter's exit would tear down torch's threads under it (std::terminate:
+        # SIGABRT, exit code -6); nothing is left to answer or save, so end here, output written.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
+
+
+def stopped_line(signal: str, dropped: int, cut_off: int) -> str:
+    """The last line after a stop signal: which requests in flight did not get their detections.
+    dropped: images still waiting for the model near the end of the shutdown time; cut_off:
+    requests still running when it ran out (its forward pass, or its upload, unfinished)."""
+    if not dropped and not cut_off:
+        return f"stopped by {signal} after answering the requests in flight"
+    parts = []
+    if dropped:
+        parts.append(f"{_requests(dropped)} still waiting for the model")
+    if cut_off:
+        parts.append(f"{_requests(cut_off)} cut off when --shutdown-seconds ran out")
+    return f"stopped by {signal}; answered 503 instead of detections: {' and '.join(parts)}"
+
+
+def _requests(count: int) -> str:
+    return f"{count} request" if count == 1 else f"{count} requests"
 
 
 def _uvicorn_server(app, shutdown_seconds: float):

@@ -4,7 +4,8 @@ the model's description (GET /v1/model).
 A detection is {"box": [x, y, w, h], "score", "label", "class_name", "category_id", "mask"} and,
 for a keypoint model, "keypoints" [x1, y1, 1, ...] and "keypoint_scores". Box, score, category
 id, mask and keypoints are the COCO results entry of `engine.results.detections_to_coco` (its
-bbox and segmentation), so the server and `maskrcnn predict` give the same numbers and masks.
+bbox and segmentation), so the server and `maskrcnn predict` give the same numbers and masks
+(for an image that had its pass alone; a shared pass rounds otherwise, batching.py).
 """
 
 import dataclasses

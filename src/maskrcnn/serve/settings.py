@@ -4,6 +4,8 @@ Free of torch and of the web framework: the command line reads the defaults from
 anything heavy is imported.
 """
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +24,9 @@ MEGABYTE = 1_000_000
 # SIGTERM: requests in flight get this long to finish before they are cancelled.
 GRACEFUL_SHUTDOWN_SECONDS = 30.0
 # The query options of POST /v1/predict (its score threshold's default is every prediction
-# path's: choices.PREDICT_SCORE_THRESHOLD).
+# path's: choices.PREDICT_SCORE_THRESHOLD). Any other is refused: a misspelt option silently
+# ignored would answer at other settings than the client asked for.
+PREDICT_OPTIONS = ("score_threshold", "mask_format", "tile", "tile_overlap")
 MASK_FORMATS = ("rle", "polygons")
 
 
@@ -80,3 +84,14 @@ def tile_problem(tile: int, overlap: int | None) -> str | None:
     by the rule the model and the command line follow (`choices.tiling_problem`)."""
     problem = choices.tiling_problem(tile, overlap, "tile", "tile_overlap")
     return f"query parameter {problem}" if problem else None
+
+
+def unknown_option_problem(names: Iterable[str]) -> str | None:
+    """What is wrong with a request's query parameter names: the first that is no option of
+    POST /v1/predict, with the closest option, as the command line names a misspelt one."""
+    for name in names:
+        if name not in PREDICT_OPTIONS:
+            close = difflib.get_close_matches(name, PREDICT_OPTIONS, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"the options are {', '.join(PREDICT_OPTIONS)}"
+            return f"query parameter {name}: unknown; {hint}"
+    return None
