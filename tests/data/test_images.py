@@ -1,6 +1,8 @@
 """Reading image files at full precision and turning images into the model's input."""
 
+import io
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -15,6 +17,7 @@ from maskrcnn.data.images import (
     ImageTooLargeError,
     load_image,
     pil_to_array,
+    read_with_pil,
     to_image_tensor,
     to_raw_tensor,
 )
@@ -147,7 +150,8 @@ def test_channel_count_must_match_the_model():
     message = str(error.value)
     assert "(50, 50, 4)" in message and "model.input.channels" in message and "4 channels" in message
     assert message.endswith(
-        "convert RGBA to RGB first, or train a model on 4 channels (model.input.channels=4)"[-100:]
+        "for 4-channel images, train a model with model.input.channels=4 "
+        "(or, for an array with alpha, drop its alpha channel)"
     )
     with pytest.raises(ValueError, match=r"2 channels \(shape \(2, 20, 20\)\).*takes 1"):
         to_image_tensor(torch.rand(2, 20, 20), GRAY)
@@ -296,3 +300,58 @@ def test_missing_and_broken_files_name_the_file(tmp_path):
     (tmp_path / "broken.tif").write_bytes(b"II*\x00 not really a tiff")
     with pytest.raises(ValueError, match=r"broken.tif: cannot read image"):
         load_image(tmp_path / "broken.tif")
+
+
+def png_16_bit(path, values: np.ndarray, colour_type: int) -> None:
+    """A 16-bit PNG as a camera or microscope SDK writes it (PIL writes no 16-bit colour PNG)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width = values.shape[:2]
+    rows = b"".join(b"\0" + values[y].astype(">u2").tobytes() for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("colour_type, kind", [(2, "RGB"), (4, "gray+alpha"), (6, "RGBA")])
+def test_a_16_bit_colour_png_is_refused_not_cut_to_8_bits(tmp_path, colour_type, kind):
+    rgb = np.zeros((12, 16, 3), np.uint16)
+    rgb[3:8, 4:10] = (3000, 1000, 200)
+    rgb[3:8, 10:] = (3001, 1003, 203)  # PIL's 8 bits make these the same colour
+    opaque = np.full((12, 16, 1), 65535, np.uint16)
+    values = {2: rgb, 4: np.dstack([rgb[..., :1], opaque]), 6: np.dstack([rgb, opaque])}[colour_type]
+    path = tmp_path / f"{kind}.png"
+    png_16_bit(path, values, colour_type)
+    with pytest.raises(ValueError) as error:
+        load_image(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: 16-bit {kind} PNG: ") and "\n" not in message
+    assert "PIL reads only 8 bits of a 16-bit colour PNG" in message and "16-bit TIFF" in message
+    with pytest.raises(ValueError, match="PIL reads only 8 bits"):  # the server's bytes too
+        read_with_pil(io.BytesIO(path.read_bytes()), lambda w, h, planes: None)
+    # 16-bit gray stays 16-bit
+    png_16_bit(tmp_path / "gray.png", rgb[..., 0], 0)
+    pixels = load_image(tmp_path / "gray.png")
+    assert pixels.dtype == np.uint16 and np.array_equal(pixels, rgb[..., 0])
+
+
+def test_a_corrupt_exif_warning_names_the_file(tmp_path):
+    encoded = io.BytesIO()
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(encoded, "JPEG")
+    jpeg = encoded.getvalue()
+    exif = b"Exif\x00\x00II*\x00\xff\xff\xff\x7f" + b"\x00" * 10  # its first directory far away
+    segment = b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif
+    path = tmp_path / "bad exif.jpg"
+    path.write_bytes(jpeg[:2] + segment + jpeg[2:])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert load_image(path).shape == (6, 8, 3)
+    messages = [str(warning.message) for warning in caught]
+    assert len(messages) == 1 and messages[0].startswith(f"{path}: Corrupt EXIF data"), messages
+    assert "\n" not in messages[0] and "  " not in messages[0]

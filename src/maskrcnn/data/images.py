@@ -7,8 +7,8 @@ all go through both, so every path sees the same pixels.
 """
 
 import contextlib
-import math
-from collections.abc import Callable
+import os
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,6 +20,7 @@ from torch import Tensor
 from maskrcnn.config import DataConfig, InputConfig
 from maskrcnn.config.validate import check_input_config
 from maskrcnn.data.intensity import normalize_channels
+from maskrcnn.data.tiff import MINISWHITE, CodecMissing, SizeCheck, decode_tiff, native_byte_order
 
 SUPPORTED = "a torch.Tensor (C, H, W), a numpy array (H, W, C) or (H, W), or a PIL.Image"
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -30,6 +31,15 @@ UNIT_TOLERANCE = 1e-3
 
 class ImageTooLargeError(ValueError):
     """An image file's header claims more pixels than the limit (a decompression bomb?)."""
+
+
+class UnsupportedImageError(ValueError):
+    """An image file of a kind no decoder here reads right (a 16-bit colour PNG, ...)."""
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# PNG colour types PIL decodes at 8 bits only when they hold 16 bits per sample
+PNG_16_BIT_COLOUR = {2: "RGB", 4: "gray+alpha", 6: "RGBA"}
 
 
 class _Pixels(NamedTuple):
@@ -68,10 +78,10 @@ def _checked_pixels(image, channels: int, name: str) -> _Pixels:
     pixels = _channels_first(image, name)
     count, height, width = pixels.values.shape
     if count not in (1, channels):
-        if count == 4 and channels == 3:
-            hint = "; convert RGBA to RGB first, or train a model on 4 channels (model.input.channels=4)"
-        else:
-            hint = f"; for {count}-channel images, train a model with model.input.channels={count}"
+        hint = f"; for {count}-channel images, train a model with model.input.channels={count}"
+        if count == channels + 1 and channels in (1, 3):
+            # Files are read without their alpha: only an array can still have one.
+            hint += " (or, for an array with alpha, drop its alpha channel)"
         raise ValueError(
             f"{name}: image has {count} channels (shape {pixels.shape}) but the model takes "
             f"{channels} (model.input.channels), or 1 (repeated){hint}"
@@ -164,149 +174,167 @@ def pil_to_array(image: Image.Image) -> np.ndarray:
 
     Types are kept: 8-bit modes give uint8, "I;16*" uint16, "I" int32, "F" float32. Palette
     and alpha images become RGB (alpha dropped), gray with alpha and bilevel ones gray.
+    (A 16-bit colour PNG is 8-bit once PIL has opened it: `read_with_pil` refuses those.)
     """
     image = ImageOps.exif_transpose(image)
     if image.mode in ("1", "LA", "La"):
         image = image.convert("L")
     elif not (image.mode in ("L", "RGB", "I", "F") or image.mode.startswith("I;16")):
         image = image.convert("RGB")
-    return _native_byte_order(np.array(image))
+    return native_byte_order(np.array(image))
 
 
-def load_image(path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
-    """An image file's pixels, (H, W) or (H, W, C), in the file's own type (no 8-bit step).
+def load_image(path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, colours: bool = True) -> np.ndarray:
+    """An image file's pixels, (H, W) or (H, W, C), in the file's own type (no 8-bit step);
+    colours False: a TIFF's stored values, without its photometric conversions (label images).
 
-    PNG, JPEG, BMP, WebP, ... are read by PIL (see `pil_to_array`); .tif/.tiff by tifffile,
-    whose pages or channels become the image's channels (see `_tiff_channels_last`).
-    An image whose header claims more than `max_pixels` pixels (width x height x planes;
-    0: no limit) is refused with ImageTooLargeError before anything is decoded.
-    Raises ValueError naming the file for a missing, unreadable or too large image.
+    PNG, JPEG, BMP, WebP, ... are read by PIL (see `pil_to_array`; a 16-bit colour PNG is
+    refused); .tif/.tiff by tifffile, whose pages or channels become the image's channels
+    (see `read_tiff`). An image whose header claims more than `max_pixels` pixels (width x
+    height x planes; 0: no limit) is refused with ImageTooLargeError before anything is decoded.
+    Raises ValueError naming the file for a missing, unreadable or too large image; warnings
+    of the decoders (PIL's corrupt EXIF, ...) are re-issued naming the file.
     """
     path = Path(path)
     try:
-        if path.suffix.lower() in TIFF_SUFFIXES:
-            return _read_tiff(path, max_pixels)
-        return _read_with_pil(path, max_pixels)
+        with _warnings_naming(path):
+            if path.suffix.lower() in TIFF_SUFFIXES:
+                return _read_tiff(path, max_pixels, colours)
+            return _read_with_pil(path, max_pixels)
     except FileNotFoundError:
         raise ValueError(f"{path}: file not found") from None
     except ImageTooLargeError as error:
         if str(error).startswith(str(path)):  # ours, which names the file
             raise
         raise ImageTooLargeError(f"{path}: {error}") from None
+    except UnsupportedImageError as error:
+        raise UnsupportedImageError(f"{path}: {error}") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"{path}: cannot read image ({error})") from None
 
 
-# A size check: (width, height, planes) from an image's header -> None, or it raises to refuse
-# the image before its pixels are decoded.
-SizeCheck = Callable[[int, int, int], None]
+@contextlib.contextmanager
+def _warnings_naming(path: Path):
+    """Warnings raised while reading `path` (PIL's "Corrupt EXIF data", what tifffile logged)
+    re-issued as one line that names the file: alone they do not say which of a folder's
+    images they are about. (catch_warnings is process-wide: loading runs in one thread.)"""
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            yield
+    finally:
+        for warning in caught:
+            message = " ".join(str(warning.message).split())
+            warnings.warn(f"{path}: {message}", warning.category, stacklevel=4)
 
 
 def _read_with_pil(path: Path, max_pixels: int) -> np.ndarray:
     return read_with_pil(path, lambda w, h, planes: check_image_size(path, w, h, planes, max_pixels))
 
 
-def _read_tiff(path: Path, max_pixels: int) -> np.ndarray:
+def _read_tiff(path: Path, max_pixels: int, colours: bool = True) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(path)
-    return read_tiff(path, lambda w, h, planes: check_image_size(path, w, h, planes, max_pixels))
+    return read_tiff(path, lambda w, h, planes: check_image_size(path, w, h, planes, max_pixels), colours)
 
 
 def read_with_pil(source, check_size: SizeCheck) -> np.ndarray:
     """Pixels of an image PIL reads (a path or a binary file object), checked by `check_size`
-    from the header before anything is decoded.
+    from the header before anything is decoded. A 16-bit RGB, RGBA or gray+alpha PNG is
+    refused (UnsupportedImageError): PIL would keep only the high byte of each sample.
 
     PIL's own decompression-bomb guard (`PIL.Image.MAX_IMAGE_PIXELS`, process-wide) stays as
     the program set it: an image over it is refused with a message that says so. The
     `maskrcnn` command line and server, whose every read is checked here, switch it off once
     at start (`cli.leave_size_limits_to_maskrcnn`).
     """
+    head = _first_bytes(source, 26)
+    with _open_with_pil(source) as image:
+        width, height = image.size  # from the header: nothing is decoded yet
+        check_size(width, height, 1)
+        if image.format == "PNG":
+            _refuse_16_bit_colour_png(head)
+        image.load()
+        return pil_to_array(image)
+
+
+def _open_with_pil(source) -> Image.Image:
     try:
-        image = Image.open(source)
+        return Image.open(source)
     except Image.DecompressionBombError as error:
         raise ImageTooLargeError(
             f"{error} (PIL's limit, PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}: raise it in "
             "your program, or use the maskrcnn command line, which applies its own limit only)"
         ) from None
-    with image:
-        width, height = image.size  # from the header: nothing is decoded yet
-        check_size(width, height, 1)
-        image.load()
-        return pil_to_array(image)
 
 
-def read_tiff(source, check_size: SizeCheck) -> np.ndarray:
+def _first_bytes(source, count: int) -> bytes:
+    """The first `count` bytes of a path, or of a file object from where it stands (left there)."""
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as file:
+            return file.read(count)
+    start = source.tell()
+    head = source.read(count)
+    source.seek(start)
+    return head
+
+
+def _refuse_16_bit_colour_png(head: bytes) -> None:
+    """PIL has no 16-bit colour mode: it opens a 16-bit RGB, RGBA or gray+alpha PNG as 8-bit,
+    keeping the high byte (3000 and 3001 both become 11). Bytes 16 to 25 of a PNG are its
+    IHDR's width, height, bit depth and colour type. A 16-bit gray PNG is read at 16 bits."""
+    if head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR" or len(head) < 26:
+        return
+    depth, colour = head[24], head[25]
+    if depth == 16 and colour in PNG_16_BIT_COLOUR:
+        raise UnsupportedImageError(
+            f"16-bit {PNG_16_BIT_COLOUR[colour]} PNG: PIL reads only 8 bits of a 16-bit colour PNG; "
+            "save it as a 16-bit TIFF (or an 8-bit PNG)"
+        )
+
+
+def read_tiff(source, check_size: SizeCheck, colours: bool = True) -> np.ndarray:
     """Pixels of a TIFF (a path or a binary file object), its pages or channels as the image's
-    channels (`_tiff_channels_last`), checked by `check_size` from the header before anything is
-    decoded. What `check_size` raises passes as it is; tifffile's many errors of a corrupt file
-    become ValueError."""
-    import tifffile
-
-    with _tiff_failures_as_value_errors():
-        tiff = tifffile.TiffFile(source)
-    with tiff:
-        with _tiff_failures_as_value_errors():
-            series, axes, shape = _tiff_planes(tiff)
-        check_size(shape[axes.index("X")], shape[axes.index("Y")], _planes(axes, shape))
-        with _tiff_failures_as_value_errors():
-            array = series[0].asarray() if len(series) == 1 else np.stack([s.asarray() for s in series])
-    if array.dtype == bool:
-        array = array.astype(np.uint8) * 255
-    return _tiff_channels_last(_native_byte_order(array), axes)
-
-
-@contextlib.contextmanager
-def _tiff_failures_as_value_errors():
+    channels, in the colours viewers show (`tiff.decode_tiff`), checked by `check_size` from
+    the header before anything is decoded. A compression tifffile decodes only with the
+    optional 'imagecodecs' package (LZW, JPEG, CCITT G3/G4, ...) is read with PIL instead;
+    if PIL cannot either, UnsupportedImageError names the compression. colours False: the
+    stored values (`tiff.decode_tiff`; what PIL reads keeps its colours)."""
+    start = None if isinstance(source, (str, os.PathLike)) else source.tell()
     try:
-        yield
-    except FileNotFoundError:
+        return decode_tiff(source, check_size, colours)
+    except CodecMissing as missing:
+        if start is not None:
+            source.seek(start)
+        return _tiff_with_pil(source, missing)
+
+
+def _tiff_with_pil(source, missing: CodecMissing) -> np.ndarray:
+    """A TIFF tifffile cannot decode, read with PIL (its size already checked): its pages
+    stacked as `decode_tiff` stacks them, samples first, then pages."""
+    try:
+        with _open_with_pil(source) as image:
+            frames = [_pil_tiff_page(image, index, missing) for index in range(missing.frames)]
+            pixels = frames[0] if len(frames) == 1 else np.stack(frames, axis=-1)
+    except ImageTooLargeError:
         raise
-    except Exception as error:  # a corrupt file fails in many ways inside tifffile
-        raise ValueError(f"{type(error).__name__}: {error}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise UnsupportedImageError(
+            f"{missing}, and PIL cannot read it either ({type(error).__name__}: {error}); "
+            "pip install imagecodecs, or save it uncompressed"
+        ) from None
+    return pixels.reshape(*pixels.shape[:2], -1) if pixels.ndim == 4 else pixels
 
 
-def _tiff_planes(tiff) -> tuple[list, str, tuple[int, ...]]:
-    """The series that make the image, and its axes and shape, from the header alone.
-
-    Pages written one at a time are series of their own: those shaped like the first series
-    are further planes of it, stacked on an "I" axis (a thumbnail of another size is not).
-    """
-    if not tiff.series:
-        raise ValueError("no image in the file")
-    first = tiff.series[0]
-    key = (first.axes, first.shape, first.dtype)
-    series = [s for s in tiff.series if (s.axes, s.shape, s.dtype) == key]
-    axes, shape = first.axes, tuple(first.shape)
-    if len(series) > 1:
-        axes, shape = "I" + axes, (len(series), *shape)
-    if "Y" not in axes or "X" not in axes:
-        raise ValueError(f"its first series has axes {axes!r} (shape {shape}), no Y and X")
-    return series, axes, shape
-
-
-def _planes(axes: str, shape: tuple[int, ...]) -> int:
-    """How many width x height planes a TIFF image holds: pages, Z, C, T, ... multiplied.
-
-    An RGB(A) pixel counts as one pixel, as PIL counts them; more samples per pixel count as planes.
-    """
-    samples = math.prod(n for axis, n in zip(axes, shape) if axis == "S")
-    others = math.prod(n for axis, n in zip(axes, shape) if axis not in "YXS")
-    return others * (samples if samples > 4 else 1)
-
-
-def _tiff_channels_last(array: np.ndarray, axes: str) -> np.ndarray:
-    """A TIFF series of `axes` (e.g. "YXS", "CYX", "ZCYX", "QYXS") -> (H, W) or (H, W, C).
-
-    Every axis but Y and X becomes channels: the samples axis S (RGB) first, then the others
-    (pages, Z, C, T, ...) in the file's order, flattened; axes of length 1 are already gone.
-    """
-    order = [axes.index("Y"), axes.index("X")]
-    order += [i for i, axis in enumerate(axes) if axis == "S"]
-    order += [i for i, axis in enumerate(axes) if axis not in "YXS"]
-    array = array.transpose(order)
-    if array.ndim == 2:
-        return array
-    return array.reshape(array.shape[0], array.shape[1], -1)
+def _pil_tiff_page(image: Image.Image, index: int, missing: CodecMissing) -> np.ndarray:
+    image.seek(index)  # EOFError past the last page
+    image.load()  # PIL applies the Orientation tag of a TIFF as it loads it
+    if missing.imagej and image.mode == "P":
+        return np.array(image)  # an ImageJ LUT only displays the data: the indices are the data
+    pixels = pil_to_array(image)
+    if missing.photometric == MINISWHITE and image.mode.startswith("I;16"):
+        pixels = np.iinfo(pixels.dtype).max - pixels  # PIL inverts MinIsWhite up to 8 bits only
+    return pixels
 
 
 def check_image_size(path, width: int, height: int, planes: int, max_pixels: int) -> None:
@@ -319,8 +347,3 @@ def check_image_size(path, width: int, height: int, planes: int, max_pixels: int
             f"{max_pixels / 1e6:g} megapixels; raise data.max_image_pixels (maskrcnn predict: "
             "--max-image-pixels) if the file is genuine"
         )
-
-
-def _native_byte_order(array: np.ndarray) -> np.ndarray:
-    # Big-endian TIFF or "I;16B" PNG pixels: torch reads native byte order only.
-    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
