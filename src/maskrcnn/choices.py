@@ -7,6 +7,9 @@ importing torch (seconds on a cold machine): a wrong value is answered at once.
 # The one default of every user-facing prediction: model.predict, `maskrcnn predict` and
 # the graph `maskrcnn export` writes.
 PREDICT_SCORE_THRESHOLD = 0.5
+# The image files a folder is read for: `maskrcnn predict DIR` and the label converters
+# (GIF is read when named, not looked for: it is mostly animations).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Tiled prediction (modeling/tiling.py): the smallest tile, and how much neighbours share by
 # default (an object up to this size lies whole in some tile).
 MIN_TILE = 64

@@ -51,3 +51,19 @@ def _finite(value):
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+def picture_names(images: list) -> list[str]:
+    """<stem>.png per image path, in order; repeated stems (a.jpg and a.png, cam1/0001.jpg and
+    cam2/0001.jpg) get -2, -3, ... so that no picture overwrites another, on case-insensitive
+    file systems too."""
+    used, names = set(), []
+    for image in images:
+        stem = Path(image).stem
+        name, n = f"{stem}.png", 1
+        while name.lower() in used:
+            n += 1
+            name = f"{stem}-{n}.png"
+        used.add(name.lower())
+        names.append(name)
+    return names

@@ -236,10 +236,7 @@ def test_labelme_shapes_become_coco_instances(tmp_path, capsys):
     [
         ([shape("leaf", [[2, 2], [20, 2]])], "shape 0: a polygon needs at least 3 points, got 2"),
         ([shape("stone", [[0, 0]], kind="rectangle")], "shape 0: a rectangle has 2 points, got 1"),
-        (
-            [shape("a", [[1, 1], [5, 1], [5, 5]], group=2), shape("b", [[9, 9], [12, 9], [12, 12]], group=2)],
-            "shape 1: group_id 2 joins labels 'a' and 'b'",
-        ),
+        ([shape("blob", [[0, 0], [3, 3]], kind="mask")], "shape 0: a mask shape needs 'mask'"),
     ],
 )
 def test_bad_labelme_shapes_are_named(tmp_path, capsys, shapes, problem):
@@ -252,7 +249,8 @@ def test_a_labelme_file_without_its_image_is_named(tmp_path, capsys):
     labelme_file(tmp_path, "a", [shape("leaf", [[2, 2], [20, 2], [20, 15]])])
     (tmp_path / "a.png").unlink()
     assert convert("labelme", tmp_path, "--out", tmp_path / "o.json") == 2
-    assert f"{tmp_path / 'a.json'}: its image a.png is not in {tmp_path}" in one_error(capsys)
+    problem = f"{tmp_path / 'a.json'}: field 'imagePath': image {tmp_path / 'a.png'} not found"
+    assert problem in one_error(capsys)
 
 
 # The split and the options

@@ -31,8 +31,12 @@ def add(subcommands) -> argparse.ArgumentParser:
         description=(
             f"Write COCO instance JSON from other labels ({formats}). Polygons stay polygons, label "
             "images become exact RLE masks; file names are relative to the images folder to pass "
-            "to train as --train-images. Prints one line: the images, the instances per class, what "
-            "was skipped and why. Exit code 2 for a bad input, naming the file and the line or shape."
+            "to train as --train-images. Category ids 1.. follow the order of yolo's names, of the "
+            "class table's label values (masks) or of the sorted label names (labelme: folders "
+            "converted apart with the same classes agree). Image sizes are as displayed (EXIF "
+            "orientation applied), as train reads them. Prints one line: the images, the instances "
+            "per class, what was skipped and why. Exit code 2 for a bad input, naming the file and "
+            "the line or shape."
         ),
     )
     parser.add_argument(
@@ -45,7 +49,8 @@ def add(subcommands) -> argparse.ArgumentParser:
         type=Number(0.0, 0.9),
         default=0.0,
         metavar="F",
-        help="write F_train.json and F_val.json instead, this share of the images in the second; 0: one file",
+        help="write F_train.json and F_val.json instead, this share of the images in the second (at "
+        "least one image in each: fewer than 2 images are refused); 0: one file",
     )
     parser.add_argument("--seed", type=WholeNumber(0), default=0, metavar="S", help="the split's random seed")
     parser.add_argument(

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from maskrcnn.choices import PREDICT_SCORE_THRESHOLD
+from maskrcnn.choices import IMAGE_EXTENSIONS, PREDICT_SCORE_THRESHOLD
 from maskrcnn.data.images import DEFAULT_MAX_IMAGE_PIXELS, load_image, to_image_tensor
 from maskrcnn.engine import distributed
 from maskrcnn.engine.progress import item_progress
@@ -32,14 +32,13 @@ from maskrcnn.engine.stop import Interrupted
 from maskrcnn.errors import OptionError, user_errors
 from maskrcnn.evaluation.coco import label_to_category
 from maskrcnn.evaluation.results import detections_to_coco, write_json_atomic
-from maskrcnn.files import atomic_output
+from maskrcnn.files import atomic_output, picture_names
 from maskrcnn.inference.manifest import OutputManifest
 from maskrcnn.interop.load import load_model
 from maskrcnn.interop.state_dicts import CheckpointError
 from maskrcnn.modeling.mask_rcnn import MaskRCNN
 from maskrcnn.visualize import display_image, draw_instances
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 PREDICTIONS_FILE = "predictions.json"
 IMAGES_FILE = "images.json"
 
@@ -336,13 +335,8 @@ def overlay_paths(images: list[Path], out_dir: Path) -> list[Path]:
     Raises ValueError if an overlay would overwrite one of the input images.
     """
     inputs = {_identity(p) for p in images}
-    used, paths = set(), []
-    for image in images:
-        name, n = f"{image.stem}.png", 1
-        while name.lower() in used:
-            n += 1
-            name = f"{image.stem}-{n}.png"
-        used.add(name.lower())
+    paths = []
+    for name in picture_names(images):
         path = out_dir / name
         if _identity(path) in inputs:
             raise ValueError(

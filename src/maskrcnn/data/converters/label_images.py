@@ -14,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from maskrcnn.choices import IMAGE_EXTENSIONS
 from maskrcnn.data.converters.coco_file import CocoBuilder, header_size
-from maskrcnn.data.images import load_image
+from maskrcnn.data.images import TIFF_SUFFIXES, load_image
 
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+# The files taken as images: those `predict` reads a folder for.
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS
+
 LABEL_FILE_SUFFIXES = (".png", ".tif", ".tiff")
 LABEL_SUFFIXES = ("_cp_masks", "_instances", "_labels", "_label", "_masks", "_mask", "_seg")
 
@@ -33,7 +36,9 @@ def image_stem(label: Path) -> tuple[str, bool]:
 def read_classes(path: str) -> dict[int, str]:
     """A CSV of `label value,class name` rows (a header row of words is skipped)."""
     classes: dict[int, str] = {}
-    with open(path, newline="", encoding="utf-8") as file:
+    # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which would glue to the
+    # first value and make the first row look like a header.
+    with open(path, newline="", encoding="utf-8-sig") as file:
         for number, row in enumerate(csv.reader(file), start=1):
             if not row or not "".join(row).strip():
                 continue
@@ -95,7 +100,7 @@ def convert_label_images(
 
 
 def _add_label_image(builder, label: Path, image: Path, images_dir: Path, class_name, classes) -> None:
-    values = load_image(label, max_pixels=0)
+    values = _label_values(label)
     if values.ndim != 2:
         raise ValueError(f"{label}: a label image has one channel, this one has shape {values.shape}")
     if values.dtype.kind == "f":
@@ -119,3 +124,21 @@ def _add_label_image(builder, label: Path, image: Path, images_dir: Path, class_
             raise ValueError(f"{label}: label value {int(value)} has no class in the class table")
         name = classes[int(value)] if classes is not None else class_name
         builder.add_mask(image_id, name, values == value)
+
+
+def _label_values(label: Path) -> np.ndarray:
+    """A label image's values. A palette (indexed) PNG or TIFF holds the label values as its
+    indices (Fiji's LUTs, VOC, labelme's `lblsave`); its colours only show them, so it is not
+    read as RGB as `load_image` reads a palette image."""
+    if label.suffix.lower() not in TIFF_SUFFIXES:
+        from PIL import Image, ImageOps
+
+        try:
+            with Image.open(label) as picture:
+                if picture.mode == "P":
+                    picture.load()
+                    return np.array(ImageOps.exif_transpose(picture))  # oriented as the image
+        except (OSError, SyntaxError, ValueError):
+            pass  # load_image names the file and the problem
+    # a TIFF's stored values: a palette or MinIsWhite label TIFF holds the labels as they are
+    return load_image(label, max_pixels=0, colours=False)

@@ -6,7 +6,13 @@ dict of index to name). Each image `.../images/<split>/a.jpg` has its labels in
 `.../labels/<split>/a.txt` (the last `images` folder of the path read as `labels`), one
 instance a line: `class x1 y1 x2 y2 ...`, a polygon in coordinates normalized to [0, 1]. A
 line of four numbers, `class cx cy w h`, is a detection without a mask: a box-only instance
-(or refused, with `require_masks`). An image without a label file has no object.
+(or refused, with `require_masks`), clipped to the image as polygons are. An image without
+a label file has no object. Coordinates are normalized by the image's size as displayed (an
+EXIF orientation 5 to 8 swaps its stored width and height), the size `train` reads.
+
+A split that names a folder which does not exist, starting with `../`, is looked for without
+the `../` in the root, as Ultralytics does: Roboflow's exports write `train: ../train/images`
+beside a `train/` folder.
 """
 
 from pathlib import Path
@@ -38,12 +44,25 @@ def read_data_yaml(path: str, split: str) -> tuple[Path, list[str]]:
         raise ValueError(f"{path}: field {split!r} must name the split's image folder")
     root = Path(data.get("path") or ".")
     root = root if root.is_absolute() else Path(path).parent / root
-    folder = root / data[split]
-    if not folder.is_dir():
-        raise ValueError(
-            f"{path}: field {split!r}: {folder} is not a folder (lists of image files are not read)"
-        )
-    return folder, [str(name) for name in names]
+    return _split_folder(path, split, root, data[split]), [str(name) for name in names]
+
+
+def _split_folder(path: str, split: str, root: Path, value: str) -> Path:
+    """The image folder a split names, relative to the root; a missing `../...` is looked for
+    without its `../`, as Ultralytics does."""
+    named = folder = root / value
+    if not folder.exists() and value.startswith("../"):
+        folder = root / value[3:]
+    if folder.is_dir():
+        return folder
+    where = f"{path}: field {split!r}"
+    if value.lower().endswith(".txt"):
+        raise ValueError(f"{where}: {value} is a list of image files, which is not read: name a folder")
+    if folder.exists():
+        raise ValueError(f"{where}: {folder} is not a folder")
+    if folder == named:
+        raise ValueError(f"{where}: folder {folder} does not exist")
+    raise ValueError(f"{where}: folder {named} does not exist, nor {folder} (without its '../')")
 
 
 def labels_folder(images: Path) -> Path:
@@ -103,12 +122,11 @@ def _add_line(builder, image_id, label: Path, number: int, line: str, names, siz
         if require_masks:
             raise ValueError(f"{where}: a box without a polygon (--require-masks)")
         cx, cy, w, h = values
-        builder.add_box(
-            image_id, names[index], [(cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height]
-        )
-        builder.notes["boxes without a polygon, kept as box-only instances"] += 1
+        box = [(cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height]
+        if builder.add_box(image_id, names[index], box, "boxes"):
+            builder.notes["boxes without a polygon, kept as box-only instances"] += 1
         return
     if len(values) % 2 or len(values) < 6:
         raise ValueError(f"{where}: a polygon needs at least 3 points (x y pairs), got {len(values)} numbers")
     points = [min(max(v, 0.0), 1.0) * (width if i % 2 == 0 else height) for i, v in enumerate(values)]
-    builder.add_polygons(image_id, names[index], [points])
+    builder.add_polygons(image_id, names[index], [points], "polygons")
