@@ -380,6 +380,35 @@ def test_a_mask_model_refuses_a_split_without_one_usable_mask(shapes, tmp_path):
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
+def _as_crowd(shapes: Path, out: Path, share: int) -> Path:
+    """The shapes data with the first `share` training annotations marked iscrowd=1 (as CVAT
+    writes its masks); all of them when share is 0."""
+    import shutil
+
+    shutil.copytree(shapes, out)
+    path = out / "annotations" / "instances_train.json"
+    document = json.loads(path.read_text())
+    for annotation in document["annotations"][: share or None]:
+        annotation["iscrowd"] = 1
+    path.write_text(json.dumps(document))
+    return out
+
+
+def test_crowd_regions_are_said_to_be_left_out_of_training(shapes, tmp_path, capsys):
+    data = _as_crowd(shapes, tmp_path / "crowd", 0)
+    count = len(json.loads((data / "annotations" / "instances_train.json").read_text())["annotations"])
+    with pytest.raises(ValueError) as refused:
+        train(tiny_config(data, tmp_path / "run", "solver.max_iter=1", "data.val_json=''"))
+    left_out = f"{count} crowd regions (iscrowd=1) left out: they are not training targets"
+    assert f"no usable instance to train on ({left_out})" in str(refused.value)
+    # two of them: trained on the others, and said once
+    data = _as_crowd(shapes, tmp_path / "some", 2)
+    train(tiny_config(data, tmp_path / "run2", "solver.max_iter=1", "data.val_json=''"))
+    out = capsys.readouterr().out
+    expected = f"2 crowd regions (iscrowd=1) left out: they are not training targets, {count - 2} instances"
+    assert out.count(expected) == 1
+
+
 def test_a_box_only_model_trains_on_annotations_kept_by_their_boxes(shapes, tmp_path, capsys):
     data = _without_segmentations(shapes, tmp_path / "boxes")
     config = tiny_config(data, tmp_path / "run", "solver.max_iter=2", "data.val_json=''", "model.masks=false")

@@ -156,3 +156,46 @@ def test_a_split_that_shares_no_category_with_the_model_is_refused(setup, tmp_pa
         == 2
     )
     assert "share no category: its ids are 2, the file's 7 cell" in capsys.readouterr().err
+
+
+def swapped_names(shapes, tmp_path):
+    """The split with the names of categories 1 and 2 swapped: the same ids, other classes (as
+    two folders of labels converted one at a time may number them)."""
+    document = json.loads(shapes["val_annotations"].read_text())
+    names = {c["id"]: c["name"] for c in document["categories"]}
+    names[1], names[2] = names[2], names[1]
+    document["categories"] = [{"id": i, "name": name} for i, name in names.items()]
+    other = tmp_path / "swapped.json"
+    other.write_text(json.dumps(document))
+    return other
+
+
+def test_a_split_whose_ids_name_other_classes_is_refused_by_eval_and_by_training(setup, tmp_path, capsys):
+    weights, _, shapes = setup
+    other = swapped_names(shapes, tmp_path)
+    split = ["--json", str(other), "--images", str(shapes["val_images"]), "--device", "cpu"]
+    assert main(["eval", "shapes", "--weights", str(weights), *split, "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"{other}: its category ids name other classes than {weights}'s: " in err
+    assert "id 1 is 'circle' there and 'square' here; id 2 is 'square' there and 'circle' here" in err
+    assert not (tmp_path / "a" / "results.json").exists()
+    # a training run with it as its validation split stops before its first step
+    train = ["train", "shapes", "--train-json", str(shapes["train_annotations"])]
+    train += ["--train-images", str(shapes["train_images"]), "--val-json", str(other)]
+    train += ["--val-images", str(shapes["val_images"]), "--out", str(tmp_path / "run"), "--max-iter", "1"]
+    assert main([*train, "device=cpu", "data.num_workers=0"]) == 2
+    err = capsys.readouterr().err
+    assert f"{other}: its category ids name other classes than {shapes['train_annotations']}'s" in err
+    assert not (tmp_path / "run" / "model_final.pt").exists()
+
+
+def test_a_split_without_images_is_refused(setup, tmp_path, capsys):
+    weights, _, shapes = setup
+    document = json.loads(shapes["val_annotations"].read_text())
+    document["images"], document["annotations"] = [], []
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps(document))
+    split = ["--json", str(empty), "--images", str(shapes["val_images"]), "--device", "cpu"]
+    assert main(["eval", "shapes", "--weights", str(weights), *split, "--out", str(tmp_path / "a")]) == 2
+    assert f"{empty}: no image to score" in capsys.readouterr().err

@@ -123,6 +123,22 @@ def test_a_failed_plot_leaves_the_earlier_picture_whole(dataset, tmp_path, monke
     assert not list(tmp_path.glob(".*tmp"))  # no temporary left
 
 
+def test_no_detection_scores_zero_where_there_are_objects_and_nothing_where_there_are_none(dataset):
+    path, _ = dataset
+    document = json.loads(path.read_text())
+    document["categories"].append({"id": 99, "name": "thing99"})  # a class without objects
+    path.write_text(json.dumps(document))
+    metrics, evaluations = evaluate_results(path, [])
+    assert evaluations == {}  # no curve to draw
+    for iou_type in ("bbox", "segm"):
+        assert metrics[iou_type]["AP"] == 0.0 and metrics[iou_type]["APm"] == 0.0
+        assert math.isnan(metrics[iou_type]["APl"])  # no object over 96x96 pixels
+        per_class = metrics["per_class"][iou_type]
+        assert per_class["thing3"]["AP"] == 0.0 and per_class["thing90"]["APs"] == 0.0
+        assert math.isnan(per_class["thing90"]["APm"])  # its one object is small
+        assert all(math.isnan(v) for v in per_class["thing99"].values())
+
+
 def test_known_misses_match_pycocotools_exactly(dataset):
     path, annotations = dataset
     results = perfect_results(annotations)[1:]  # one of the two "thing3" objects is missed
@@ -163,6 +179,36 @@ def test_known_misses_match_pycocotools_exactly(dataset):
                 )
     table = format_metrics(metrics)
     assert "| box AP per class |" in table and "| thing17" in table
+
+
+def test_results_that_name_their_files_are_scored_against_those_images(dataset, tmp_path, capsys):
+    # predict numbers images by their place among its inputs and writes each entry's file name;
+    # here its ids are the other way round from the ground truth's
+    path, annotations = dataset
+    results = perfect_results(annotations)
+    for entry in results:
+        entry["file_name"] = str(tmp_path / f"{entry['image_id']}.png")
+        entry["image_id"] = 3 - entry["image_id"]
+    results[0]["file_name"] = f"somewhere/else/{annotations[0]['image_id']}.png"  # its ending names the file
+    results.append({**results[1], "file_name": "other/9.png"})  # not an image of the split
+    results_file = tmp_path / "results.json"
+    results_file.write_text(json.dumps(results))
+    out = tmp_path / "eval"
+    code = evaluate_command(
+        None, None, annotation_json=str(path), results_file=str(results_file), out_dir=str(out)
+    )
+    assert code == 0
+    assert json.loads((out / "metrics.json").read_text())["segm"]["AP"] == pytest.approx(1.0)
+    printed = capsys.readouterr().out
+    expected = f"{results_file}: {len(annotations)} entries took the image_id of the ground truth's image "
+    assert expected in printed
+    assert f"1 entry of 1 image not in {path} left out (other/9.png)" in printed
+    # without file names, the ids are all there is: the swapped ids score 0
+    for entry in results:
+        del entry["file_name"]
+    results_file.write_text(json.dumps(results[:-1]))
+    evaluate_command(None, None, annotation_json=str(path), results_file=str(results_file), out_dir=str(out))
+    assert json.loads((out / "metrics.json").read_text())["segm"]["AP"] == 0.0
 
 
 def test_results_mode_reads_a_file(dataset, tmp_path, capsys):
@@ -471,3 +517,15 @@ def test_results_pycocotools_would_trip_over_are_reported(split_files, tmp_path,
     err = capsys.readouterr().err
     assert code == 2 and err.startswith(f"error: {results}: ") and problem in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_side_by_side_pictures_of_images_with_one_stem_do_not_overwrite_each_other(tmp_path):
+    from types import SimpleNamespace
+
+    from maskrcnn.evaluation.run import vis_paths
+
+    names = ["x.webp", "x.bmp", "cam1/0001.png", "cam2/0001.png", "X.gif", "y.png"]
+    split = SimpleNamespace(records=[SimpleNamespace(file_name=name) for name in names])
+    paths = vis_paths(split, 5, tmp_path)
+    assert [p.name for p in paths] == ["x.png", "x-2.png", "0001.png", "0001-2.png", "X-3.png"]
+    assert all(p.parent == tmp_path for p in paths)

@@ -83,8 +83,12 @@ def _check_instances(dataset: CocoDataset, config: TrainConfig, context) -> None
     """Refuse a training split with nothing to learn (every annotation dropped: say how many and
     why); say when a box-only model trains on annotations kept by their boxes."""
     instances = sum(len(record.instances) for record in dataset.records)
+    crowd = sum(len(record.crowd) for record in dataset.records)
+    # COCO's ignore regions; some tools (CVAT's mask export) mark every mask iscrowd=1
+    regions = f"{crowd} crowd region{'s' if crowd > 1 else ''}"
+    crowd_note = f"{regions} (iscrowd=1) left out: they are not training targets"
     if instances == 0:
-        why = dataset.drop_summary or "it has no annotation"
+        why = dataset.drop_summary or (crowd_note if crowd else "it has no annotation")
         need = "masks: polygons or RLE" if config.model.masks else "boxes"
         hint = (
             " (or model.masks=false to train boxes only)"
@@ -94,6 +98,8 @@ def _check_instances(dataset: CocoDataset, config: TrainConfig, context) -> None
         raise ValueError(
             f"{config.data.train_json}: no usable instance to train on ({why}); the model needs {need}{hint}"
         )
+    if crowd and context.is_main:
+        tqdm.write(f"note: {config.data.train_json}: {crowd_note}, {instances} instances are")
     if not config.model.masks and context.is_main:
         tqdm.write(
             f"model.masks false: training boxes only, on {instances} instances of {config.data.train_json}"
@@ -110,8 +116,9 @@ def scoring_split(
 ) -> CocoDataset:
     """A split AP is scored on, its annotations cleaned as training cleans them (with its
     keypoints; kept by their boxes for a model without masks), its images normalized as the
-    model's `input_config` says: the validation split of a run and `maskrcnn eval`'s alike."""
-    return CocoDataset(
+    model's `input_config` says: the validation split of a run and `maskrcnn eval`'s alike.
+    Raises ValueError for a split without an image: its AP would be a meaningless 0."""
+    dataset = CocoDataset(
         annotations,
         images,
         skip_bad_images=data.skip_bad_images,
@@ -120,6 +127,9 @@ def scoring_split(
         keypoints=keypoints,
         masks=masks,
     )
+    if len(dataset) == 0:
+        raise ValueError(f"{annotations}: no image to score (its 'images' list is empty)")
+    return dataset
 
 
 def validation_data(config: TrainConfig) -> CocoDataset | None:

@@ -175,19 +175,16 @@ def evaluate_results(
     evaluations = {}
     for iou_type in IOU_TYPES:
         entries = [r for r in results if iou_type == "bbox" or "segmentation" in r]
-        if not entries:
-            metrics[iou_type] = {name: 0.0 for name in SUMMARY_NAMES}
-            metrics["per_class"][iou_type] = {name: dict(metrics[iou_type]) for name in names.values()}
-            continue
         with contextlib.redirect_stdout(io.StringIO()):
-            detections = coco.loadRes([dict(r) for r in entries])  # it adds fields to what it gets
+            detections = _detections(coco, entries)
             evaluation = COCOeval(coco, detections, iou_type)
             evaluation.evaluate()
             evaluation.accumulate()
             evaluation.summarize()
         metrics[iou_type] = {name: _ap(v) for name, v in zip(SUMMARY_NAMES, evaluation.stats[:6])}
         metrics["per_class"][iou_type] = per_class_ap(evaluation, names, SUMMARY_NAMES)
-        evaluations[iou_type] = evaluation
+        if entries:  # no curve to draw without detections
+            evaluations[iou_type] = evaluation
     if oks_sigmas is not None:
         evaluation = _keypoint_evaluation(coco, results, oks_sigmas, metrics, names)
         if evaluation is not None:
@@ -223,12 +220,8 @@ def _keypoint_evaluation(
                 f"keypoint AP: a result of image {entry['image_id']} has {_length(points)} keypoint values, "
                 f"not 3 x {count}"
             )
-    if not entries:
-        metrics[KEYPOINTS] = {name: 0.0 for name in KEYPOINT_SUMMARY_NAMES}
-        metrics["per_class"][KEYPOINTS] = {names[i]: dict(metrics[KEYPOINTS]) for i in ids}
-        return None
     with contextlib.redirect_stdout(io.StringIO()):
-        detections = coco.loadRes(entries)
+        detections = _detections(coco, entries)
         evaluation = COCOeval(coco, detections, KEYPOINTS)
         evaluation.params.kpt_oks_sigmas = np.asarray(oks_sigmas, dtype=np.float64)
         evaluation.params.catIds = ids
@@ -237,7 +230,20 @@ def _keypoint_evaluation(
         evaluation.summarize()
     metrics[KEYPOINTS] = {name: _ap(v) for name, v in zip(KEYPOINT_SUMMARY_NAMES, evaluation.stats[:5])}
     metrics["per_class"][KEYPOINTS] = per_class_ap(evaluation, names, KEYPOINT_SUMMARY_NAMES)
-    return evaluation
+    return evaluation if entries else None
+
+
+def _detections(coco: COCO, entries: list[dict]) -> COCO:
+    """The results as pycocotools' index of them. Without any, an empty index: COCOeval then
+    scores 0 where the ground truth has objects and "no such objects" where it has none, as
+    with detections (pycocotools' loadRes cannot read an empty list)."""
+    if entries:
+        return coco.loadRes([dict(r) for r in entries])  # it adds fields to what it gets
+    empty = COCO()
+    empty.dataset = {"images": list(coco.dataset["images"]), "categories": list(coco.dataset["categories"])}
+    empty.dataset["annotations"] = []
+    empty.createIndex()
+    return empty
 
 
 def _length(value) -> str:

@@ -23,12 +23,14 @@ from maskrcnn.engine import distributed, training_data
 from maskrcnn.errors import OptionError, user_errors
 from maskrcnn.evaluation import reports
 from maskrcnn.evaluation.accuracy import format_accuracy
+from maskrcnn.evaluation.categories import check_categories, model_categories
 from maskrcnn.evaluation.coco import evaluate_results, predict_split
 from maskrcnn.evaluation.confusion import CONFUSION_JSON, CONFUSION_PLOT
 from maskrcnn.evaluation.keypoints import format_sigmas, resolve_oks_sigmas
 from maskrcnn.evaluation.reports import METRICS_FILE, PR_PLOT_FILE, ReportSettings, format_metrics
+from maskrcnn.evaluation.result_images import match_by_file_name
 from maskrcnn.evaluation.results import write_json_atomic
-from maskrcnn.files import atomic_output
+from maskrcnn.files import atomic_output, picture_names
 from maskrcnn.inference.manifest import OutputManifest
 from maskrcnn.inference_settings import config_for_testing
 from maskrcnn.interop.load import load_model
@@ -66,10 +68,13 @@ def run_evaluation(
                     return 0  # nothing to share: rank 0 scores the file
                 results = _load_results(results_file)
                 dataset = _split(config, paths, keypoints=any("keypoints" in r for r in results))
+                results, matched = match_by_file_name(results_file, results, dataset)
+                if matched:
+                    print(matched)
                 _check_results(results_file, results, dataset)
                 if results:
                     predicted = {r["category_id"]: str(r["category_id"]) for r in results}
-                    _check_categories(results_file, predicted, dataset)
+                    check_categories(results_file, predicted, dataset)
                 model, sigmas = None, _results_sigmas(config, dataset, oks_sigmas)
             else:
                 model, dataset, sigmas = _model_and_split(context, config, weights, paths, oks_sigmas)
@@ -108,7 +113,7 @@ def _model_and_split(context, config, weights, paths, oks_sigmas):
         model = load_model(weights, device=context.device)
         model = _with_test_settings(model, config, paths.explicit or {}, weights, context)
         dataset = _split(config, paths, model.config.input, model.config.keypoints, model.config.masks)
-        _check_categories(weights, _model_categories(model), dataset)
+        check_categories(weights, model_categories(model), dataset)
         sigmas = _model_sigmas(model, dataset, weights, oks_sigmas)
     except (ConfigError, CheckpointError, ValueError, OSError) as error:
         failure = error
@@ -130,30 +135,6 @@ def _with_test_settings(model, config: TrainConfig, explicit: dict, weights: str
     rebuilt = build_model(tested)
     rebuilt.load_state_dict(model.state_dict())
     return rebuilt.to(context.device).eval()
-
-
-def _model_categories(model) -> dict[int, str]:
-    """The category ids a model's detections carry (its labels where it keeps none), with names."""
-    ids = model.config.category_ids or range(1, model.config.num_classes)
-    names = model.class_names[1:] if len(model.class_names) == model.config.num_classes else []
-    return {category: (names[i] if i < len(names) else str(category)) for i, category in enumerate(ids)}
-
-
-def _check_categories(source: str, predicted: dict[int, str], dataset: CocoDataset) -> None:
-    """Raise ValueError when no category of `predicted` (id -> name) is one of the split's: AP
-    would be 0 everywhere, and say nothing of the model."""
-    if set(predicted) & set(dataset.category_ids):
-        return
-
-    def listed(categories: dict) -> str:
-        shown = [f"{i} {name}" if name != str(i) else str(i) for i, name in sorted(categories.items())]
-        return ", ".join(shown[:8]) + (f" and {len(shown) - 8} more" if len(shown) > 8 else "")
-
-    split = dict(zip(dataset.category_ids, dataset.class_names[1:]))
-    raise ValueError(
-        f"{source} and {dataset.annotation_file} share no category: its ids are {listed(predicted)}, "
-        f"the file's {listed(split)}; evaluate on annotations of the model's categories"
-    )
 
 
 def _model_sigmas(model, dataset: CocoDataset, weights: str, oks_sigmas) -> tuple[float, ...] | None:
@@ -280,8 +261,9 @@ def _is_finite(value) -> bool:
 
 
 def vis_paths(dataset: CocoDataset, count: int, out: Path) -> list[Path]:
-    """Where `write_side_by_side` draws the first `count` images: out/<image file stem>.png."""
-    return [out / f"{Path(record.file_name).stem}.png" for record in dataset.records[:count]]
+    """Where `write_side_by_side` draws the first `count` images: out/<image file stem>.png
+    (-2, -3, ... for a repeated stem, as predict's overlays)."""
+    return [out / name for name in picture_names([r.file_name for r in dataset.records[:count]])]
 
 
 def write_side_by_side(
