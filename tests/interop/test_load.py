@@ -1,6 +1,7 @@
 """Unusable --weights files: predict, eval and export print one `error: <file>: <problem>` line
 (no traceback) and exit with code 2."""
 
+import gzip
 import json
 from pathlib import Path
 
@@ -20,7 +21,7 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "shapes.yaml"
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory) -> Path:
+def files(tmp_path_factory, damaged) -> Path:
     """A folder with an image, a split of it, a good checkpoint and bad weights files of every kind."""
     root = tmp_path_factory.mktemp("weights")
     Image.fromarray(np.full((48, 64, 3), 128, dtype=np.uint8)).save(root / "image.png")
@@ -61,6 +62,10 @@ def files(tmp_path_factory) -> Path:
     zipfile.ZipFile(root / "empty_zip.pt", "w").close()
     with zipfile.ZipFile(root / "zipped_text.pt", "w") as archive:
         archive.writestr("readme.txt", "not weights")
+    (root / "damaged.pt").write_bytes(damaged(root / "good.pt"))
+    (root / "gzipped.pt").write_bytes(gzip.compress(whole))
+    np.save(root / "array.npy", np.zeros(3))
+    (root / "keras.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
     return root
 
 
@@ -77,6 +82,10 @@ CASES = {
     "pickled_module.pt": "holds maskrcnn.modeling.mask_rcnn.MaskRCNN, not only tensors",
     "empty_zip.pt": "an empty zip archive, not a PyTorch weights file",
     "zipped_text.pt": "a zip archive of 1 file (readme.txt), not a PyTorch weights file",
+    "damaged.pt": "corrupt checkpoint (CRC mismatch in ",
+    "gzipped.pt": "not a PyTorch weights file (a gzip archive: decompress it first)",
+    "array.npy": "not a PyTorch weights file (a numpy .npy array)",
+    "keras.h5": "not a PyTorch weights file (an HDF5 file",
 }
 
 

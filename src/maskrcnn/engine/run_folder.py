@@ -4,15 +4,19 @@ or continues (--resume) the run it holds."""
 import shutil
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
-from maskrcnn.config import TrainConfig
+from maskrcnn.checkpoint import is_checkpoint, model_config_of
+from maskrcnn.config import ModelConfig, TrainConfig, config_to_dict
 from maskrcnn.engine import distributed
 from maskrcnn.engine.curves import CURVES_FILE
 from maskrcnn.engine.metrics import RESULTS_FILE
+from maskrcnn.errors import one_line
 from maskrcnn.evaluation.confusion import CONFUSION_JSON, CONFUSION_PLOT
 from maskrcnn.evaluation.reports import METRICS_FILE, PR_PLOT_FILE
+from maskrcnn.interop.load import read_weights_file
+from maskrcnn.interop.state_dicts import CheckpointError, load_strict
+from maskrcnn.modeling.mask_rcnn import upgrade_state_dict
 
 LAST_CHECKPOINT = "last.pt"
 FINAL_CHECKPOINT = "model_final.pt"
@@ -62,7 +66,8 @@ def starting_point(
     the same command) starts from the beginning, as detectron2's resume does. A complete run
     (model_final.pt at last.pt's iteration) stays complete under a budget (its schedule has
     ended) and under a fixed length it has reached; one that stopped past the length asked for
-    is refused.
+    is refused. A last.pt or model_final.pt it cannot read or continue from is a
+    CheckpointError naming the file (`read_training_checkpoint`).
     """
     output_dir = Path(config.output_dir)
     last_path, final = output_dir / LAST_CHECKPOINT, output_dir / FINAL_CHECKPOINT
@@ -76,7 +81,7 @@ def starting_point(
         return None, None
     if not resume:
         return None, None
-    checkpoint = torch.load(last_path, map_location="cpu", weights_only=True)
+    checkpoint = read_training_checkpoint(last_path)
     budgeted = config.solver.budget_minutes > 0
     if _is_complete(checkpoint, final) and (budgeted or _length_passed(config, checkpoint)):
         if context.is_main:
@@ -99,11 +104,104 @@ def starting_point(
 
 def _is_complete(checkpoint: dict, final: Path) -> bool:
     """Whether the run whose last.pt this is ended: its model_final.pt written at the same
-    iteration (a run that died after an earlier checkpoint did not, whatever files it left)."""
+    iteration (a run that died after an earlier checkpoint did not, whatever files it left).
+    A damaged model_final.pt is a CheckpointError naming it."""
     if not final.exists():
         return False
-    saved = torch.load(final, map_location="cpu", weights_only=True, mmap=True)
-    return saved.get("iteration") == checkpoint["iteration"]
+    saved = read_weights_file(final)
+    return isinstance(saved, dict) and saved.get("iteration") == checkpoint["iteration"]
+
+
+# What last.pt holds beside a model's weights and config (`hooks.checkpoint.Checkpointer`).
+TRAINING_STATE = ("iteration", "optimizer", "rng")
+
+
+def read_training_checkpoint(path: Path) -> dict:
+    """A run's last.pt, read as every weights file is (`interop.load.read_weights_file`: a
+    damaged, foreign or malicious file is a CheckpointError naming it), and refused unless it
+    is a maskrcnn checkpoint with the training state --resume continues from."""
+    payload = read_weights_file(path)
+    if not is_checkpoint(payload):
+        raise CheckpointError(
+            f"{path}: not a maskrcnn training checkpoint (the {LAST_CHECKPOINT} a run writes), which "
+            "--resume continues; start a new run (--overwrite, or another --out)"
+        )
+    missing = [key for key in TRAINING_STATE if key not in payload]
+    if missing and isinstance(payload.get("model"), dict):
+        raise CheckpointError(
+            f"{path}: a maskrcnn model without the training state --resume continues from (no "
+            f"{', '.join(missing)}: a {FINAL_CHECKPOINT} or {BEST_CHECKPOINT} copied over it?); start a "
+            f"new run from its weights: --out NEW init_weights={path}"
+        )
+    iteration = payload.get("iteration")
+    broken = [
+        key
+        for key, fine in (
+            ("model", isinstance(payload.get("model"), dict)),
+            ("optimizer", isinstance(payload.get("optimizer"), dict)),
+            ("rng", isinstance(payload.get("rng"), list) and len(payload["rng"]) > 0),
+            ("iteration", type(iteration) is int and iteration >= 0),
+        )
+        if not fine
+    ]
+    if broken:
+        raise CheckpointError(
+            f"{path}: a damaged maskrcnn training checkpoint (bad or no {', '.join(broken)})"
+        )
+    try:
+        model_config_of(payload, str(path))
+    except ValueError as error:
+        raise CheckpointError(one_line(error)) from None
+    return payload
+
+
+def restore_training_state(model, optimizer, checkpoint: dict, config: TrainConfig) -> None:
+    """The resumed run's weights into `model` and its optimizer state into `optimizer`. A
+    checkpoint of another model (the training data's classes or the model's config changed
+    since it was written) is a CheckpointError saying what changed."""
+    path = Path(config.output_dir) / LAST_CHECKPOINT
+    try:
+        load_strict(model, upgrade_state_dict(checkpoint["model"]), str(path))
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:  # CheckpointError is a ValueError
+        changed = _what_changed(model_config_of(checkpoint, str(path)), config.model)
+        if not changed:
+            problem = one_line(error).removeprefix(f"{path}: ")
+            raise CheckpointError(f"{path}: does not fit this run's model and optimizer: {problem}") from None
+        raise CheckpointError(
+            f"{path}: {changed}: resume only the same run; start a new one from its weights with "
+            f"--out NEW init_weights={path}"
+        ) from None
+
+
+def _what_changed(saved: ModelConfig, now: ModelConfig) -> str:
+    """How the model config of a checkpoint differs from this run's, in a few words ('' if not)."""
+    if saved.num_classes != now.num_classes:
+        return (
+            f"its model has {saved.num_classes} classes ({saved.num_classes - 1} categories and the "
+            f"background), this run's training data {now.num_classes}"
+        )
+    before, after = _flat(config_to_dict(saved)), _flat(config_to_dict(now))
+    differing = [
+        f"model.{key}: {before[key]!r} in the checkpoint, {after[key]!r} now"
+        for key in before
+        if key in after and before[key] != after[key]
+    ]
+    if not differing:
+        return ""
+    more = f" and {len(differing) - 3} more" if len(differing) > 3 else ""
+    return f"its model differs from this run's ({'; '.join(differing[:3])}{more})"
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    """A nested config dict as {"dotted.key": value}."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _length_passed(config: TrainConfig, checkpoint: dict) -> bool:

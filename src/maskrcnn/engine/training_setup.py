@@ -15,8 +15,10 @@ from maskrcnn.data.coco import CocoDataset
 from maskrcnn.engine import distributed
 from maskrcnn.engine.optimizer import make_optimizer, use_fused_sgd
 from maskrcnn.engine.rng import seed_everything, set_rng_state
+from maskrcnn.engine.run_folder import restore_training_state
 from maskrcnn.engine.stop import shut_down_workers
 from maskrcnn.engine.training_data import build_training_data, validation_data
+from maskrcnn.evaluation.categories import check_categories, split_categories
 from maskrcnn.evaluation.keypoints import keypoint_head_for_dataset, resolve_oks_sigmas
 from maskrcnn.interop.init_weights import load_initial_weights
 from maskrcnn.modeling.anchor_fit import (
@@ -29,7 +31,7 @@ from maskrcnn.modeling.anchor_fit import (
     small_object_note,
 )
 from maskrcnn.modeling.build import build_model
-from maskrcnn.modeling.mask_rcnn import MaskRCNN, upgrade_state_dict
+from maskrcnn.modeling.mask_rcnn import MaskRCNN
 from maskrcnn.precision import autocast_dtype
 
 
@@ -82,6 +84,8 @@ def prepare_run(
     seed_everything(config.seed)
     dataset, loader = build_training_data(config, context, start_iter)
     validation = validation_data(config)  # read now: a broken file fails before the first step
+    if validation is not None:  # scored by category id: the ids must mean the training split's classes
+        check_categories(config.data.train_json, split_categories(dataset), validation)
     config = replace(
         config, model=_model_config_of_the_data(config, dataset, validation, context, checkpoint)
     )
@@ -101,9 +105,8 @@ def prepare_run(
     # RNG state of a resumed run is restored, exactly as an uninterrupted run did.
     batches = iter(loader)
     cleanup.callback(shut_down_workers, batches)  # however the run ends
-    if checkpoint is not None:
-        model.load_state_dict(upgrade_state_dict(checkpoint["model"]))
-        optimizer.load_state_dict(checkpoint["optimizer"])
+    if checkpoint is not None:  # a checkpoint of another model is refused, saying what changed
+        restore_training_state(model, optimizer, checkpoint, config)
         use_fused_sgd(optimizer, loss_scaling)
         if loss_scaling and "scaler" in checkpoint:  # the loss scale and its growth counter
             scaler.load_state_dict(checkpoint["scaler"])

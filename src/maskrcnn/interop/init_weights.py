@@ -87,6 +87,9 @@ def _weights_and_file_names(payload, path: str, config: ModelConfig) -> tuple[di
     if detectron2 is not None:
         _warn_of_conventions(detectron2, config, path)
         return from_detectron2_layout(detectron2, config.anchors)
+    if isinstance(payload, dict) and not is_torchvision_state_dict(payload):  # as load_model reads them
+        wrapped = payload.get("model", payload.get("state_dict"))
+        payload = wrapped if is_torchvision_state_dict(wrapped) else payload
     if is_torchvision_state_dict(payload):
         weights = {k: v for k, v in payload.items() if "num_batches_tracked" not in k}
         return rename_keys(weights, KEY_RULES), torchvision_key_names(weights)

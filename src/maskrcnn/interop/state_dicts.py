@@ -25,6 +25,29 @@ def rename_keys(state_dict: dict, rules: list[tuple[str, str]]) -> dict:
     return {rename_key(key, rules): value for key, value in state_dict.items()}
 
 
+DDP_PREFIX = "module."  # what DistributedDataParallel's state_dict() puts before every key
+
+
+def without_ddp_prefix(payload):
+    """`payload` with the "module." of a DistributedDataParallel model's state dict removed from
+    every key, at its top level or under "model" or "state_dict" (torch.save(ddp.state_dict())
+    instead of ddp.module's, a common slip); anything else is returned as it is."""
+
+    def stripped(weights):
+        if not isinstance(weights, dict) or not weights:
+            return weights
+        if not all(isinstance(key, str) and key.startswith(DDP_PREFIX) for key in weights):
+            return weights
+        return {key[len(DDP_PREFIX) :]: value for key, value in weights.items()}
+
+    payload = stripped(payload)
+    for wrapper in ("model", "state_dict"):
+        inner = payload.get(wrapper) if isinstance(payload, dict) else None
+        if stripped(inner) is not inner:
+            payload = {**payload, wrapper: stripped(inner)}
+    return payload
+
+
 def load_strict(
     model: nn.Module, state_dict: dict, source: str, file_name: Callable[[str], str] | None = None
 ) -> None:

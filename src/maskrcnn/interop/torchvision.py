@@ -8,7 +8,13 @@ from torch import Tensor
 
 from maskrcnn.config import AnchorConfig, BackboneConfig, KeypointHeadConfig, ModelConfig
 from maskrcnn.data.coco_names import COCO_CATEGORY_NAMES, COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
-from maskrcnn.interop.state_dicts import CheckpointError, load_strict, rename_key, rename_keys
+from maskrcnn.interop.state_dicts import (
+    CheckpointError,
+    load_strict,
+    rename_key,
+    rename_keys,
+    without_ddp_prefix,
+)
 from maskrcnn.modeling.build import build_model
 from maskrcnn.modeling.mask_rcnn import MaskRCNN
 
@@ -120,14 +126,24 @@ def is_torchvision_state_dict(state_dict: dict) -> bool:
     return isinstance(state_dict, dict) and "backbone.body.conv1.weight" in state_dict
 
 
+# torchvision's BatchNorm eps: nn.BatchNorm2d's and FrozenBatchNorm2d's default, kept by every
+# model but those built with weights=COCO_V1, where torchvision calls overwrite_eps(model, 0.0).
+TORCHVISION_EPS = 1e-5
+COCO_V1_EPS = 0.0
+
+
 def torchvision_config(
-    num_classes: int = 91, class_names: tuple[str, ...] = (), masks: bool = True, num_keypoints: int = 0
+    num_classes: int = 91,
+    class_names: tuple[str, ...] = (),
+    masks: bool = True,
+    num_keypoints: int = 0,
+    norm_eps: float = COCO_V1_EPS,
 ) -> ModelConfig:
     """The configuration of torchvision's `maskrcnn_resnet50_fpn` (v1 architecture), or with
     num_keypoints > 0 (and usually masks=False) of its `keypointrcnn_resnet50_fpn`.
 
-    Its COCO checkpoints were trained with FrozenBatchNorm eps 0 and with anchor strides
-    derived from the padded image size (so P6's stride is not always 64).
+    Its COCO checkpoints were trained with FrozenBatchNorm eps 0 (norm_eps) and with anchor
+    strides derived from the padded image size (so P6's stride is not always 64).
     """
     if not class_names and num_classes == len(COCO_CATEGORY_NAMES):
         class_names = COCO_CATEGORY_NAMES
@@ -137,7 +153,7 @@ def torchvision_config(
     return ModelConfig(
         num_classes=num_classes,
         class_names=tuple(class_names),
-        backbone=BackboneConfig(depth=50, norm="frozen_bn", norm_eps=0.0, freeze_at=2),
+        backbone=BackboneConfig(depth=50, norm="frozen_bn", norm_eps=norm_eps, freeze_at=2),
         anchors=AnchorConfig(strides_from="image", round_to_integer=True),
         masks=masks,
         keypoints=num_keypoints > 0,
@@ -149,8 +165,17 @@ def torchvision_config(
     )
 
 
+def check_norm_eps(norm_eps: float | None) -> None:
+    """ValueError unless norm_eps is None (read from the weights) or a number >= 0."""
+    if norm_eps is not None and not (isinstance(norm_eps, (int, float)) and norm_eps >= 0):  # NaN fails
+        raise ValueError(f"norm_eps={norm_eps!r}: expected a number >= 0 (torchvision's are 0 and 1e-5)")
+
+
 def from_torchvision(
-    state_dict: dict[str, Tensor], class_names: tuple[str, ...] = (), source: str = "torchvision state dict"
+    state_dict: dict[str, Tensor],
+    class_names: tuple[str, ...] = (),
+    source: str = "torchvision state dict",
+    norm_eps: float | None = None,
 ) -> MaskRCNN:
     """Build a model in eval mode from a torchvision `maskrcnn_resnet50_fpn` or
     `keypointrcnn_resnet50_fpn` state dict.
@@ -160,33 +185,47 @@ def from_torchvision(
     the COCO names; 17 keypoints get COCO's person keypoint names and skeleton). Raises
     CheckpointError listing missing keys, unexpected keys and shape mismatches under the file's
     own key names.
+
+    norm_eps: the eps of the BatchNorm the weights were trained with. None: 1e-5 for a state
+    dict with `num_batches_tracked` entries (a model built without pre-trained weights, whose
+    nn.BatchNorm2d has eps 1e-5), else 0, COCO_V1's and its fine-tuned models'. A model
+    fine-tuned from an ImageNet trunk (`weights_backbone=...`) has FrozenBatchNorm eps 1e-5,
+    which its file cannot tell from those: give norm_eps=1e-5.
     """
+    state_dict = without_ddp_prefix(state_dict)
     if not is_torchvision_state_dict(state_dict):
         raise CheckpointError(
             f"{source}: not a torchvision Mask R-CNN state dict (no backbone.body.conv1.weight)"
         )
+    check_norm_eps(norm_eps)
     if "roi_heads.box_predictor.cls_score.weight" not in state_dict:
         raise CheckpointError(f"{source}: missing keys: roi_heads.box_predictor.cls_score.weight")
     num_classes = int(state_dict["roi_heads.box_predictor.cls_score.weight"].shape[0])
     masks = any(key.startswith("roi_heads.mask_") for key in state_dict)
     keypoints = state_dict.get("roi_heads.keypoint_predictor.kps_score_lowres.weight")
     num_keypoints = int(keypoints.shape[1]) if keypoints is not None and keypoints.dim() == 4 else 0
-    model = build_model(torchvision_config(num_classes, class_names, masks, num_keypoints))
-    # Models built without pre-trained weights use trainable BatchNorm, whose step counters
-    # mean nothing once the statistics are frozen.
+    # Models built without pre-trained weights use trainable BatchNorm (eps 1e-5), whose step
+    # counters say so and mean nothing once the statistics are frozen.
     weights = {k: v for k, v in state_dict.items() if not k.endswith(".num_batches_tracked")}
+    if norm_eps is None:
+        norm_eps = TORCHVISION_EPS if len(weights) < len(state_dict) else COCO_V1_EPS
+    model = build_model(torchvision_config(num_classes, class_names, masks, num_keypoints, norm_eps))
     load_strict(model, rename_keys(weights, KEY_RULES), source, file_name=torchvision_key_names(weights))
     return model.eval()
 
 
 def from_torchvision_keypoint(
-    state_dict: dict[str, Tensor], class_names: tuple[str, ...] = (), source: str = "torchvision state dict"
+    state_dict: dict[str, Tensor],
+    class_names: tuple[str, ...] = (),
+    source: str = "torchvision state dict",
+    norm_eps: float | None = None,
 ) -> MaskRCNN:
     """`from_torchvision` for a `keypointrcnn_resnet50_fpn` state dict, refusing one without a
     keypoint head."""
+    state_dict = without_ddp_prefix(state_dict)
     if "roi_heads.keypoint_predictor.kps_score_lowres.weight" not in state_dict:
         raise CheckpointError(
             f"{source}: not a torchvision Keypoint R-CNN state dict "
             "(no roi_heads.keypoint_predictor.kps_score_lowres.weight)"
         )
-    return from_torchvision(state_dict, class_names, source)
+    return from_torchvision(state_dict, class_names, source, norm_eps)
