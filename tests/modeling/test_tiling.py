@@ -258,8 +258,8 @@ def test_without_the_merging_the_same_check_fails(trained_shapes_weights, monkey
 
     monkeypatch.setattr(tiling, "MATCH_IOU", 1.01)  # no two tiles' masks ever match: nothing merges
     tiled, untiled, truth = _tiled_and_untiled(trained_shapes_weights)
-    # the README's words: two detections of one class on a shape
-    with pytest.raises(AssertionError, match=r"shape \d+: labels"):
+    # the README's words: a shape found only as a half, or two detections of one class on it
+    with pytest.raises(AssertionError, match=r"shape \d+: labels|> 0.6"):
         _assert_each_shape_found_once(tiled, untiled, truth)
 
 
