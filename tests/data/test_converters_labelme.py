@@ -9,18 +9,7 @@ import json
 import numpy as np
 import pycocotools.mask as mask_utils
 from PIL import Image
-
-from maskrcnn.cli.main import main
-
-
-def convert(*argv) -> int:
-    return main(["convert", *map(str, argv)])
-
-
-def one_error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: "), err
-    return err
+from test_converters import convert, one_error  # the helpers of the first converter tests
 
 
 def shape(label, points, kind="polygon", group=None, **extra):

@@ -12,22 +12,12 @@ import pycocotools.mask as mask_utils
 import pytest
 import tifffile
 from PIL import Image
+from test_converters import convert, one_error  # the helpers of the first converter tests
 
-from maskrcnn.cli.main import main
 from maskrcnn.data.converters.coco_file import header_size
 from maskrcnn.data.images import load_image
 
 ROTATED = 6  # EXIF orientation: shown turned a quarter, width and height swapped
-
-
-def convert(*argv) -> int:
-    return main(["convert", *map(str, argv)])
-
-
-def one_error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: "), err
-    return err
 
 
 def decoded(annotation: dict, height: int, width: int) -> np.ndarray:
