@@ -55,7 +55,7 @@ FROM_THE_DATA = frozenset(
 )
 
 
-def _flat(config: ModelConfig) -> dict:
+def flat_model_config(config: ModelConfig) -> dict:
     """{"roi_heads.detections_per_image": 100, ...}: every leaf of a model config."""
     flat = {}
 
@@ -91,7 +91,7 @@ def config_for_testing(
     says so). Raises ConfigError naming a setting given on the command line that cannot change
     after training (the architecture, the classes) or that does nothing at test time.
     """
-    trained, wanted = _flat(checkpoint), _flat(requested)
+    trained, wanted = flat_model_config(checkpoint), flat_model_config(requested)
     differing = {}  # key -> origin, of the values the user set that differ from the checkpoint's
     for dotted, origin in explicit.items():
         key = dotted.removeprefix("model.").split("[")[0]

@@ -11,7 +11,7 @@ from maskrcnn.checkpoint import save_checkpoint
 from maskrcnn.cli.main import main
 from maskrcnn.config import COMMAND_LINE, ConfigError, load_config_origins
 from maskrcnn.data.shapes import make_shapes
-from maskrcnn.inference_settings import TEST_TIME, _flat, config_for_testing
+from maskrcnn.inference_settings import TEST_TIME, config_for_testing, flat_model_config
 from maskrcnn.testing import tiny_model_config
 
 NAMES = ("__background__", "circle", "square", "triangle")
@@ -124,7 +124,7 @@ def test_a_config_file_of_the_same_model_gives_its_test_time_settings():
     assert tested.input.min_size == 80 and tested.rpn.pre_nms_topk_train == checkpoint.rpn.pre_nms_topk_train
     assert lines == ["model.input.min_size: 80 (my.yaml), not the checkpoint's 64"]
     # every test-time key names a setting of the model config
-    assert TEST_TIME <= set(_flat(checkpoint))
+    assert TEST_TIME <= set(flat_model_config(checkpoint))
     config, origins = load_config_origins(None, ["model.input.min_size=70"])
     assert origins == {"model.input.min_size": COMMAND_LINE} and config.model.input.min_size == 70
     with pytest.raises(ConfigError, match="model.backbone.depth=101"):

@@ -7,13 +7,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from maskrcnn.checkpoint import is_checkpoint, model_config_of
-from maskrcnn.config import ModelConfig, TrainConfig, config_to_dict
+from maskrcnn.config import ModelConfig, TrainConfig
 from maskrcnn.engine import distributed
 from maskrcnn.engine.curves import CURVES_FILE
 from maskrcnn.engine.metrics import RESULTS_FILE
 from maskrcnn.errors import one_line
 from maskrcnn.evaluation.confusion import CONFUSION_JSON, CONFUSION_PLOT
 from maskrcnn.evaluation.reports import METRICS_FILE, PR_PLOT_FILE
+from maskrcnn.inference_settings import flat_model_config
 from maskrcnn.interop.load import read_weights_file
 from maskrcnn.interop.state_dicts import CheckpointError, load_strict
 from maskrcnn.modeling.mask_rcnn import upgrade_state_dict
@@ -181,7 +182,7 @@ def _what_changed(saved: ModelConfig, now: ModelConfig) -> str:
             f"its model has {saved.num_classes} classes ({saved.num_classes - 1} categories and the "
             f"background), this run's training data {now.num_classes}"
         )
-    before, after = _flat(config_to_dict(saved)), _flat(config_to_dict(now))
+    before, after = flat_model_config(saved), flat_model_config(now)
     differing = [
         f"model.{key}: {before[key]!r} in the checkpoint, {after[key]!r} now"
         for key in before
@@ -191,17 +192,6 @@ def _what_changed(saved: ModelConfig, now: ModelConfig) -> str:
         return ""
     more = f" and {len(differing) - 3} more" if len(differing) > 3 else ""
     return f"its model differs from this run's ({'; '.join(differing[:3])}{more})"
-
-
-def _flat(config: dict, prefix: str = "") -> dict:
-    """A nested config dict as {"dotted.key": value}."""
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _length_passed(config: TrainConfig, checkpoint: dict) -> bool:
