@@ -8,7 +8,6 @@ import struct
 import zlib
 
 import numpy as np
-import pycocotools.mask as mask_utils
 import pytest
 import tifffile
 from PIL import Image
@@ -18,15 +17,6 @@ from maskrcnn.data.converters.coco_file import header_size
 from maskrcnn.data.images import load_image
 
 ROTATED = 6  # EXIF orientation: shown turned a quarter, width and height swapped
-
-
-def decoded(annotation: dict, height: int, width: int) -> np.ndarray:
-    segmentation = annotation["segmentation"]
-    if isinstance(segmentation, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    else:
-        rle = dict(segmentation, counts=segmentation["counts"].encode())
-    return mask_utils.decode(rle).astype(bool)
 
 
 def rotated_jpeg(path, stored=(80, 120)) -> None:
